@@ -1,0 +1,1 @@
+"""Complex NER for MultiCoNER."""

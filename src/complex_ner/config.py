@@ -1,0 +1,212 @@
+"""Typed, frozen view of ``params.yaml``: read once, validated here, passed everywhere.
+
+Every section maps to one dataclass; unknown keys and wrong types fail with the dotted field name,
+so a typo in ``params.yaml`` never silently falls back to a default.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import types
+import typing
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+#: Overrides ``data.source_dir`` without editing params.yaml (CI, other checkouts).
+SOURCE_ENV = "COMPLEX_NER_DATA_SOURCE"
+
+
+class ConfigError(ValueError):
+    """A params file or override that cannot be used; the message names the field."""
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Where MultiCoNER comes from and which languages and entity types are used."""
+
+    source_dir: str = "../shared/data/multiconer"
+    languages: tuple[str, ...] = ("es", "zh")
+    raw_dir: str = "data/raw"
+    entity_types: tuple[str, ...] = ("PER", "LOC", "GRP", "CORP", "PROD", "CW")
+
+    @property
+    def tags(self) -> tuple[str, ...]:
+        """The BIO tag set, ``O`` first (13 tags for MultiCoNER)."""
+        return ("O",) + tuple(f"{p}-{t}" for t in self.entity_types for p in ("B", "I"))
+
+    def validate(self) -> None:
+        if not self.languages:
+            raise ConfigError("data.languages: at least one language is required")
+        if len(set(self.languages)) != len(self.languages):
+            raise ConfigError(f"data.languages: duplicates in {list(self.languages)}")
+        for lang in self.languages:
+            if not lang.isalpha():
+                raise ConfigError(f"data.languages: {lang!r} is not a language code")
+        if not self.entity_types:
+            raise ConfigError("data.entity_types: at least one entity type is required")
+        for t in self.entity_types:
+            if not t or "-" in t or t == "O" or any(c.isspace() for c in t):
+                raise ConfigError(f"data.entity_types: {t!r} is not a valid entity type")
+        if len(set(self.entity_types)) != len(self.entity_types):
+            raise ConfigError(f"data.entity_types: duplicates in {list(self.entity_types)}")
+
+
+@dataclass(frozen=True)
+class SplitConfig:
+    """Seeded hold-out of train used for model selection when no dev file exists."""
+
+    val_fraction: float = 0.1
+    seed: int = 13
+    processed_dir: str = "data/processed"
+
+    def validate(self) -> None:
+        if not 0.0 < self.val_fraction < 1.0:
+            raise ConfigError(f"split.val_fraction: must be in (0, 1), got {self.val_fraction}")
+
+
+@dataclass(frozen=True)
+class ValidateConfig:
+    """Bounds and outputs of the Great Expectations gate."""
+
+    min_sentence_length: int = 1
+    max_sentence_length: int = 200
+    report_dir: str = "reports/validation"
+    max_examples: int = 5
+
+    def validate(self) -> None:
+        if self.min_sentence_length < 1:
+            raise ConfigError("validate.min_sentence_length: must be >= 1")
+        if self.max_sentence_length < self.min_sentence_length:
+            raise ConfigError(
+                "validate.max_sentence_length: must be >= validate.min_sentence_length"
+            )
+        if self.max_examples < 1:
+            raise ConfigError("validate.max_examples: must be >= 1")
+
+
+@dataclass(frozen=True)
+class StatsConfig:
+    """Where the data statistics go."""
+
+    report_dir: str = "reports"
+
+
+@dataclass(frozen=True)
+class Params:
+    """All of ``params.yaml``. Paths in it are relative to ``root`` (the project folder)."""
+
+    data: DataConfig = field(default_factory=DataConfig)
+    split: SplitConfig = field(default_factory=SplitConfig)
+    validate: ValidateConfig = field(default_factory=ValidateConfig)
+    stats: StatsConfig = field(default_factory=StatsConfig)
+    root: Path = field(default=Path("."), compare=False)
+
+    def path(self, relative: str | Path) -> Path:
+        """Resolve a params path against the project root."""
+        p = Path(relative)
+        return p if p.is_absolute() else self.root / p
+
+    @property
+    def source_dir(self) -> Path:
+        """The MultiCoNER source folder, ``$COMPLEX_NER_DATA_SOURCE`` taking precedence."""
+        env = os.environ.get(SOURCE_ENV)
+        return Path(env) if env else self.path(self.data.source_dir)
+
+
+def _coerce(value: Any, annotation: Any, where: str) -> Any:
+    """Check ``value`` against a (simple) type annotation, converting lists to tuples."""
+    origin = typing.get_origin(annotation)
+    if annotation is float:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ConfigError(f"{where}: expected a number, got {value!r}")
+        return float(value)
+    if annotation is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{where}: expected an integer, got {value!r}")
+        return value
+    if annotation is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{where}: expected true or false, got {value!r}")
+        return value
+    if annotation is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{where}: expected a string, got {value!r}")
+        return value
+    if origin is tuple:
+        if not isinstance(value, list | tuple):
+            raise ConfigError(f"{where}: expected a list, got {value!r}")
+        (item_type, _ellipsis) = typing.get_args(annotation)
+        return tuple(_coerce(v, item_type, f"{where}[{i}]") for i, v in enumerate(value))
+    if origin in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(annotation) if a is not type(None)]
+        if value is None:
+            return None
+        return _coerce(value, args[0], where)
+    if isinstance(annotation, type) and dataclasses.is_dataclass(annotation):
+        return _build(annotation, value, where)
+    raise ConfigError(f"{where}: unsupported type {annotation!r}")  # pragma: no cover
+
+
+def _build(cls: type, raw: Any, where: str) -> Any:
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{where}: expected a mapping, got {raw!r}")
+    hints = typing.get_type_hints(cls)
+    known = {f.name for f in fields(cls) if f.init and f.name != "root"}
+    unknown = sorted(set(raw) - known)
+    if unknown:
+        raise ConfigError(f"{where}.{unknown[0]}: unknown field (known: {', '.join(sorted(known))})")
+    kwargs = {k: _coerce(v, hints[k], f"{where}.{k}") for k, v in raw.items()}
+    obj = cls(**kwargs)
+    check = getattr(obj, "validate", None)
+    if callable(check) and not isinstance(obj, Params):
+        check()
+    return obj
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """Parse ``section.key=value`` (value in YAML syntax) into a key path and a value."""
+    if "=" not in text:
+        raise ConfigError(f"override {text!r}: expected section.key=value")
+    key, value = text.split("=", 1)
+    parts = key.strip().split(".")
+    if len(parts) < 2 or not all(parts):
+        raise ConfigError(f"override {text!r}: expected section.key=value")
+    return parts, yaml.safe_load(value)
+
+
+def load_params(
+    path: str | Path = "params.yaml", overrides: typing.Sequence[str] = ()
+) -> Params:
+    """Read and validate ``params.yaml``; ``overrides`` are ``section.key=value`` strings.
+
+    Raises:
+        ConfigError: a missing file, bad YAML, an unknown field or an invalid value.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: params file not found")
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: expected a mapping of sections")
+    for text in overrides:
+        parts, value = parse_override(text)
+        node = raw
+        for p in parts[:-1]:
+            node = node.setdefault(p, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"override {text!r}: {p} is not a section")
+        node[parts[-1]] = value
+    try:
+        params = _build(Params, raw, path.name)
+    except ConfigError as exc:
+        raise ConfigError(f"{path}: {exc}") from None
+    return dataclasses.replace(params, root=path.resolve().parent)

@@ -1,0 +1,388 @@
+"""MultiCoNER and CoNLL files: read, write, ingest and split.
+
+The official format opens each sentence with ``# id <uuid>\\tdomain=<d>``, then one
+``token _ _ TAG`` line per token and a blank line after each sentence. Plain two-column CoNLL
+(``token TAG``, ``-DOCSTART-`` skipped) is read too, so users can bring other corpora.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import shutil
+import tempfile
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from complex_ner.config import Params
+
+SPLIT_NAMES = ("train", "dev", "test")
+"""Official file names (``<lang>/<name>.conll``) picked up from the source folder."""
+
+
+_COLUMNS = re.compile(r"[ \t]+")
+
+
+def _parse_header(line: str) -> tuple[str | None, str | None] | None:
+    """``(id, domain)`` of a ``# id <id>\tdomain=<d>`` line, or None for a token line.
+
+    ``#`` is also a token (``# _ _ O``), so a hash line is a header only when it says ``id`` or
+    ``domain=``; a header that lacks the id yields ``(None, domain)`` and is reported.
+    """
+    if not line.startswith("#"):
+        return None
+    fields = _COLUMNS.split(line[1:].strip(" \t"))
+    has_id = bool(fields) and fields[0] == "id"
+    domains = [f.removeprefix("domain=") for f in fields if f.startswith("domain=")]
+    if not has_id and not domains:
+        return None
+    sid = fields[1] if has_id and len(fields) > 1 and not fields[1].startswith("domain=") else None
+    return sid, (domains[0] if domains else None)
+
+
+class DataFormatError(ValueError):
+    """A data file that cannot be read; the message names the file and line."""
+
+    def __init__(self, path: str | Path, line: int | None, message: str) -> None:
+        where = f"{path}:{line}" if line is not None else str(path)
+        super().__init__(f"{where}: {message}")
+        self.path = str(path)
+        self.line = line
+
+
+@dataclass(frozen=True)
+class Sentence:
+    """One sentence; ``tags`` is None for unlabelled (test) data.
+
+    ``source`` and ``line`` (1-based line of the first token; token ``i`` sits on ``line + i``)
+    point back into the file it was read from, so later checks can name file and line.
+    """
+
+    id: str
+    tokens: tuple[str, ...]
+    tags: tuple[str, ...] | None
+    domain: str | None = None
+    source: str | None = field(default=None, compare=False)
+    line: int | None = field(default=None, compare=False)
+
+
+# --------------------------------------------------------------------------- atomic writes
+
+
+@contextmanager
+def atomic_path(path: str | Path) -> Iterator[Path]:
+    """Yield a temporary path beside ``path``; rename it over ``path`` only on success."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    tmp_path = Path(tmp)
+    try:
+        yield tmp_path
+        os.replace(tmp_path, path)
+    except BaseException:
+        tmp_path.unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_text(path: str | Path, text: str) -> None:
+    """Write ``text`` as UTF-8 (LF line ends) atomically."""
+    with atomic_path(path) as tmp:
+        tmp.write_text(text, encoding="utf-8", newline="\n")
+
+
+def atomic_write_bytes(path: str | Path, data: bytes) -> None:
+    """Write ``data`` atomically."""
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(data)
+
+
+# --------------------------------------------------------------------------- reading
+
+
+def _decode(path: Path, data: bytes) -> str:
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        raise DataFormatError(
+            path, line, f"bytes that are not UTF-8 ({data[exc.start : exc.start + 4]!r})"
+        ) from None
+    return text.removeprefix("\ufeff")
+
+
+def parse_conll(
+    text: str, path: str | Path = "<string>", tagset: Iterable[str] | None = None,
+    labeled: bool = True,
+) -> list[Sentence]:
+    """Parse MultiCoNER or two-column CoNLL text.
+
+    Args:
+        text: file contents (CRLF, trailing spaces and a leading BOM are tolerated).
+        path: name used in error messages.
+        tagset: when given, a tag outside it is an error.
+        labeled: when False, token lines may carry no tag (unlabelled test files).
+
+    Raises:
+        DataFormatError: naming the file and line of the first problem.
+    """
+    text = text.removeprefix("\ufeff")
+    allowed = set(tagset) if tagset is not None else None
+    sentences: list[Sentence] = []
+    ids: set[str] = set()
+    cur_id: str | None = None
+    cur_domain: str | None = None
+    cur_line: int | None = None
+    tokens: list[str] = []
+    tags: list[str | None] = []
+
+    def flush(end_line: int) -> None:
+        nonlocal cur_id, cur_domain, cur_line
+        header_line = cur_line - 1 if cur_id is not None and cur_line is not None else cur_line
+        if cur_id is not None and not tokens:
+            raise DataFormatError(path, header_line, f"sentence {cur_id!r} has no tokens")
+        if tokens:
+            sid = cur_id if cur_id is not None else f"conll-{len(sentences) + 1}"
+            if sid in ids:
+                raise DataFormatError(path, header_line, f"duplicate sentence id {sid!r}")
+            ids.add(sid)
+            has_tags = all(t is not None for t in tags)
+            if any(t is not None for t in tags) and not has_tags:
+                raise DataFormatError(path, cur_line, "some tokens have tags and others not")
+            sentences.append(
+                Sentence(
+                    id=sid,
+                    tokens=tuple(tokens),
+                    tags=tuple(tags) if has_tags else None,  # type: ignore[arg-type]
+                    domain=cur_domain,
+                    source=str(path),
+                    line=cur_line,
+                )
+            )
+        cur_id = cur_domain = cur_line = None
+        tokens.clear()
+        tags.clear()
+
+    lines = text.split("\n")
+    if lines and lines[-1] == "":
+        lines.pop()
+    for lineno, raw in enumerate(lines, start=1):
+        line = raw.rstrip("\r").rstrip(" \t")
+        if not line:
+            flush(lineno)
+            continue
+        header = _parse_header(line)
+        if header is not None:
+            if tokens or cur_id is not None:
+                flush(lineno)
+            if header[0] is None:
+                raise DataFormatError(path, lineno, "sentence header without an id")
+            cur_id, cur_domain, cur_line = header[0], header[1], lineno + 1
+            continue
+        # Columns are separated by spaces or tabs only: other Unicode whitespace inside a token
+        # is kept, for the validation gate to report.
+        parts = _COLUMNS.split(line.strip(" \t"))
+        if parts[0] == "-DOCSTART-":
+            continue
+        if len(parts) == 1:
+            if labeled:
+                raise DataFormatError(path, lineno, f"token line without a tag: {line!r}")
+            tag = None
+        elif len(parts) in (2, 4):
+            tag = parts[-1]
+            if not labeled and tag == "_":
+                tag = None
+        else:
+            raise DataFormatError(
+                path, lineno, f"expected 'token _ _ TAG' or 'token TAG', got {len(parts)} fields"
+            )
+        if tag is not None and allowed is not None and tag not in allowed:
+            raise DataFormatError(path, lineno, f"unknown tag {tag!r}")
+        if cur_line is None:
+            cur_line = lineno
+        tokens.append(parts[0])
+        tags.append(tag)
+    flush(len(lines) + 1)
+    return sentences
+
+
+def read_conll(
+    path: str | Path, tagset: Iterable[str] | None = None, labeled: bool = True
+) -> list[Sentence]:
+    """Read a MultiCoNER or CoNLL file; see :func:`parse_conll`.
+
+    Raises:
+        DataFormatError: a missing file, non-UTF-8 bytes or a malformed line.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise DataFormatError(path, None, "file not found")
+    return parse_conll(_decode(path, path.read_bytes()), path, tagset=tagset, labeled=labeled)
+
+
+def format_conll(sentences: Iterable[Sentence], tags: Sequence[Sequence[str]] | None = None) -> str:
+    """Render sentences in the official MultiCoNER format (predictions via ``tags``)."""
+    out: list[str] = []
+    for i, s in enumerate(sentences):
+        row_tags = tags[i] if tags is not None else s.tags
+        if row_tags is None:
+            raise ValueError(f"sentence {s.id!r} has no tags to write")
+        if len(row_tags) != len(s.tokens):
+            raise ValueError(
+                f"sentence {s.id!r}: {len(row_tags)} tags for {len(s.tokens)} tokens"
+            )
+        header = f"# id {s.id}"
+        if s.domain is not None:
+            header += f"\tdomain={s.domain}"
+        out.append(header + "\n")
+        out.extend(f"{tok} _ _ {tag}\n" for tok, tag in zip(s.tokens, row_tags, strict=True))
+        out.append("\n")
+    return "".join(out)
+
+
+def write_conll(
+    path: str | Path, sentences: Sequence[Sentence], tags: Sequence[Sequence[str]] | None = None
+) -> None:
+    """Write sentences (or predicted ``tags`` for them) atomically in MultiCoNER format."""
+    atomic_write_text(path, format_conll(sentences, tags))
+
+
+# --------------------------------------------------------------------------- ingest and split
+
+
+def sha256_file(path: str | Path) -> str:
+    """Hex sha256 of a file."""
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def source_files(params: Params) -> dict[str, dict[str, Path]]:
+    """The official files present in the source folder, per language and split.
+
+    Raises:
+        DataFormatError: the folder or a language's train file is missing.
+    """
+    src = params.source_dir
+    if not src.is_dir():
+        raise DataFormatError(src, None, "MultiCoNER source folder not found (data.source_dir)")
+    found: dict[str, dict[str, Path]] = {}
+    for lang in params.data.languages:
+        files = {n: src / lang / f"{n}.conll" for n in SPLIT_NAMES}
+        if not files["train"].is_file():
+            raise DataFormatError(files["train"], None, "file not found")
+        found[lang] = {n: p for n, p in files.items() if p.is_file()}
+    return found
+
+
+def ingest(params: Params) -> dict[str, dict[str, str]]:
+    """Copy the source files into ``data.raw_dir`` after checking that they parse.
+
+    The whole raw folder is built beside its destination and swapped in at the end, so a bad
+    file leaves the previous ``data/raw`` untouched.
+
+    Returns:
+        ``{lang: {split: sha256}}`` of what was copied.
+    """
+    found = source_files(params)
+    for files in found.values():
+        for name, path in files.items():
+            read_conll(path, labeled=name != "test")  # fail before anything is written
+    raw = params.path(params.data.raw_dir)
+    raw.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{raw.name}.", dir=raw.parent))
+    digests: dict[str, dict[str, str]] = {}
+    try:
+        for lang, files in found.items():
+            (tmp / lang).mkdir()
+            for name, path in files.items():
+                shutil.copyfile(path, tmp / lang / path.name)
+                digests.setdefault(lang, {})[name] = sha256_file(tmp / lang / path.name)
+        old = raw.with_name(f".{raw.name}.old")
+        if old.exists():
+            shutil.rmtree(old)
+        if raw.exists():
+            os.replace(raw, old)
+        os.replace(tmp, raw)
+        if old.exists():
+            shutil.rmtree(old)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return digests
+
+
+def raw_files(params: Params, lang: str) -> dict[str, Path]:
+    """Ingested files of one language (``train`` always, ``dev``/``test`` when present)."""
+    base = params.path(params.data.raw_dir) / lang
+    train = base / "train.conll"
+    if not train.is_file():
+        raise DataFormatError(train, None, "file not found; run `complex-ner ingest` first")
+    return {n: base / f"{n}.conll" for n in SPLIT_NAMES if (base / f"{n}.conll").is_file()}
+
+
+def split_train(
+    sentences: Sequence[Sentence], val_fraction: float, seed: int
+) -> tuple[list[Sentence], list[Sentence]]:
+    """Seeded hold-out: the same ids go to validation for the same seed and input.
+
+    The choice hashes each id with the seed instead of shuffling, so it does not depend on file
+    order and adding sentences does not move existing ones between splits.
+    """
+    if not 0.0 < val_fraction < 1.0:
+        raise ValueError(f"val_fraction must be in (0, 1), got {val_fraction}")
+    n_val = max(1, round(len(sentences) * val_fraction)) if len(sentences) > 1 else 0
+
+    def key(s: Sentence) -> str:
+        return hashlib.sha256(f"{seed}:{s.id}".encode()).hexdigest()
+
+    chosen = {s.id for s in sorted(sentences, key=key)[:n_val]}
+    train = [s for s in sentences if s.id not in chosen]
+    val = [s for s in sentences if s.id in chosen]
+    return train, val
+
+
+def load_splits(params: Params, lang: str) -> dict[str, list[Sentence]]:
+    """Read one language's ingested files and return its splits.
+
+    ``train`` and ``val`` always; ``val`` is the official dev file when there is one (then train is
+    used whole), otherwise a seeded hold-out of train. ``test`` when present. Official dev and test
+    never enter ``train``.
+    """
+    files = raw_files(params, lang)
+    train = read_conll(files["train"])
+    splits: dict[str, list[Sentence]] = {}
+    if "dev" in files:
+        splits["train"], splits["val"] = train, read_conll(files["dev"])
+    else:
+        splits["train"], splits["val"] = split_train(
+            train, params.split.val_fraction, params.split.seed
+        )
+    if "test" in files:
+        splits["test"] = read_conll(files["test"], labeled=False)
+    return splits
+
+
+def write_splits(params: Params) -> dict[str, dict[str, int]]:
+    """Write every language's splits to ``split.processed_dir/<lang>/<split>.conll``.
+
+    Returns:
+        ``{lang: {split: sentences}}``.
+    """
+    out = params.path(params.split.processed_dir)
+    counts: dict[str, dict[str, int]] = {}
+    for lang in params.data.languages:
+        for name, sents in load_splits(params, lang).items():
+            if name == "test" and any(s.tags is None for s in sents):
+                # Unlabelled test data is copied as it is: the writer needs tags.
+                data = raw_files(params, lang)["test"].read_bytes()
+                atomic_write_bytes(out / lang / "test.conll", data)
+            else:
+                write_conll(out / lang / f"{name}.conll", sents)
+            counts.setdefault(lang, {})[name] = len(sents)
+    return counts

@@ -1,0 +1,1 @@
+"""Model components: CRF layers and tagging heads."""

@@ -1,0 +1,57 @@
+"""Reader, writer, ingest and split on the real MultiCoNER files."""
+
+from pathlib import Path
+
+import pytest
+
+from complex_ner.config import load_params
+from complex_ner.data import format_conll, ingest, load_splits, read_conll, write_splits
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.mark.parametrize("lang", ["es", "zh"])
+def test_round_trip_is_byte_identical(multiconer_dir: Path, lang: str) -> None:
+    path = multiconer_dir / lang / "train.conll"
+    sents = read_conll(path)
+    assert len(sents) == {"es": 15300, "zh": 2466}[lang]
+    assert format_conll(sents).encode("utf-8") == path.read_bytes()
+
+
+def make_project(tmp_path: Path, source: Path, extra: str = "") -> Path:
+    params = tmp_path / "params.yaml"
+    params.write_text(f"data: {{source_dir: {source}}}\n{extra}", encoding="utf-8")
+    return params
+
+
+def test_ingest_split_deterministic_and_official_dev_kept_apart(
+    tmp_path: Path, multiconer_dir: Path
+) -> None:
+    p = load_params(make_project(tmp_path, multiconer_dir))
+    digests = ingest(p)
+    assert set(digests) == {"es", "zh"}
+    assert (tmp_path / "data/raw/es/train.conll").read_bytes() == (
+        multiconer_dir / "es/train.conll"
+    ).read_bytes()
+    first = write_splits(p)
+    a = (tmp_path / "data/processed/es/val.conll").read_bytes()
+    write_splits(p)
+    assert (tmp_path / "data/processed/es/val.conll").read_bytes() == a
+    assert first["es"]["val"] == round(15300 * p.split.val_fraction)
+    splits = load_splits(p, "es")
+    assert not {s.id for s in splits["train"]} & {s.id for s in splits["val"]}
+
+    # A user's download with an official dev file: dev becomes val, train is used whole.
+    src = tmp_path / "download"
+    (src / "es").mkdir(parents=True)
+    train = read_conll(multiconer_dir / "es/train.conll")
+    (src / "es/train.conll").write_text(format_conll(train[:200]), encoding="utf-8")
+    (src / "es/dev.conll").write_text(format_conll(train[200:250]), encoding="utf-8")
+    user = tmp_path / "user"
+    user.mkdir()
+    q = load_params(make_project(user, src), ["data.languages=[es]"])
+    ingest(q)
+    s = load_splits(q, "es")
+    assert [x.id for x in s["train"]] == [x.id for x in train[:200]]
+    assert [x.id for x in s["val"]] == [x.id for x in train[200:250]]
+
