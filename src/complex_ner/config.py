@@ -95,6 +95,110 @@ class StatsConfig:
     report_dir: str = "reports"
 
 
+ARCHITECTURES = ("bert_crf", "bert_bilstm_crf", "bert_linear")
+
+
+@dataclass(frozen=True)
+class EncoderConfig:
+    """The offline default encoder that ``complex-ner encoder provision`` materialises."""
+
+    output_dir: str = "models/encoders/multilingual-e5-small"
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Encoder plus head. ``encoder`` is a hub name or a local folder (relative to the project)."""
+
+    encoder: str = "models/encoders/multilingual-e5-small"
+    arch: str = "bert_crf"
+    dropout: float = 0.2
+    lstm_hidden: int = 256
+    fc_hidden: int = 512
+    max_length: int = 128
+    stride: int = 32
+    label_piece: str = "first"
+    label_piece_zh: str = "last"
+    join: str = "space"
+
+    def piece_for(self, lang: str) -> str:
+        """Which piece of a word carries its label for this language."""
+        return self.label_piece_zh if lang == "zh" else self.label_piece
+
+    def validate(self) -> None:
+        if self.arch not in ARCHITECTURES:
+            raise ConfigError(f"model.arch: {self.arch!r} is not one of {', '.join(ARCHITECTURES)}")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ConfigError(f"model.dropout: must be in [0, 1), got {self.dropout}")
+        for name in ("label_piece", "label_piece_zh"):
+            if getattr(self, name) not in ("first", "last"):
+                raise ConfigError(f"model.{name}: expected 'first' or 'last'")
+        if self.join not in ("space", "natural"):
+            raise ConfigError("model.join: expected 'space' or 'natural'")
+        if self.max_length < 8:
+            raise ConfigError("model.max_length: must be >= 8")
+        if not 0 <= self.stride < self.max_length // 2:
+            raise ConfigError("model.stride: must be in [0, max_length / 2)")
+        if self.lstm_hidden < 1 or self.fc_hidden < 1:
+            raise ConfigError("model.lstm_hidden and model.fc_hidden must be >= 1")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Optimisation; the paper: Adam, cyclic LR between 1e-6 and 1e-4, about 10 epochs."""
+
+    languages: tuple[str, ...] = ("es", "zh")
+    archs: tuple[str, ...] = ("bert_crf",)
+    epochs: int = 2
+    batch_size: int = 32
+    lr_encoder: float = 1e-4
+    lr_min: float = 1e-6
+    lr_head: float = 1e-3
+    schedule: str = "cyclic"
+    warmup_fraction: float = 0.1
+    weight_decay: float = 0.01
+    clip_norm: float = 1.0
+    patience: int = 3
+    seed: int = 13
+    max_train_sentences: int = 0
+    max_val_sentences: int = 0
+    freeze_embeddings: bool = True
+    device: str = "auto"
+    precision: str = "auto"
+    threads: int = 0
+    output_dir: str = "models/trained"
+
+    def validate(self) -> None:
+        for a in self.archs:
+            if a not in ARCHITECTURES:
+                raise ConfigError(f"train.archs: {a!r} is not one of {', '.join(ARCHITECTURES)}")
+        if self.epochs < 1 or self.batch_size < 1:
+            raise ConfigError("train.epochs and train.batch_size must be >= 1")
+        if not 0 < self.lr_min <= self.lr_encoder:
+            raise ConfigError("train.lr_min: must be > 0 and <= train.lr_encoder")
+        if self.lr_head <= 0:
+            raise ConfigError("train.lr_head: must be > 0")
+        if self.schedule not in ("cyclic", "linear", "constant"):
+            raise ConfigError("train.schedule: expected 'cyclic', 'linear' or 'constant'")
+        if not 0.0 <= self.warmup_fraction < 1.0:
+            raise ConfigError("train.warmup_fraction: must be in [0, 1)")
+        if self.patience < 1:
+            raise ConfigError("train.patience: must be >= 1")
+        if self.max_train_sentences < 0 or self.max_val_sentences < 0:
+            raise ConfigError("train.max_*_sentences: must be >= 0 (0 means all)")
+        if self.device not in ("auto", "cpu", "cuda") and not self.device.startswith("cuda:"):
+            raise ConfigError("train.device: expected auto, cpu, cuda or cuda:N")
+        if self.precision not in ("auto", "fp32", "bf16", "fp16"):
+            raise ConfigError("train.precision: expected auto, fp32, bf16 or fp16")
+
+
+@dataclass(frozen=True)
+class EvaluateConfig:
+    """Where evaluation reports go."""
+
+    report_dir: str = "reports/eval"
+    batch_size: int = 64
+
+
 @dataclass(frozen=True)
 class Params:
     """All of ``params.yaml``. Paths in it are relative to ``root`` (the project folder)."""
@@ -103,6 +207,10 @@ class Params:
     split: SplitConfig = field(default_factory=SplitConfig)
     validate: ValidateConfig = field(default_factory=ValidateConfig)
     stats: StatsConfig = field(default_factory=StatsConfig)
+    encoder: EncoderConfig = field(default_factory=EncoderConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
     root: Path = field(default=Path("."), compare=False)
 
     def path(self, relative: str | Path) -> Path:
@@ -160,7 +268,9 @@ def _build(cls: type, raw: Any, where: str) -> Any:
     known = {f.name for f in fields(cls) if f.init and f.name != "root"}
     unknown = sorted(set(raw) - known)
     if unknown:
-        raise ConfigError(f"{where}.{unknown[0]}: unknown field (known: {', '.join(sorted(known))})")
+        raise ConfigError(
+            f"{where}.{unknown[0]}: unknown field (known: {', '.join(sorted(known))})"
+        )
     kwargs = {k: _coerce(v, hints[k], f"{where}.{k}") for k, v in raw.items()}
     obj = cls(**kwargs)
     check = getattr(obj, "validate", None)
@@ -180,9 +290,7 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     return parts, yaml.safe_load(value)
 
 
-def load_params(
-    path: str | Path = "params.yaml", overrides: typing.Sequence[str] = ()
-) -> Params:
+def load_params(path: str | Path = "params.yaml", overrides: typing.Sequence[str] = ()) -> Params:
     """Read and validate ``params.yaml``; ``overrides`` are ``section.key=value`` strings.
 
     Raises:

@@ -115,7 +115,9 @@ def _decode(path: Path, data: bytes) -> str:
 
 
 def parse_conll(
-    text: str, path: str | Path = "<string>", tagset: Iterable[str] | None = None,
+    text: str,
+    path: str | Path = "<string>",
+    tagset: Iterable[str] | None = None,
     labeled: bool = True,
 ) -> list[Sentence]:
     """Parse MultiCoNER or two-column CoNLL text.
@@ -231,9 +233,7 @@ def format_conll(sentences: Iterable[Sentence], tags: Sequence[Sequence[str]] | 
         if row_tags is None:
             raise ValueError(f"sentence {s.id!r} has no tags to write")
         if len(row_tags) != len(s.tokens):
-            raise ValueError(
-                f"sentence {s.id!r}: {len(row_tags)} tags for {len(s.tokens)} tokens"
-            )
+            raise ValueError(f"sentence {s.id!r}: {len(row_tags)} tags for {len(s.tokens)} tokens")
         header = f"# id {s.id}"
         if s.domain is not None:
             header += f"\tdomain={s.domain}"

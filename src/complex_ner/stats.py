@@ -95,7 +95,9 @@ def write_stats(params: Params) -> dict[str, Any]:
     """Write ``data_stats.json``, ``data_stats.md`` and ``sentence_lengths.png``."""
     stats, lengths = compute_stats(params)
     out = params.path(params.stats.report_dir)
-    atomic_write_text(out / "data_stats.json", json.dumps(stats, indent=2, ensure_ascii=False) + "\n")
+    atomic_write_text(
+        out / "data_stats.json", json.dumps(stats, indent=2, ensure_ascii=False) + "\n"
+    )
     atomic_write_text(out / "data_stats.md", stats_markdown(stats, params.data.entity_types))
     plot_lengths(lengths, out / "sentence_lengths.png")
     return stats

@@ -154,8 +154,10 @@ def _describe(expectation: str, column: str) -> str:
     if column == "transition":
         return "BIO well-formed (no I-X after O, at the start or after another type)"
     if expectation == "expect_column_values_to_match_regex":
-        return "Chinese sentences contain CJK characters" if column == "text" else (
-            "tokens non-empty and without whitespace"
+        return (
+            "Chinese sentences contain CJK characters"
+            if column == "text"
+            else ("tokens non-empty and without whitespace")
         )
     return _DESCRIPTIONS.get(expectation, expectation)
 
@@ -225,9 +227,7 @@ def _run_gx(
         out[lang] = []
         for table, expectations in build_suites(params, lang).items():
             name = f"{lang}_{table}"
-            batch_def = source.add_dataframe_asset(name).add_batch_definition_whole_dataframe(
-                "all"
-            )
+            batch_def = source.add_dataframe_asset(name).add_batch_definition_whole_dataframe("all")
             suite = ctx.suites.add(gx.ExpectationSuite(name=name))
             for e in expectations:
                 suite.add_expectation(e)
@@ -335,4 +335,6 @@ def require_validated(params: Params) -> None:
                 )
     expected = {"val_fraction": params.split.val_fraction, "seed": params.split.seed}
     if report.get("split") != expected:
-        raise ValidationFailed(f"{path}: validated with split {report.get('split')}, not {expected}")
+        raise ValidationFailed(
+            f"{path}: validated with split {report.get('split')}, not {expected}"
+        )

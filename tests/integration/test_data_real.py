@@ -54,4 +54,3 @@ def test_ingest_split_deterministic_and_official_dev_kept_apart(
     s = load_splits(q, "es")
     assert [x.id for x in s["train"]] == [x.id for x in train[:200]]
     assert [x.id for x in s["val"]] == [x.id for x in train[200:250]]
-

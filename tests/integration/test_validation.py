@@ -59,7 +59,9 @@ def make_project(tmp_path: Path, files: dict[str, str], extra: str = "") -> Path
 
 
 def failures(report: dict, lang: str) -> dict[str, dict]:
-    return {e["description"]: e for e in report["languages"][lang]["expectations"] if not e["success"]}
+    return {
+        e["description"]: e for e in report["languages"][lang]["expectations"] if not e["success"]
+    }
 
 
 def test_each_expectation_fails_with_file_and_line(tmp_path: Path) -> None:
@@ -92,7 +94,10 @@ def test_each_expectation_fails_with_file_and_line(tmp_path: Path) -> None:
     assert zh["every entity type present in train"]["examples"] == [{"missing": ["CW"]}]
     cjk = zh["Chinese sentences contain CJK characters"]
     assert where(cjk) == {(str(tmp_path / "data/raw/zh/train.conll"), 20)}
-    assert set(zh) == {"every entity type present in train", "Chinese sentences contain CJK characters"}
+    assert set(zh) == {
+        "every entity type present in train",
+        "Chinese sentences contain CJK characters",
+    }
     summary = info.value.summary
     assert "[es] FAILED" in summary and f"{raw}:21" in summary
     # The gate: nothing downstream runs on failed data.

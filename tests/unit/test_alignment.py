@@ -303,7 +303,9 @@ def test_tiny_encoder_end_to_end(tmp_path: Path) -> None:
         hidden = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask)[0]
     words = gather_words(hidden, batch.word_index)
     assert words.shape == (len(windows), batch.word_mask.shape[1], 32)
-    preds = [[int(v) for v in row[: len(w.word_ids), 0].argsort()] for row, w in zip(words, windows)]
+    # shape: (windows, words); any per-word value will do as a stand-in prediction.
+    scores = words[..., 0]
+    preds = [scores[row, : len(w.word_ids)].tolist() for row, w in enumerate(windows)]
     merged = merge_windows(windows, preds, 2, [4, 40])
     assert [len(s) for s in merged] == [4, 40]
 

@@ -1,0 +1,276 @@
+"""Entity-level evaluation: strict IOB2 scores, confusion counts, plots and paper-style tables.
+
+Scores follow seqeval 1.2.2 in ``mode="strict"`` with the IOB2 scheme, as the MultiCoNER
+shared task did: an entity counts only when both its type and its exact span match, and a
+stray ``I-X`` that does not continue a ``B-X``/``I-X`` starts no entity at all.
+"""
+
+from __future__ import annotations
+
+import json
+import warnings
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from complex_ner.data import atomic_path, atomic_write_text
+
+NONE_ROW = "(none)"
+BOUNDARY_COL = "boundary"
+MISSED_COL = "missed"
+_METRICS = ("precision", "recall", "f1")
+
+
+def strict_spans(tags: Sequence[str]) -> list[tuple[str, int, int]]:
+    """Entity spans as seqeval's strict IOB2 mode sees them.
+
+    Unlike ``complex_ner.stats.entity_spans`` (lenient, conlleval-like), an ``I-X`` that does
+    not continue an open ``X`` entity is dropped, so confusion counts agree with the scores.
+
+    Args:
+        tags: IOB2 tags of one sentence.
+
+    Returns:
+        ``(type, start, end_exclusive)`` for every entity, in order.
+    """
+    spans: list[tuple[str, int, int]] = []
+    start, kind = -1, ""
+    for i, tag in enumerate([*tags, "O"]):
+        prefix, _, etype = tag.partition("-")
+        if start >= 0 and prefix == "I" and etype == kind:
+            continue
+        if start >= 0:
+            spans.append((kind, start, i))
+        start, kind = (i, etype) if prefix == "B" else (-1, "")
+    return spans
+
+
+def _check_lengths(gold: Sequence[Sequence[str]], pred: Sequence[Sequence[str]]) -> None:
+    """Raise ``ValueError`` if the corpora or any sentence pair differ in length."""
+    if len(gold) != len(pred):
+        raise ValueError(f"gold has {len(gold)} sentences but pred has {len(pred)}")
+    for i, (g, p) in enumerate(zip(gold, pred, strict=True)):
+        if len(g) != len(p):
+            raise ValueError(f"sentence {i}: gold has {len(g)} tags but pred has {len(p)}")
+
+
+def _row(precision: float, recall: float, f1: float, support: int) -> dict[str, Any]:
+    return {
+        "precision": float(precision),
+        "recall": float(recall),
+        "f1": float(f1),
+        "support": int(support),
+    }
+
+
+def entity_scores(
+    gold: Sequence[Sequence[str]],
+    pred: Sequence[Sequence[str]],
+    entity_types: Sequence[str],
+) -> dict[str, Any]:
+    """Strict entity-level precision, recall and F1 per type, micro and macro.
+
+    Macro is the unweighted mean over those of ``entity_types`` that have gold support or at
+    least one prediction, which is what seqeval's ``macro avg`` averages over (so the two agree
+    whenever all tags use the given types). A type absent from both gold and predictions is
+    reported with zeros but left out of the mean, since it says nothing about the model; with no
+    such type at all the macro row is all zeros rather than seqeval's NaN.
+
+    Args:
+        gold: Gold IOB2 tags, one sequence per sentence.
+        pred: Predicted IOB2 tags, aligned with ``gold``.
+        entity_types: Entity types to report, e.g. ``["PER", "LOC", ...]``.
+
+    Returns:
+        ``{"per_type": {T: row}, "micro": row, "macro": row}`` where each row holds
+        ``precision``, ``recall``, ``f1`` (floats) and ``support`` (gold entity count).
+
+    Raises:
+        ValueError: If the sentence counts or any sentence's lengths differ.
+    """
+    _check_lengths(gold, pred)
+    # Imported here: seqeval pulls in scikit-learn, about a second at import time.
+    from seqeval.metrics import classification_report
+    from seqeval.scheme import IOB2
+
+    gold_l = [list(s) for s in gold]
+    pred_l = [list(s) for s in pred]
+    with warnings.catch_warnings():
+        # seqeval averages an empty slice for its macro row when no entity exists anywhere;
+        # that NaN is not used (macro is recomputed below), so its warning is noise.
+        warnings.simplefilter("ignore", RuntimeWarning)
+        report = classification_report(
+            gold_l, pred_l, mode="strict", scheme=IOB2, output_dict=True, zero_division=0
+        )
+    # seqeval's report lacks prediction counts, which decide whether a type enters the macro.
+    predicted = {t: 0 for t in entity_types}
+    for sent in pred_l:
+        for kind, _, _ in strict_spans(sent):
+            if kind in predicted:
+                predicted[kind] += 1
+
+    per_type: dict[str, dict[str, Any]] = {}
+    for t in entity_types:
+        r = report.get(t)
+        per_type[t] = (
+            _row(r["precision"], r["recall"], r["f1-score"], r["support"])
+            if r
+            else _row(0, 0, 0, 0)
+        )
+    m = report["micro avg"]
+    micro = _row(m["precision"], m["recall"], m["f1-score"], m["support"])
+
+    active = [t for t in entity_types if per_type[t]["support"] > 0 or predicted[t] > 0]
+    n = len(active)
+    macro = _row(
+        *(sum(per_type[t][k] for t in active) / n if n else 0.0 for k in _METRICS),
+        sum(per_type[t]["support"] for t in active),
+    )
+    return {"per_type": per_type, "micro": micro, "macro": macro}
+
+
+def confusion_counts(
+    gold: Sequence[Sequence[str]],
+    pred: Sequence[Sequence[str]],
+    entity_types: Sequence[str],
+) -> dict[str, dict[str, int]]:
+    """Entity-level confusion counts over strict IOB2 spans.
+
+    Each gold entity lands in exactly one cell of its type's row:
+
+    * a predicted entity with the exact same span -> that prediction's type column (the
+      diagonal when the types agree, a type confusion otherwise);
+    * otherwise, any predicted entity overlapping it -> ``"boundary"`` (whatever its type:
+      kept simple on purpose, a wrong span is the error that matters first);
+    * otherwise -> ``"missed"``.
+
+    Each predicted entity overlapping no gold entity counts once in row ``"(none)"`` under its
+    type (spurious). So a type's row sums to its gold support, and the diagonal equals strict
+    true positives. Types met in the data but not in ``entity_types`` are appended, sorted, so
+    no entity is silently dropped.
+
+    Args:
+        gold: Gold IOB2 tags, one sequence per sentence.
+        pred: Predicted IOB2 tags, aligned with ``gold``.
+        entity_types: Types for the rows and columns, in display order.
+
+    Returns:
+        ``counts[row][column]``; rows are types then ``"(none)"``, columns are types then
+        ``"boundary"`` and ``"missed"``. Every cell is present, zeros included.
+
+    Raises:
+        ValueError: If the sentence counts or any sentence's lengths differ.
+    """
+    _check_lengths(gold, pred)
+    pairs = [(strict_spans(g), strict_spans(p)) for g, p in zip(gold, pred, strict=True)]
+    seen = {k for gs, ps in pairs for k, _, _ in (*gs, *ps)}
+    types = [*entity_types, *sorted(seen - set(entity_types))]
+    counts = {
+        row: {col: 0 for col in [*types, BOUNDARY_COL, MISSED_COL]} for row in [*types, NONE_ROW]
+    }
+    for gold_spans, pred_spans in pairs:
+        exact = {(s, e): k for k, s, e in pred_spans}
+        for kind, s, e in gold_spans:
+            if (s, e) in exact:
+                counts[kind][exact[(s, e)]] += 1
+            elif any(ps < e and s < pe for _, ps, pe in pred_spans):
+                counts[kind][BOUNDARY_COL] += 1
+            else:
+                counts[kind][MISSED_COL] += 1
+        for kind, ps, pe in pred_spans:
+            if not any(s < pe and ps < e for _, s, e in gold_spans):
+                counts[NONE_ROW][kind] += 1
+    return counts
+
+
+def plot_confusion(counts: Mapping[str, Mapping[str, int]], path: Path, title: str) -> None:
+    """Heatmap PNG of ``confusion_counts`` output with the count in every cell.
+
+    Args:
+        counts: ``counts[row][column]`` as returned by ``confusion_counts``.
+        path: Output PNG path, written atomically.
+        title: Figure title.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = list(counts)
+    cols = list(next(iter(counts.values()), {}))
+    grid = [[counts[r].get(c, 0) for c in cols] for r in rows]
+    peak = max((v for line in grid for v in line), default=0)
+
+    fig, ax = plt.subplots(figsize=(1.0 + 0.8 * len(cols), 1.0 + 0.6 * len(rows)))
+    image = ax.imshow(grid, cmap="Blues", vmin=0, vmax=max(peak, 1), aspect="auto")
+    ax.set_xticks(range(len(cols)), cols, rotation=45, ha="right")
+    ax.set_yticks(range(len(rows)), rows)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("gold")
+    ax.set_title(title)
+    for i, line in enumerate(grid):
+        for j, v in enumerate(line):
+            # White text on dark cells keeps the numbers readable.
+            ax.text(
+                j,
+                i,
+                str(v),
+                ha="center",
+                va="center",
+                fontsize=8,
+                color="white" if v > peak / 2 else "black",
+            )
+    fig.colorbar(image, ax=ax)
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        # The temporary name ends in ".tmp", so the format must be given explicitly.
+        fig.savefig(tmp, format="png", dpi=120)
+    plt.close(fig)
+
+
+def _fmt(row: Mapping[str, Any] | None, key: str) -> str:
+    return f"{row[key]:.4f}" if row and key in row else "-"
+
+
+def paper_table(results: Mapping[str, Mapping[str, Any]], entity_types: Sequence[str]) -> str:
+    """Markdown table laid out like the paper's Tables 3-6.
+
+    Args:
+        results: ``{arch: entity_scores(...)}``, e.g. keys ``bert_crf``, ``bert_bilstm_crf``,
+            ``bert_linear``; blocks appear in mapping order.
+        entity_types: Row order of the entity types.
+
+    Returns:
+        A table with a row per type then ``micro`` and ``macro``, and a P/R/F1 column block per
+        architecture; missing values show as ``-``.
+    """
+    head = ["type"]
+    for arch in results:
+        head += [f"{arch} P", f"{arch} R", f"{arch} F1"]
+    lines = ["| " + " | ".join(head) + " |", "|---|" + "---:|" * (len(head) - 1)]
+    for name in [*entity_types, "micro", "macro"]:
+        cells = [name]
+        for scores in results.values():
+            row = scores.get("per_type", {}).get(name) if name in entity_types else scores.get(name)
+            cells += [_fmt(row, k) for k in _METRICS]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def write_report(scores: Mapping[str, Any], path_json: Path, path_md: Path, title: str) -> None:
+    """Write one architecture's ``entity_scores`` as JSON and as a markdown table.
+
+    Args:
+        scores: Output of ``entity_scores``.
+        path_json: JSON output (indent 2), written atomically.
+        path_md: Markdown output, written atomically: a title then P/R/F1/support per type,
+            micro and macro.
+        title: Heading of the markdown file.
+    """
+    atomic_write_text(path_json, json.dumps(scores, indent=2) + "\n")
+    lines = [f"# {title}", "", "| type | P | R | F1 | support |", "|---|---:|---:|---:|---:|"]
+    rows = [*scores["per_type"].items(), ("micro", scores["micro"]), ("macro", scores["macro"])]
+    for name, row in rows:
+        cells = [name, *(_fmt(row, k) for k in _METRICS), str(row["support"])]
+        lines.append("| " + " | ".join(cells) + " |")
+    atomic_write_text(path_md, "\n".join(lines) + "\n")

@@ -1,0 +1,283 @@
+"""Encoder + head: the sequence tagger, its self-contained folder, and windowed prediction.
+
+A saved model is one folder: ``encoder/`` (HuggingFace config + safetensors weights),
+``tokenizer/``, ``head.safetensors`` (head and CRF) and ``tagger.json`` (tags, architecture,
+alignment settings and the configuration it was trained with). Loading reads only JSON and
+safetensors, so it never unpickles anything and needs no params.yaml.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from complex_ner.alignment import (
+    Batch,
+    EncodedWindow,
+    collate,
+    encode_sentences,
+    gather_words,
+    merge_windows,
+)
+from complex_ner.models.heads import Head, build_head
+
+TAGGER_FILE = "tagger.json"
+HEAD_FILE = "head.safetensors"
+FORMAT_VERSION = 1
+
+
+@dataclass(frozen=True)
+class TaggerSpec:
+    """Everything needed to rebuild a tagger besides its weights."""
+
+    tags: tuple[str, ...]
+    arch: str
+    dropout: float = 0.2
+    lstm_hidden: int = 256
+    fc_hidden: int = 512
+    max_length: int = 128
+    stride: int = 32
+    label_piece: str = "first"
+    join: str = "space"
+    lang: str = ""
+    encoder_name: str = ""
+
+    def to_json(self) -> dict[str, Any]:
+        return {**dataclasses.asdict(self), "tags": list(self.tags)}
+
+    @classmethod
+    def from_json(cls, raw: dict[str, Any]) -> TaggerSpec:
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(raw) - known)
+        if unknown:
+            raise ValueError(f"{TAGGER_FILE}: unknown field {unknown[0]!r}")
+        return cls(**{**raw, "tags": tuple(raw["tags"])})
+
+
+class Tagger(nn.Module):
+    """A BERT-family encoder, one label piece per word, and a head (CRF, BiLSTM-CRF or linear)."""
+
+    def __init__(self, encoder: nn.Module, tokenizer: Any, spec: TaggerSpec) -> None:
+        super().__init__()
+        self.encoder = encoder
+        self.tokenizer = tokenizer
+        self.spec = spec
+        self.tags = spec.tags
+        self.tag_to_id = {t: i for i, t in enumerate(spec.tags)}
+        hidden = int(encoder.config.hidden_size)
+        self.head: Head = build_head(
+            spec.arch,
+            hidden,
+            spec.tags,
+            spec.dropout,
+            lstm_hidden=spec.lstm_hidden,
+            fc_hidden=spec.fc_hidden,
+        )
+
+    @property
+    def pad_id(self) -> int:
+        pad = self.tokenizer.pad_token_id
+        return int(pad if pad is not None else 0)
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.parameters()).device
+
+    # ------------------------------------------------------------------ tensors
+
+    def emissions(self, batch: Batch) -> Tensor:
+        """Word-level emissions for a batch of windows."""
+        out = self.encoder(input_ids=batch.input_ids, attention_mask=batch.attention_mask)
+        # shape: (batch, pieces, hidden)
+        hidden = out.last_hidden_state
+        # shape: (batch, words, hidden)
+        words = gather_words(hidden, batch.word_index)
+        # shape: (batch, words, num_tags)
+        return self.head(words.float(), batch.word_mask)
+
+    def loss(self, batch: Batch) -> Tensor:
+        """Mean training loss of a labelled batch."""
+        if batch.labels is None:
+            raise ValueError("the batch has no labels")
+        em = self.emissions(batch)
+        return self.head.loss(em.float(), batch.labels, batch.word_mask)
+
+    # ------------------------------------------------------------------ words in, tags out
+
+    def encode(self, sentences: Sequence[Sequence[str]]) -> list[EncodedWindow]:
+        """Windows for these sentences with this tagger's alignment settings."""
+        return encode_sentences(
+            self.tokenizer,
+            sentences,
+            max_length=self.spec.max_length,
+            stride=self.spec.stride,
+            label_piece=self.spec.label_piece,  # type: ignore[arg-type]
+            join=self.spec.join,  # type: ignore[arg-type]
+        )
+
+    @torch.inference_mode()
+    def predict_ids(
+        self,
+        sentences: Sequence[Sequence[str]],
+        batch_size: int = 64,
+        with_marginals: bool = False,
+    ) -> tuple[list[list[int]], list[list[list[float]]] | None]:
+        """Tag ids per word (and, optionally, per-word tag marginals) for every sentence.
+
+        Windows are sorted by length so batches carry little padding; every input word gets a
+        tag, long sentences through overlapping windows.
+        """
+        was_training = self.training
+        self.eval()
+        windows = self.encode(sentences)
+        order = sorted(range(len(windows)), key=lambda i: len(windows[i].input_ids))
+        preds: list[list[int]] = [[] for _ in windows]
+        margs: list[list[list[float]]] = [[] for _ in windows]
+        device = self.device
+        for start in range(0, len(order), batch_size):
+            idx = order[start : start + batch_size]
+            batch = collate([windows[i] for i in idx], self.pad_id).to(device)
+            with autocast_context(device, None):
+                em = self.emissions(batch).float()
+            decoded = self.head.decode(em, batch.word_mask)
+            probs = self.head.marginals(em, batch.word_mask).cpu() if with_marginals else None
+            for row, i in enumerate(idx):
+                preds[i] = decoded[row]
+                if probs is not None:
+                    margs[i] = probs[row, : len(decoded[row])].tolist()
+        self.train(was_training)
+        lengths = [len(s) for s in sentences]
+        merged = merge_windows(windows, preds, len(sentences), lengths)
+        merged_m = (
+            merge_windows(windows, margs, len(sentences), lengths) if with_marginals else None
+        )
+        return merged, merged_m
+
+    def predict(self, sentences: Sequence[Sequence[str]], batch_size: int = 64) -> list[list[str]]:
+        """BIO tags per word for every sentence."""
+        ids, _ = self.predict_ids(sentences, batch_size)
+        return [[self.tags[i] for i in row] for row in ids]
+
+    # ------------------------------------------------------------------ persistence
+
+    def save(self, folder: str | Path, extra: dict[str, Any] | None = None) -> Path:
+        """Write the self-contained model folder atomically (temporary folder, then rename)."""
+        from safetensors.torch import save_file
+
+        folder = Path(folder)
+        folder.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
+        try:
+            self.encoder.save_pretrained(tmp / "encoder", safe_serialization=True)
+            self.tokenizer.save_pretrained(tmp / "tokenizer")
+            state = {k: v.detach().cpu().contiguous() for k, v in self.head.state_dict().items()}
+            save_file(state, str(tmp / HEAD_FILE))
+            meta = {"format_version": FORMAT_VERSION, "spec": self.spec.to_json(), **(extra or {})}
+            (tmp / TAGGER_FILE).write_text(json.dumps(meta, indent=2, ensure_ascii=False) + "\n")
+            replace_dir(tmp, folder)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        return folder
+
+    @classmethod
+    def load(cls, folder: str | Path, device: str | torch.device = "cpu") -> Tagger:
+        """Load a folder written by :meth:`save` (JSON and safetensors only)."""
+        from safetensors.torch import load_file
+
+        from complex_ner.encoders import load_encoder, load_tokenizer
+
+        folder = Path(folder)
+        meta_path = folder / TAGGER_FILE
+        if not meta_path.is_file():
+            raise FileNotFoundError(f"{folder}: not a complex-ner model folder (no {TAGGER_FILE})")
+        meta = json.loads(meta_path.read_text(encoding="utf-8"))
+        if meta.get("format_version") != FORMAT_VERSION:
+            raise ValueError(
+                f"{meta_path}: unsupported format_version {meta.get('format_version')}"
+            )
+        spec = TaggerSpec.from_json(meta["spec"])
+        encoder = load_encoder(str(folder / "encoder"))
+        tagger = cls(encoder, load_tokenizer(str(folder / "tokenizer")), spec)
+        tagger.head.load_state_dict(load_file(str(folder / HEAD_FILE)))
+        return tagger.to(device).eval()
+
+
+def replace_dir(tmp: Path, folder: Path) -> None:
+    """Swap a finished temporary folder in place of ``folder``."""
+    old = folder.with_name(f".{folder.name}.old")
+    if old.exists():
+        shutil.rmtree(old)
+    if folder.exists():
+        os.replace(folder, old)
+    os.replace(tmp, folder)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def autocast_context(device: torch.device, precision: str | None) -> Any:
+    """bf16/fp16 autocast on CUDA; nothing on CPU (fp32 is faster there than emulated bf16)."""
+    import contextlib
+
+    if device.type != "cuda" or precision == "fp32":
+        return contextlib.nullcontext()
+    dtype = torch.float16 if precision == "fp16" else torch.bfloat16
+    return torch.autocast("cuda", dtype=dtype)
+
+
+def build_model(
+    encoder_name: str,
+    tags: Sequence[str],
+    arch: str,
+    *,
+    dropout: float = 0.2,
+    lstm_hidden: int = 256,
+    fc_hidden: int = 512,
+    max_length: int = 128,
+    stride: int = 32,
+    label_piece: str = "first",
+    join: str = "space",
+    lang: str = "",
+) -> Tagger:
+    """Build a tagger: the encoder by hub name or local path, the head by name."""
+    from complex_ner.encoders import load_encoder, load_tokenizer
+
+    spec = TaggerSpec(
+        tags=tuple(tags),
+        arch=arch,
+        dropout=dropout,
+        lstm_hidden=lstm_hidden,
+        fc_hidden=fc_hidden,
+        max_length=max_length,
+        stride=stride,
+        label_piece=label_piece,
+        join=join,
+        lang=lang,
+        encoder_name=encoder_name,
+    )
+    return Tagger(load_encoder(encoder_name, dropout=dropout), load_tokenizer(encoder_name), spec)
+
+
+def iter_batches(
+    windows: Sequence[EncodedWindow], batch_size: int, generator: torch.Generator | None = None
+) -> Iterator[list[int]]:
+    """Length-bucketed batches of window indices, in a shuffled (seeded) order.
+
+    Sorting by piece count and chunking keeps padding low; shuffling the chunks keeps the
+    gradient noise of random batches.
+    """
+    order = sorted(range(len(windows)), key=lambda i: (len(windows[i].input_ids), i))
+    chunks = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
+    if generator is not None:
+        perm = torch.randperm(len(chunks), generator=generator).tolist()
+        chunks = [chunks[i] for i in perm]
+    yield from chunks

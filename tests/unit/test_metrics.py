@@ -1,0 +1,204 @@
+"""Tests of strict entity scores, confusion counts, the confusion plot and the report tables."""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+
+import pytest
+
+from complex_ner.metrics import (
+    confusion_counts,
+    entity_scores,
+    paper_table,
+    plot_confusion,
+    strict_spans,
+    write_report,
+)
+from complex_ner.stats import entity_spans
+
+TYPES = ["PER", "LOC", "GRP", "CORP", "PROD", "CW"]
+
+
+def random_tags(rng: random.Random, n: int, types: list[str]) -> list[str]:
+    """Random tags, stray ``I-X`` included, so strict decoding is exercised too."""
+    return [
+        rng.choice(["O", "O", "O", f"B-{rng.choice(types)}", f"I-{rng.choice(types)}"])
+        for _ in range(n)
+    ]
+
+
+def random_corpus(seed: int, types: list[str]) -> tuple[list[list[str]], list[list[str]]]:
+    rng = random.Random(seed)
+    lengths = [rng.randint(1, 15) for _ in range(40)]
+    return [random_tags(rng, n, types) for n in lengths], [
+        random_tags(rng, n, types) for n in lengths
+    ]
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_scores_match_seqeval_report(seed: int) -> None:
+    from seqeval.metrics import classification_report
+    from seqeval.scheme import IOB2
+
+    # Only some of the types are used, so absent types and the macro rule are exercised.
+    gold, pred = random_corpus(seed, TYPES[:4])
+    ours = entity_scores(gold, pred, TYPES)
+    ref = classification_report(
+        gold, pred, mode="strict", scheme=IOB2, output_dict=True, zero_division=0
+    )
+    for key, name in (("micro", "micro avg"), ("macro", "macro avg")):
+        for metric, ref_metric in (
+            ("precision", "precision"),
+            ("recall", "recall"),
+            ("f1", "f1-score"),
+        ):
+            assert ours[key][metric] == pytest.approx(float(ref[name][ref_metric]))
+    assert ours["micro"]["support"] == int(ref["micro avg"]["support"])
+    for t in TYPES[:4]:
+        assert ours["per_type"][t]["f1"] == pytest.approx(float(ref[t]["f1-score"]))
+        assert ours["per_type"][t]["support"] == int(ref[t]["support"])
+    for t in TYPES[4:]:
+        assert ours["per_type"][t] == {"precision": 0.0, "recall": 0.0, "f1": 0.0, "support": 0}
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_strict_spans_match_seqeval_entities(seed: int) -> None:
+    from seqeval.scheme import IOB2, Entities
+
+    gold, _ = random_corpus(seed, TYPES[:3])
+    ref = Entities(gold, IOB2).entities
+    for i, sent in enumerate(gold):
+        assert strict_spans(sent) == [(e.tag, e.start, e.end) for e in ref[i]]
+
+
+def test_strict_mode_ignores_stray_inside_tags() -> None:
+    # seqeval strict IOB2: an entity must start with B-X, so I-PER I-PER is no entity at all,
+    # whereas the lenient stats helper would count it.
+    assert strict_spans(["I-PER", "I-PER", "O"]) == []
+    assert entity_spans(["I-PER", "I-PER", "O"]) == [("PER", 0, 2)]
+    # A type switch inside an entity ends it; the orphan I-LOC starts nothing.
+    assert strict_spans(["B-PER", "I-LOC", "I-LOC"]) == [("PER", 0, 1)]
+
+    stray_gold = entity_scores([["I-PER", "I-PER", "O"]], [["B-PER", "I-PER", "O"]], ["PER"])
+    assert stray_gold["per_type"]["PER"] == {
+        "precision": 0.0,
+        "recall": 0.0,
+        "f1": 0.0,
+        "support": 0,
+    }
+    stray_pred = entity_scores([["B-PER", "I-PER", "O"]], [["I-PER", "I-PER", "O"]], ["PER"])
+    assert stray_pred["per_type"]["PER"] == {
+        "precision": 0.0,
+        "recall": 0.0,
+        "f1": 0.0,
+        "support": 1,
+    }
+
+
+def test_hand_made_scores() -> None:
+    gold = [["B-PER", "I-PER", "O", "B-LOC"], ["B-PER", "O"]]
+    pred = [["B-PER", "I-PER", "O", "O"], ["B-PER", "B-PER"]]
+    s = entity_scores(gold, pred, ["PER", "LOC", "CW"])
+    # PER: 2 of 3 predictions right, both gold found. LOC: missed. CW: absent everywhere.
+    assert s["per_type"]["PER"] == pytest.approx(
+        {"precision": 2 / 3, "recall": 1.0, "f1": 0.8, "support": 2}
+    )
+    assert s["per_type"]["LOC"] == {"precision": 0.0, "recall": 0.0, "f1": 0.0, "support": 1}
+    assert s["micro"] == pytest.approx(
+        {"precision": 2 / 3, "recall": 2 / 3, "f1": 2 / 3, "support": 3}
+    )
+    # Macro over PER and LOC only: CW has neither gold nor predictions.
+    assert s["macro"] == pytest.approx({"precision": 1 / 3, "recall": 0.5, "f1": 0.4, "support": 3})
+    assert all(isinstance(v, float) for v in (s["micro"]["f1"], s["macro"]["precision"]))
+    json.dumps(s)  # plain Python numbers, no numpy scalars
+
+
+def test_empty_corpus_macro_is_zero() -> None:
+    s = entity_scores([["O", "O"]], [["O", "O"]], ["PER"])
+    assert s["macro"] == {"precision": 0.0, "recall": 0.0, "f1": 0.0, "support": 0}
+
+
+def test_length_mismatch_names_sentence() -> None:
+    with pytest.raises(ValueError, match="sentence 1"):
+        entity_scores([["O"], ["O", "O"]], [["O"], ["O"]], ["PER"])
+    with pytest.raises(ValueError, match="sentence 0"):
+        confusion_counts([["O"]], [["O", "O"]], ["PER"])
+    with pytest.raises(ValueError, match="sentences"):
+        entity_scores([["O"]], [], ["PER"])
+
+
+def confusion_example() -> tuple[list[list[str]], list[list[str]]]:
+    gold = [["B-PER", "I-PER", "O", "B-LOC", "O", "B-CORP", "I-CORP", "O", "B-GRP", "O", "O"]]
+    pred = [["B-PER", "I-PER", "O", "B-GRP", "O", "B-CORP", "O", "O", "O", "O", "B-LOC"]]
+    return gold, pred
+
+
+def test_confusion_counts_cases() -> None:
+    gold, pred = confusion_example()
+    types = ["PER", "LOC", "GRP", "CORP"]
+    c = confusion_counts(gold, pred, types)
+    assert list(c) == [*types, "(none)"]
+    assert list(c["PER"]) == [*types, "boundary", "missed"]
+    nonzero = {(r, k): v for r, cols in c.items() for k, v in cols.items() if v}
+    assert nonzero == {
+        ("PER", "PER"): 1,  # diagonal
+        ("LOC", "GRP"): 1,  # exact span, wrong type
+        ("CORP", "boundary"): 1,  # overlapping prediction with a shorter span
+        ("GRP", "missed"): 1,  # nothing predicted there
+        ("(none)", "LOC"): 1,  # spurious prediction
+    }
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_confusion_agrees_with_scores(seed: int) -> None:
+    gold, pred = random_corpus(seed, TYPES[:4])
+    c = confusion_counts(gold, pred, TYPES)
+    s = entity_scores(gold, pred, TYPES)
+    for t in TYPES:
+        row = s["per_type"][t]
+        assert sum(c[t].values()) == row["support"]
+        assert c[t][t] == round(row["recall"] * row["support"])
+
+
+def test_confusion_keeps_unlisted_types() -> None:
+    c = confusion_counts([["B-PER", "O"]], [["B-XYZ", "O"]], ["PER"])
+    assert c["PER"]["XYZ"] == 1
+    assert list(c) == ["PER", "XYZ", "(none)"]
+
+
+def test_plot_confusion_writes_png(tmp_path: Path) -> None:
+    gold, pred = confusion_example()
+    out = tmp_path / "plots" / "confusion.png"
+    plot_confusion(confusion_counts(gold, pred, TYPES), out, "test")
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert [p.name for p in out.parent.iterdir()] == ["confusion.png"]  # no temp file left
+
+
+def test_paper_table_layout() -> None:
+    gold, pred = confusion_example()
+    scores = entity_scores(gold, pred, TYPES)
+    archs = ["bert_crf", "bert_bilstm_crf", "bert_linear"]
+    table = paper_table({a: scores for a in archs}, TYPES)
+    lines = table.strip().splitlines()
+    header = [c.strip() for c in lines[0].strip("|").split("|")]
+    assert header == ["type", *(f"{a} {m}" for a in archs for m in ("P", "R", "F1"))]
+    body = [line.strip("|").split("|") for line in lines[2:]]
+    assert [r[0].strip() for r in body] == [*TYPES, "micro", "macro"]
+    assert all(len(r) == 1 + 3 * len(archs) for r in body)
+    per = body[0]
+    assert [c.strip() for c in per[1:4]] == ["1.0000", "1.0000", "1.0000"]
+    assert body[-1][3].strip() == f"{scores['macro']['f1']:.4f}"
+
+
+def test_write_report(tmp_path: Path) -> None:
+    gold, pred = confusion_example()
+    scores = entity_scores(gold, pred, TYPES)
+    pj, pm = tmp_path / "out" / "scores.json", tmp_path / "out" / "scores.md"
+    write_report(scores, pj, pm, "BERT+CRF, es")
+    assert json.loads(pj.read_text(encoding="utf-8")) == scores
+    md = pm.read_text(encoding="utf-8").splitlines()
+    assert md[0] == "# BERT+CRF, es"
+    assert md[2] == "| type | P | R | F1 | support |"
+    assert [line.split("|")[1].strip() for line in md[4:]] == [*TYPES, "micro", "macro"]
