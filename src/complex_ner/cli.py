@@ -156,7 +156,7 @@ def train(
 ) -> None:
     """Fine-tune encoder + head on one language; keeps the best model on validation macro-F1."""
     from complex_ner.config import ARCHITECTURES
-    from complex_ner.train import train_model
+    from complex_ner.tracking import train_tracked
 
     p = _load(params, set_)
     _check_lang(p, lang)
@@ -164,12 +164,12 @@ def train(
     if arch not in ARCHITECTURES:
         raise _fail(f"--arch: {arch!r} is not one of {', '.join(ARCHITECTURES)}", 2)
     try:
-        result = train_model(p, lang, arch, resume=resume, progress=progress)
+        run = train_tracked(p, lang, arch, resume=resume, progress=progress)
     except (DataFormatError, FileNotFoundError, OSError, ValueError) as exc:
         raise _fail(str(exc)) from None
     typer.echo(
-        f"{lang} {arch}: best validation macro-F1 {result.best_f1:.4f} at epoch "
-        f"{result.best_epoch}; model in {result.model_dir}"
+        f"{lang} {arch}: best validation macro-F1 {run.best_f1:.4f} at epoch "
+        f"{run.best_epoch}; model in {run.model_dir}; MLflow run {run.run_id}"
     )
 
 
@@ -184,6 +184,7 @@ def evaluate(
 ) -> None:
     """Score trained models; write JSON, paper-style markdown tables, confusion matrices."""
     from complex_ner.evaluate import evaluate_model, write_tables
+    from complex_ner.tracking import log_evaluation
 
     p = _load(params, set_)
     langs = [lang] if lang else list(p.train.languages)
@@ -193,6 +194,7 @@ def evaluate(
         for a in archs:
             try:
                 scores = evaluate_model(p, lg, a)
+                log_evaluation(p, lg, a, scores)
             except (DataFormatError, FileNotFoundError, OSError, ValueError) as exc:
                 raise _fail(str(exc)) from None
             for split, s in scores.items():
@@ -204,6 +206,41 @@ def evaluate(
     typer.echo(f"tables: {p.path(p.evaluate.report_dir) / 'results.md'}")
     if not summary:
         raise _fail("nothing was evaluated")
+
+
+@app.command()
+def register(
+    lang: Annotated[
+        str | None, typer.Option("--lang", "-l", help="Default: train.languages.")
+    ] = None,
+    params: ParamsOpt = Path("params.yaml"),
+    set_: SetOpt = None,
+) -> None:
+    """Register the best BERT+CRF model per language: champion if it beats the current one."""
+    import json as _json
+    from dataclasses import asdict
+
+    from complex_ner.data import atomic_write_text
+    from complex_ner.tracking import register_best
+
+    p = _load(params, set_)
+    langs = [lang] if lang else list(p.train.languages)
+    out = {}
+    for lg in langs:
+        _check_lang(p, lg)
+        try:
+            reg = register_best(p, lg)
+        except LookupError as exc:
+            raise _fail(str(exc)) from None
+        out[lg] = asdict(reg)
+        had = "none" if reg.champion_f1 is None else f"{reg.champion_f1:.4f}"
+        typer.echo(
+            f"complex-ner-{lg} v{reg.version} -> {reg.alias} "
+            f"(val macro-F1 {reg.val_macro_f1:.4f}; champion had {had})"
+        )
+    if not lang:
+        path = p.path(p.register.output)
+        atomic_write_text(path, _json.dumps(out, indent=2) + "\n")
 
 
 def main() -> None:  # pragma: no cover - console entry point

@@ -196,7 +196,15 @@ class EvaluateConfig:
     """Where evaluation reports go."""
 
     report_dir: str = "reports/eval"
+    metrics_file: str = "reports/metrics.json"
     batch_size: int = 64
+
+
+@dataclass(frozen=True)
+class RegisterConfig:
+    """Where the registry outcome is recorded."""
+
+    output: str = "reports/registry.json"
 
 
 @dataclass(frozen=True)
@@ -211,6 +219,7 @@ class Params:
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
+    register: RegisterConfig = field(default_factory=RegisterConfig)
     root: Path = field(default=Path("."), compare=False)
 
     def path(self, relative: str | Path) -> Path:

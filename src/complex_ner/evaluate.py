@@ -18,8 +18,6 @@ from complex_ner.metrics import (
 )
 from complex_ner.train import BEST_DIR, model_dir
 
-SUMMARY_FILE = "metrics.json"
-
 
 def eval_dir(params: Params, lang: str, arch: str) -> Path:
     """Reports of one language and architecture."""
@@ -82,6 +80,7 @@ def write_tables(params: Params, languages: Sequence[str], archs: Sequence[str])
         table = paper_table(per_arch, params.data.entity_types)
         atomic_write_text(root / f"{lang}.md", f"# {lang}: validation split\n\n{table}")
         sections.append(f"## {lang}: validation split\n\n{table}")
-    atomic_write_text(root / SUMMARY_FILE, json.dumps(summary, indent=2) + "\n")
+    metrics = params.path(params.evaluate.metrics_file)
+    atomic_write_text(metrics, json.dumps(summary, indent=2) + "\n")
     atomic_write_text(root / "results.md", "# Results\n\n" + "\n".join(sections))
     return summary

@@ -254,7 +254,9 @@ def fit(
             scheduler.step()
             total_loss += float(loss.detach())
             n_batches += 1
-            bar.set_postfix(loss=f"{float(loss):.3f}", val_f1=f"{max(state['best_f1'], 0):.3f}")
+            bar.set_postfix(
+                loss=f"{float(loss.detach()):.3f}", val_f1=f"{max(state['best_f1'], 0):.3f}"
+            )
         train_seconds = time.perf_counter() - t0
         scores = evaluate_f1(tagger, val, entity_types, cfg.batch_size * 2)
         record = {

@@ -1,0 +1,238 @@
+"""Prefect 3 flows: thin wrappers over ``complex_ner`` functions, no ML logic here.
+
+``pipeline`` chains ``validate_data`` -> ``train`` (one task run per language x architecture)
+-> ``evaluate`` -> ``register`` inside one MLflow parent run. Tasks that only move files retry;
+training and evaluation do not (a failure there is not transient), but all have timeouts.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+from prefect import flow, get_run_logger, task
+from prefect.artifacts import create_link_artifact, create_markdown_artifact
+from prefect.task_runners import ThreadPoolTaskRunner
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT / "src") not in sys.path:  # deployments run from a checkout without installing
+    sys.path.insert(0, str(ROOT / "src"))
+
+from complex_ner import tracking  # noqa: E402
+from complex_ner.config import Params, load_params  # noqa: E402
+
+DEFAULT_PARAMS = str(ROOT / "params.yaml")
+
+
+def _io_error_only(task: Any, task_run: Any, state: Any) -> bool:
+    """Retry a task only when it failed on I/O (not on bad data, which a retry cannot fix)."""
+    from complex_ner.data import DataFormatError
+
+    exc = state.result(raise_on_failure=False)
+    return isinstance(exc, OSError) and not isinstance(exc, DataFormatError)
+
+
+IO = {"retries": 2, "retry_delay_seconds": 2, "retry_condition_fn": _io_error_only}
+
+
+def _params(params_path: str, overrides: list[str] | None) -> Params:
+    return load_params(params_path, overrides or [])
+
+
+@task(name="ingest", timeout_seconds=600, **IO)
+def ingest_task(params_path: str, overrides: list[str] | None = None) -> dict[str, Any]:
+    from complex_ner.data import ingest
+
+    return ingest(_params(params_path, overrides))
+
+
+@task(name="validate", timeout_seconds=900)
+def validate_task(params_path: str, overrides: list[str] | None = None) -> dict[str, Any]:
+    from complex_ner.validation import ValidationFailed, validate_data
+
+    try:
+        report = validate_data(_params(params_path, overrides))
+    except ValidationFailed as exc:
+        get_run_logger().error("validation failed:\n%s", exc.summary)
+        raise
+    return {lang: r["success"] for lang, r in report["languages"].items()}
+
+
+@task(name="split", timeout_seconds=600, **IO)
+def split_task(params_path: str, overrides: list[str] | None = None) -> dict[str, Any]:
+    from complex_ner.data import write_splits
+    from complex_ner.validation import require_validated
+
+    p = _params(params_path, overrides)
+    require_validated(p)
+    return write_splits(p)
+
+
+@task(name="stats", timeout_seconds=600, **IO)
+def stats_task(params_path: str, overrides: list[str] | None = None) -> dict[str, Any]:
+    from complex_ner.stats import write_stats
+
+    return write_stats(_params(params_path, overrides))
+
+
+@task(name="provision-encoder", timeout_seconds=900, **IO)
+def provision_task(params_path: str, overrides: list[str] | None = None) -> str:
+    from complex_ner.encoders import provision_default_encoder
+
+    p = _params(params_path, overrides)
+    if p.model.encoder != p.encoder.output_dir:
+        return p.model.encoder  # a user's encoder (hub name or folder): nothing to provision
+    return str(provision_default_encoder(p.path(p.encoder.output_dir)))
+
+
+@task(name="train", task_run_name="train-{lang}-{arch}", timeout_seconds=6 * 3600)
+def train_task(
+    params_path: str, lang: str, arch: str, overrides: list[str] | None = None
+) -> dict[str, Any]:
+    from dataclasses import asdict
+
+    run = tracking.train_tracked(_params(params_path, overrides), lang, arch, progress=False)
+    get_run_logger().info("%s %s: best val macro-F1 %.4f", lang, arch, run.best_f1)
+    return asdict(run)
+
+
+@task(name="evaluate", task_run_name="evaluate-{lang}-{arch}", timeout_seconds=3600)
+def evaluate_task(
+    params_path: str, lang: str, arch: str, overrides: list[str] | None = None
+) -> dict[str, Any]:
+    from complex_ner.evaluate import evaluate_model
+
+    p = _params(params_path, overrides)
+    scores = evaluate_model(p, lang, arch)
+    tracking.log_evaluation(p, lang, arch, scores)
+    return {split: s["macro"]["f1"] for split, s in scores.items()}
+
+
+@task(name="tables", timeout_seconds=300, **IO)
+def tables_task(params_path: str, overrides: list[str] | None = None) -> dict[str, Any]:
+    from complex_ner.evaluate import write_tables
+
+    p = _params(params_path, overrides)
+    return write_tables(p, p.train.languages, p.train.archs)
+
+
+@task(name="register", task_run_name="register-{lang}", timeout_seconds=1800, **IO)
+def register_task(params_path: str, lang: str, overrides: list[str] | None = None) -> dict:
+    from dataclasses import asdict
+
+    reg = tracking.register_best(_params(params_path, overrides), lang)
+    get_run_logger().info(
+        "%s: version %s -> %s (val macro-F1 %.4f, champion had %s)",
+        tracking.registered_name(lang),
+        reg.version,
+        reg.alias,
+        reg.val_macro_f1,
+        "none" if reg.champion_f1 is None else f"{reg.champion_f1:.4f}",
+    )
+    return asdict(reg)
+
+
+@task(name="version-outputs", timeout_seconds=1800, **IO)
+def version_task(params_path: str) -> str:
+    from complex_ner.versioning import commit_outputs
+
+    return commit_outputs(Path(params_path).resolve().parent)
+
+
+@flow(name="validate_data", log_prints=True)
+def validate_data(params_path: str = DEFAULT_PARAMS, overrides: list[str] | None = None) -> dict:
+    """Ingest MultiCoNER, run the Great Expectations gate, then split and describe it."""
+    ingest_task(params_path, overrides)
+    verdict = validate_task(params_path, overrides)
+    counts = split_task(params_path, overrides)
+    stats_task(params_path, overrides)
+    return {"validation": verdict, "splits": counts}
+
+
+@flow(name="train", task_runner=ThreadPoolTaskRunner(max_workers=1), log_prints=True)
+def train(params_path: str = DEFAULT_PARAMS, overrides: list[str] | None = None) -> list[dict]:
+    """Provision the encoder, then one training task per language x architecture.
+
+    One worker by default: on a CPU the runs would only compete for cores. Set
+    ``PREFECT_TRAIN_WORKERS`` on a multi-GPU machine.
+    """
+    p = _params(params_path, overrides)
+    provision_task(params_path, overrides)
+    pairs = [(lang, arch) for lang in p.train.languages for arch in p.train.archs]
+    futures = [train_task.submit(params_path, lang, arch, overrides) for lang, arch in pairs]
+    return [f.result() for f in futures]
+
+
+@flow(name="evaluate", log_prints=True)
+def evaluate(params_path: str = DEFAULT_PARAMS, overrides: list[str] | None = None) -> dict:
+    """Score every trained model, log reports to MLflow, publish the tables as artifacts."""
+    p = _params(params_path, overrides)
+    for lang in p.train.languages:
+        for arch in p.train.archs:
+            evaluate_task(params_path, lang, arch, overrides)
+    summary = tables_task(params_path, overrides)
+    report_dir = p.path(p.evaluate.report_dir)
+    for lang in summary:
+        table = (report_dir / f"{lang}.md").read_text(encoding="utf-8")
+        create_markdown_artifact(
+            markdown=table, key=f"results-{lang}", description=f"{lang} validation scores"
+        )
+    return summary
+
+
+@flow(name="register", log_prints=True)
+def register(params_path: str = DEFAULT_PARAMS, overrides: list[str] | None = None) -> list:
+    """Register each language's best BERT+CRF model (champion or challenger)."""
+    p = _params(params_path, overrides)
+    if tracking.REGISTERED_ARCH not in p.train.archs:
+        return []
+    return [register_task(params_path, lang, overrides) for lang in p.train.languages]
+
+
+@flow(name="pipeline", log_prints=True)
+def pipeline(params_path: str = DEFAULT_PARAMS, overrides: list[str] | None = None) -> dict:
+    """The whole job: validate -> train -> evaluate -> register, in one MLflow parent run."""
+    p = _params(params_path, overrides)
+    with tracking.pipeline_run(p) as parent_id:
+        data = validate_data(params_path, overrides)
+        runs = train(params_path, overrides)
+        summary = evaluate(params_path, overrides)
+        registrations = register(params_path, overrides)
+    uri = tracking.tracking_uri(p)
+    for run in runs:
+        create_link_artifact(
+            link=tracking.run_link(p, run["run_id"]),
+            link_text=f"MLflow run {run['lang']}-{run['arch']}",
+            key=f"mlflow-{run['lang']}-{run['arch']}".replace("_", "-"),
+        )
+    lines = [f"MLflow parent run `{parent_id}` ({uri})", ""]
+    lines += [
+        f"- {r['lang']} {r['arch']}: run `{r['run_id']}`, best val macro-F1 {r['best_f1']:.4f}"
+        for r in runs
+    ]
+    lines += [
+        f"- registry `complex-ner-{r['lang']}` v{r['version']} -> **{r['alias']}**"
+        for r in registrations
+    ]
+    create_markdown_artifact(
+        markdown="\n".join(lines), key="mlflow-runs", description="MLflow runs and registry outcome"
+    )
+    if os.environ.get("COMPLEX_NER_VERSION_OUTPUTS", "1") == "1":
+        version_task(params_path)
+    return {
+        "parent_run_id": parent_id,
+        "data": data,
+        "runs": runs,
+        "summary": summary,
+        "registrations": registrations,
+    }
+
+
+if __name__ == "__main__":
+    import json
+
+    args = sys.argv[1:]
+    result = pipeline(DEFAULT_PARAMS, args or None)
+    print(json.dumps(result["summary"], indent=2))

@@ -1,0 +1,431 @@
+"""All MLflow access: runs, per-epoch metrics, artifacts, pyfunc models and the registry.
+
+Default store: ``sqlite:///<project>/mlruns/mlflow.db`` with artifacts under ``mlruns/artifacts``;
+``MLFLOW_TRACKING_URI`` switches to a remote server. One parent run per pipeline, one nested run
+per language x architecture. The registry holds ``complex-ner-<lang>``; aliases ``champion`` and
+``challenger`` (no deprecated stages).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import subprocess
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from complex_ner.config import Params
+
+EXPERIMENT = "complex-ner"
+CHAMPION, CHALLENGER = "champion", "challenger"
+RUN_FILE = "mlflow_run.json"
+PARENT_ENV = "COMPLEX_NER_PARENT_RUN_ID"
+REGISTERED_ARCH = "bert_crf"
+
+
+def registered_name(lang: str) -> str:
+    """The registry name of one language's model."""
+    return f"complex-ner-{lang}"
+
+
+def tracking_uri(params: Params) -> str:
+    """``$MLFLOW_TRACKING_URI`` or the project's SQLite store (always absolute)."""
+    env = os.environ.get("MLFLOW_TRACKING_URI")
+    if env:
+        return env
+    return f"sqlite:///{(params.root / 'mlruns' / 'mlflow.db').resolve()}"
+
+
+def setup(params: Params) -> str:
+    """Point MLflow at the store and make sure the experiment exists; returns its id."""
+    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+    import mlflow
+
+    uri = tracking_uri(params)
+    if uri.startswith("sqlite:///"):
+        Path(uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_registry_uri(uri)
+    exp = mlflow.get_experiment_by_name(EXPERIMENT)
+    if exp is not None:
+        mlflow.set_experiment(EXPERIMENT)
+        return exp.experiment_id
+    location = None
+    if uri.startswith("sqlite:"):
+        location = (params.root / "mlruns" / "artifacts").resolve().as_uri()
+    exp_id = mlflow.create_experiment(EXPERIMENT, artifact_location=location)
+    mlflow.set_experiment(EXPERIMENT)
+    return exp_id
+
+
+def run_link(params: Params, run_id: str) -> str:
+    """A browser link to a run: the tracking server, or ``mlflow ui``'s default address."""
+    import mlflow
+
+    uri = tracking_uri(params)
+    base = uri.rstrip("/") if uri.startswith("http") else "http://127.0.0.1:5000"
+    setup(params)
+    exp_id = mlflow.MlflowClient().get_run(run_id).info.experiment_id
+    return f"{base}/#/experiments/{exp_id}/runs/{run_id}"
+
+
+def git_commit(root: Path) -> str:
+    """The checkout's commit (with ``-dirty`` when it has changes), or ``unknown``."""
+    try:
+        sha = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, check=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=root,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+    return sha + ("-dirty" if dirty else "")
+
+
+def file_hash(*paths: Path) -> str:
+    """Short sha256 over files (in order); identifies a data version."""
+    h = hashlib.sha256()
+    for p in paths:
+        h.update(p.name.encode())
+        h.update(p.read_bytes())
+    return h.hexdigest()[:16]
+
+
+def data_version(params: Params) -> str:
+    """DVC's hash of ``data/raw`` from dvc.lock when present, else a hash of the raw files."""
+    lock = params.root / "dvc.lock"
+    if lock.is_file():
+        import yaml
+
+        stages = (yaml.safe_load(lock.read_text(encoding="utf-8")) or {}).get("stages", {})
+        for out in stages.get("ingest", {}).get("outs", []):
+            if out.get("path") == params.data.raw_dir:
+                return f"dvc:{out.get('md5')}"
+    raw = params.path(params.data.raw_dir)
+    files = sorted(raw.rglob("*.conll")) if raw.is_dir() else []
+    return f"sha256:{file_hash(*files)}" if files else "unknown"
+
+
+def val_data_hash(params: Params, lang: str) -> str:
+    """Identifies the validation sentences a score was measured on."""
+    return file_hash(params.path(params.split.processed_dir) / lang / "val.conll")
+
+
+def flat_params(params: Params) -> dict[str, str]:
+    """Every param as ``section.key`` -> string (MLflow params are strings)."""
+    out = {}
+    for section in ("data", "split", "model", "train"):
+        for k, v in asdict(getattr(params, section)).items():
+            out[f"{section}.{k}"] = json.dumps(v) if isinstance(v, list | tuple) else str(v)
+    return out
+
+
+@contextmanager
+def pipeline_run(params: Params, name: str = "pipeline") -> Iterator[str]:
+    """A parent run; nested runs started inside find it through ``$COMPLEX_NER_PARENT_RUN_ID``.
+
+    The parent is managed through the client, not made the thread's active run, so that the
+    tasks (in this thread or a worker's) start their own runs freely.
+    """
+    import mlflow
+
+    exp_id = setup(params)
+    client = mlflow.MlflowClient()
+    run = client.create_run(
+        exp_id,
+        run_name=name,
+        tags={
+            "git_commit": git_commit(params.root),
+            "data_version": data_version(params),
+            "kind": "pipeline",
+        },
+    )
+    run_id = run.info.run_id
+    for k, v in flat_params(params).items():
+        client.log_param(run_id, k, v)
+    previous = os.environ.get(PARENT_ENV)
+    os.environ[PARENT_ENV] = run_id
+    status = "FAILED"
+    try:
+        yield run_id
+        status = "FINISHED"
+    finally:
+        client.set_terminated(run_id, status=status)
+        if previous is None:
+            os.environ.pop(PARENT_ENV, None)
+        else:
+            os.environ[PARENT_ENV] = previous
+
+
+def _run_file(params: Params, lang: str, arch: str) -> Path:
+    from complex_ner.train import model_dir
+
+    return model_dir(params, lang, arch) / RUN_FILE
+
+
+def recorded_run_id(params: Params, lang: str, arch: str) -> str | None:
+    """The MLflow run that trained the saved ``lang``/``arch`` model, if any."""
+    path = _run_file(params, lang, arch)
+    if not path.is_file():
+        return None
+    return json.loads(path.read_text(encoding="utf-8")).get("run_id")
+
+
+def plot_history(history: list[dict[str, Any]], path: Path) -> None:
+    """Training curves: loss and validation macro/micro F1 per epoch."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from complex_ner.data import atomic_path
+
+    epochs = [h["epoch"] for h in history]
+    fig, (a, b) = plt.subplots(1, 2, figsize=(9, 3.2))
+    a.plot(epochs, [h["loss"] for h in history], marker="o")
+    a.set_title("training loss")
+    a.set_xlabel("epoch")
+    b.plot(epochs, [h["val_macro_f1"] for h in history], marker="o", label="macro-F1")
+    b.plot(epochs, [h["val_micro_f1"] for h in history], marker="s", label="micro-F1")
+    b.set_title("validation")
+    b.set_xlabel("epoch")
+    b.legend()
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=100)
+    plt.close(fig)
+
+
+@dataclass(frozen=True)
+class TrainedRun:
+    """What a tracked training produced."""
+
+    lang: str
+    arch: str
+    run_id: str
+    best_f1: float
+    best_epoch: int
+    model_dir: str
+
+
+def train_tracked(
+    params: Params, lang: str, arch: str, *, resume: bool = False, progress: bool = True
+) -> TrainedRun:
+    """Train one language x architecture inside an MLflow run (nested under the pipeline's)."""
+    import mlflow
+
+    from complex_ner.data import atomic_write_text
+    from complex_ner.train import HISTORY_FILE, model_dir, train_model
+
+    setup(params)
+    parent = os.environ.get(PARENT_ENV)
+    tags = {
+        "lang": lang,
+        "arch": arch,
+        "encoder": params.model.encoder,
+        "git_commit": git_commit(params.root),
+        "data_version": data_version(params),
+        "val_data_hash": val_data_hash(params, lang),
+        "kind": "train",
+    }
+    if parent:
+        tags["mlflow.parentRunId"] = parent
+    client = mlflow.MlflowClient()
+    with mlflow.start_run(run_name=f"{lang}-{arch}", tags=tags) as run:
+        run_id = run.info.run_id
+        mlflow.log_params({**flat_params(params), "model.arch": arch})
+
+        def on_epoch(record: dict[str, Any]) -> None:
+            step = int(record["epoch"])
+            metrics = {k: float(v) for k, v in record.items() if k != "epoch"}
+            for k, v in metrics.items():
+                client.log_metric(run_id, k, v, step=step)
+
+        result = train_model(
+            params, lang, arch, resume=resume, on_epoch_end=on_epoch, progress=progress
+        )
+        out = model_dir(params, lang, arch)
+        mlflow.log_metrics(
+            {"best_val_macro_f1": result.best_f1, "best_epoch": float(result.best_epoch)}
+        )
+        if result.history:
+            plot_history(result.history, out / "training_curves.png")
+            mlflow.log_artifact(str(out / "training_curves.png"), "training")
+            mlflow.log_artifact(str(out / HISTORY_FILE), "training")
+        trained = TrainedRun(lang, arch, run_id, result.best_f1, result.best_epoch, str(out))
+        atomic_write_text(out / RUN_FILE, json.dumps(asdict(trained), indent=2) + "\n")
+    return trained
+
+
+def log_evaluation(params: Params, lang: str, arch: str, scores: dict[str, Any]) -> str | None:
+    """Attach evaluation reports and the pyfunc model to the run that trained the model."""
+    import mlflow
+
+    from complex_ner.evaluate import eval_dir
+    from complex_ner.train import BEST_DIR, model_dir
+
+    run_id = recorded_run_id(params, lang, arch)
+    if run_id is None:
+        return None
+    setup(params)
+    with mlflow.start_run(run_id=run_id):
+        for split, s in scores.items():
+            mlflow.log_metrics(
+                {
+                    f"eval_{split}_macro_f1": s["macro"]["f1"],
+                    f"eval_{split}_micro_f1": s["micro"]["f1"],
+                    **{f"eval_{split}_f1_{t}": v["f1"] for t, v in s["per_type"].items()},
+                }
+            )
+        reports = eval_dir(params, lang, arch)
+        if reports.is_dir():
+            mlflow.log_artifacts(str(reports), "evaluation")
+        log_pyfunc(model_dir(params, lang, arch) / BEST_DIR)
+    return run_id
+
+
+def log_pyfunc(tagger_dir: Path) -> Any:
+    """Log a tagger folder as an ``mlflow.pyfunc`` model named ``model`` in the active run."""
+    import mlflow
+    import pandas as pd
+
+    from complex_ner.serving import TAGGER_ARTIFACT, NerPyfunc, signature
+
+    package = Path(__file__).resolve().parent
+    example = pd.DataFrame({"text": ["el museo del prado está en madrid ."]})
+    return mlflow.pyfunc.log_model(
+        name="model",
+        python_model=NerPyfunc(),
+        artifacts={TAGGER_ARTIFACT: str(tagger_dir)},
+        code_paths=[str(package)],
+        signature=signature(),
+        input_example=example,
+        pip_requirements=[
+            "torch==2.13.0",
+            "transformers==5.24.0",
+            "pytorch-crf==0.7.2",
+            "safetensors",
+            "tokenizers",
+            "pandas",
+            "mlflow==3.17.2",
+        ],
+    )
+
+
+def _run_model_uri(client: Any, run_id: str) -> str | None:
+    """The URI of the pyfunc model logged by a run (MLflow 3 logged models)."""
+    import mlflow
+
+    run = client.get_run(run_id)
+    models = mlflow.search_logged_models(
+        experiment_ids=[run.info.experiment_id],
+        filter_string=f"source_run_id = '{run_id}'",
+        output_format="list",
+    )
+    if not models:
+        return None
+    return f"models:/{models[0].model_id}"
+
+
+@dataclass(frozen=True)
+class Registration:
+    """The outcome of registering one language's best BERT+CRF run."""
+
+    lang: str
+    version: str
+    alias: str
+    val_macro_f1: float
+    champion_f1: float | None
+    run_id: str
+
+
+def _champion_f1_on(params: Params, lang: str, version: Any, val_hash: str) -> float:
+    """The champion's macro-F1 on the current validation data (re-scored if it changed)."""
+    if version.tags.get("val_data_hash") == val_hash and "val_macro_f1" in version.tags:
+        return float(version.tags["val_macro_f1"])
+    import mlflow
+
+    from complex_ner.data import read_conll
+    from complex_ner.models.tagger import Tagger
+    from complex_ner.serving import TAGGER_ARTIFACT
+    from complex_ner.train import evaluate_f1
+
+    local = mlflow.artifacts.download_artifacts(
+        f"models:/{registered_name(lang)}/{version.version}"
+    )
+    tagger = Tagger.load(Path(local) / "artifacts" / TAGGER_ARTIFACT)
+    val = read_conll(params.path(params.split.processed_dir) / lang / "val.conll")
+    return float(evaluate_f1(tagger, val, params.data.entity_types, 64)["macro"]["f1"])
+
+
+def register_best(params: Params, lang: str, run_ids: list[str] | None = None) -> Registration:
+    """Register the best BERT+CRF run of ``lang``; alias ``champion`` only if it beats the
+    current champion on the same validation data, otherwise ``challenger``.
+
+    Args:
+        run_ids: Candidate runs; by default the run that trained the saved bert_crf model.
+
+    Raises:
+        LookupError: no candidate run with a logged model.
+    """
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    setup(params)
+    client = mlflow.MlflowClient()
+    if run_ids is None:
+        rid = recorded_run_id(params, lang, REGISTERED_ARCH)
+        run_ids = [rid] if rid else []
+    candidates = []
+    for rid in run_ids:
+        run = client.get_run(rid)
+        if run.data.tags.get("arch") != REGISTERED_ARCH or run.data.tags.get("lang") != lang:
+            continue
+        f1 = run.data.metrics.get("eval_val_macro_f1")
+        uri = _run_model_uri(client, rid)
+        if f1 is not None and uri is not None:
+            candidates.append((f1, rid, uri, run))
+    if not candidates:
+        raise LookupError(
+            f"no {REGISTERED_ARCH} run for {lang!r} with a logged model and eval_val_macro_f1; "
+            "run train and evaluate first"
+        )
+    f1, rid, uri, run = max(candidates, key=lambda c: c[0])
+    name = registered_name(lang)
+    try:
+        client.get_registered_model(name)
+    except MlflowException:
+        client.create_registered_model(
+            name, description=f"complex-ner {lang}: best BERT+CRF on MultiCoNER validation"
+        )
+    val_hash = val_data_hash(params, lang)
+    tags = {
+        "val_macro_f1": f"{f1:.6f}",
+        "val_micro_f1": f"{run.data.metrics.get('eval_val_micro_f1', float('nan')):.6f}",
+        "val_data_hash": val_hash,
+        "data_version": run.data.tags.get("data_version", "unknown"),
+        "encoder": run.data.tags.get("encoder", "unknown"),
+        "arch": REGISTERED_ARCH,
+        "lang": lang,
+        "git_commit": run.data.tags.get("git_commit", "unknown"),
+    }
+    mv = mlflow.register_model(uri, name, tags=tags)
+    try:
+        current = client.get_model_version_by_alias(name, CHAMPION)
+    except MlflowException:
+        current = None
+    champion_f1 = None
+    if current is not None and current.version != mv.version:
+        champion_f1 = _champion_f1_on(params, lang, current, val_hash)
+    alias = CHAMPION if champion_f1 is None or f1 > champion_f1 else CHALLENGER
+    client.set_registered_model_alias(name, alias, mv.version)
+    return Registration(lang, str(mv.version), alias, float(f1), champion_f1, rid)
