@@ -15,7 +15,7 @@ export PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS := 90
 export TOKENIZERS_PARALLELISM := false
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: venv run data test test-unit test-integration lint format bench clean
+.PHONY: venv run run-paper data test test-unit test-integration lint format bench clean
 
 venv: $(STAMP)
 
@@ -26,15 +26,28 @@ $(STAMP): pyproject.toml requirements.lock
 	$(VENV)/bin/python -c "import complex_ner, torch, transformers, torchcrf, great_expectations"
 	touch $@
 
-## The main job: ingest, validate, split and describe both languages (DVC pipeline), then push
-## the versioned data to the default DVC remote.
+## The main job: the whole Prefect pipeline (validate -> train -> evaluate -> register) on the
+## embedded default (real data, multilingual-e5-small, BERT+CRF, es and zh) on a CPU, then
+## `dvc commit` + `dvc push` so DVC records what the run produced.
 run: venv
-	dvc repro
-	dvc push -q
+	$(VENV)/bin/python flows/pipeline.py
 	@echo
-	@echo "Done. Validation report: reports/validation/data_docs/index.html"
-	@echo "      Data statistics:   reports/data_stats.md, reports/sentence_lengths.png"
-	@echo "      Pipeline status:   dvc status; metrics: dvc metrics show"
+	@echo "Done. Where to look:"
+	@echo "  results table:    reports/eval/results.md   (dvc metrics show; dvc plots show)"
+	@echo "  data gate:        reports/validation/data_docs/index.html, reports/data_stats.md"
+	@echo "  MLflow:           .venv/bin/mlflow ui --backend-store-uri sqlite:///$(CURDIR)/mlruns/mlflow.db"
+	@echo "  registry:         models:/complex-ner-es@champion, models:/complex-ner-zh@champion"
+	@echo "  Prefect UI:       PREFECT_HOME=$(CURDIR)/.prefect .venv/bin/prefect server start"
+
+## The paper's budget (all three architectures, 10 epochs, whole train split): meant for a GPU.
+run-paper: venv
+	$(VENV)/bin/python flows/pipeline.py "train.archs=[bert_crf, bert_bilstm_crf, bert_linear]" \
+		train.epochs=10 train.max_train_sentences=0
+
+## The data stages only, through DVC.
+data: venv
+	dvc repro stats split
+	dvc push -q
 
 test: venv
 	$(VENV)/bin/pytest -q

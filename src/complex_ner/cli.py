@@ -243,6 +243,122 @@ def register(
         atomic_write_text(path, _json.dumps(out, indent=2) + "\n")
 
 
+OutFormat = Annotated[str, typer.Option("--format", "-f", help="jsonl or conll.")]
+
+
+def _model_option(p: Params, lang: str, model: str | None) -> str:
+    return model or f"models:/complex-ner-{lang}@champion"
+
+
+@app.command()
+def predict(
+    text: Annotated[list[str] | None, typer.Argument(help="Sentences (default: stdin).")] = None,
+    lang: LangOpt = "es",
+    model: Annotated[
+        str | None,
+        typer.Option("--model", "-m", help="models:/name@alias or a model folder."),
+    ] = None,
+    file: Annotated[
+        Path | None, typer.Option("--file", help="One sentence per line, or a .conll file.")
+    ] = None,
+    fmt: OutFormat = "jsonl",
+    batch_size: Annotated[int, typer.Option(help="Sentences per forward pass.")] = 64,
+    params: ParamsOpt = Path("params.yaml"),
+) -> None:
+    """Tag sentences: JSON lines of entities (text, type, offsets, confidence) or CoNLL."""
+    import json as _json
+
+    from complex_ner.data import Sentence, format_conll, read_conll
+    from complex_ner.predict import InputError, load_tagger, predict_entities
+
+    if fmt not in ("jsonl", "conll"):
+        raise _fail("--format: expected jsonl or conll", 2)
+    root = params.resolve().parent if params.is_file() else Path.cwd()
+    try:
+        tagger = load_tagger(_model_option(None, lang, model), root)  # type: ignore[arg-type]
+    except (LookupError, FileNotFoundError, OSError, ValueError) as exc:
+        raise _fail(str(exc)) from None
+    if tagger.spec.lang and tagger.spec.lang != lang and model is not None:
+        typer.echo(f"note: the model was trained on {tagger.spec.lang!r}", err=True)
+    sentences: list[Sentence] | None = None
+    if file is not None and file.suffix == ".conll":
+        try:
+            sentences = read_conll(file, labeled=False)
+        except DataFormatError as exc:
+            raise _fail(str(exc)) from None
+        rows: list = [list(s.tokens) for s in sentences]
+    else:
+        if file is not None:
+            try:
+                lines = file.read_text(encoding="utf-8").splitlines()
+            except (OSError, UnicodeDecodeError) as exc:
+                raise _fail(f"{file}: {exc}") from None
+        elif text:
+            lines = list(text)
+        else:
+            lines = sys.stdin.read().splitlines()
+        rows = lines
+    try:
+        entities = predict_entities(tagger, rows, batch_size)
+    except InputError as exc:
+        raise _fail(str(exc)) from None
+    if fmt == "conll":
+        if sentences is None:
+            from complex_ner.predict import model_words, tokenize
+
+            toks = [model_words(tokenize(t, lang), lang) for t in rows]
+            sentences = [
+                Sentence(id=f"line-{i + 1}", tokens=tuple(w), tags=None)
+                for i, w in enumerate(toks)
+                if w
+            ]
+            entities = [e for e, w in zip(entities, toks, strict=True) if w]
+        tags = []
+        for s, ents in zip(sentences, entities, strict=True):
+            row = ["O"] * len(s.tokens)
+            for e in ents:
+                row[e["token_start"]] = f"B-{e['type']}"
+                for k in range(e["token_start"] + 1, e["token_end"]):
+                    row[k] = f"I-{e['type']}"
+            tags.append(row)
+        sys.stdout.write(format_conll(sentences, tags))
+        return
+    for row, ents in zip(rows, entities, strict=True):
+        key = "tokens" if isinstance(row, list) else "text"
+        sys.stdout.write(_json.dumps({key: row, "entities": ents}, ensure_ascii=False) + "\n")
+
+
+@app.command("predict-batch")
+def predict_batch(
+    input_path: Annotated[Path, typer.Option("--input", "-i", help="A MultiCoNER .conll file.")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="The submission file.")],
+    lang: LangOpt = "es",
+    model: Annotated[
+        str | None, typer.Option("--model", "-m", help="models:/name@alias or a folder.")
+    ] = None,
+    chunk_size: Annotated[int, typer.Option(help="Sentences per resumable chunk.")] = 2000,
+    batch_size: Annotated[int, typer.Option(help="Sentences per forward pass.")] = 64,
+    params: ParamsOpt = Path("params.yaml"),
+) -> None:
+    """Tag a large file in resumable chunks; write the submission file atomically."""
+    from complex_ner.predict import load_tagger, predict_conll_batched
+
+    root = params.resolve().parent if params.is_file() else Path.cwd()
+    try:
+        tagger = load_tagger(_model_option(None, lang, model), root)  # type: ignore[arg-type]
+        result = predict_conll_batched(
+            tagger,
+            input_path,
+            output,
+            chunk_size,
+            batch_size,
+            progress=lambda n: typer.echo(f"{n:,} sentences", err=True),
+        )
+    except (LookupError, FileNotFoundError, OSError, ValueError) as exc:
+        raise _fail(str(exc)) from None
+    typer.echo(json.dumps(result))
+
+
 def main() -> None:  # pragma: no cover - console entry point
     """Entry point that never prints a traceback for expected errors."""
     sys.exit(app())

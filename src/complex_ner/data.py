@@ -131,9 +131,25 @@ def parse_conll(
     Raises:
         DataFormatError: naming the file and line of the first problem.
     """
-    text = text.removeprefix("\ufeff")
+    lines = text.removeprefix("\ufeff").split("\n")
+    if lines and lines[-1] == "":
+        lines.pop()
+    return list(iter_sentences(lines, path, tagset=tagset, labeled=labeled))
+
+
+def iter_sentences(
+    lines: Iterable[str],
+    path: str | Path = "<string>",
+    tagset: Iterable[str] | None = None,
+    labeled: bool = True,
+) -> Iterator[Sentence]:
+    """Yield sentences from lines (without their newlines) as soon as each one ends.
+
+    See :func:`parse_conll`; this is its streaming form, for files too large to hold.
+    """
     allowed = set(tagset) if tagset is not None else None
-    sentences: list[Sentence] = []
+    done: list[Sentence] = []
+    count = 0
     ids: set[str] = set()
     cur_id: str | None = None
     cur_domain: str | None = None
@@ -142,19 +158,20 @@ def parse_conll(
     tags: list[str | None] = []
 
     def flush(end_line: int) -> None:
-        nonlocal cur_id, cur_domain, cur_line
+        nonlocal cur_id, cur_domain, cur_line, count
         header_line = cur_line - 1 if cur_id is not None and cur_line is not None else cur_line
         if cur_id is not None and not tokens:
             raise DataFormatError(path, header_line, f"sentence {cur_id!r} has no tokens")
         if tokens:
-            sid = cur_id if cur_id is not None else f"conll-{len(sentences) + 1}"
+            sid = cur_id if cur_id is not None else f"conll-{count + 1}"
             if sid in ids:
                 raise DataFormatError(path, header_line, f"duplicate sentence id {sid!r}")
             ids.add(sid)
             has_tags = all(t is not None for t in tags)
             if any(t is not None for t in tags) and not has_tags:
                 raise DataFormatError(path, cur_line, "some tokens have tags and others not")
-            sentences.append(
+            count += 1
+            done.append(
                 Sentence(
                     id=sid,
                     tokens=tuple(tokens),
@@ -168,18 +185,22 @@ def parse_conll(
         tokens.clear()
         tags.clear()
 
-    lines = text.split("\n")
-    if lines and lines[-1] == "":
-        lines.pop()
+    lineno = 0
     for lineno, raw in enumerate(lines, start=1):
-        line = raw.rstrip("\r").rstrip(" \t")
+        line = raw.rstrip("\n").rstrip("\r").rstrip(" \t")
+        if lineno == 1:
+            line = line.removeprefix("\ufeff")
         if not line:
             flush(lineno)
+            yield from done
+            done.clear()
             continue
         header = _parse_header(line)
         if header is not None:
             if tokens or cur_id is not None:
                 flush(lineno)
+                yield from done
+                done.clear()
             if header[0] is None:
                 raise DataFormatError(path, lineno, "sentence header without an id")
             cur_id, cur_domain, cur_line = header[0], header[1], lineno + 1
@@ -207,8 +228,8 @@ def parse_conll(
             cur_line = lineno
         tokens.append(parts[0])
         tags.append(tag)
-    flush(len(lines) + 1)
-    return sentences
+    flush(lineno + 1)
+    yield from done
 
 
 def read_conll(
@@ -223,6 +244,32 @@ def read_conll(
     if not path.is_file():
         raise DataFormatError(path, None, "file not found")
     return parse_conll(_decode(path, path.read_bytes()), path, tagset=tagset, labeled=labeled)
+
+
+def iter_conll(
+    path: str | Path, tagset: Iterable[str] | None = None, labeled: bool = True
+) -> Iterator[Sentence]:
+    """Stream a MultiCoNER or CoNLL file sentence by sentence (see :func:`parse_conll`).
+
+    Raises:
+        DataFormatError: a missing file, non-UTF-8 bytes or a malformed line.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise DataFormatError(path, None, "file not found")
+
+    def lines() -> Iterator[str]:
+        with open(path, "rb") as fh:
+            for lineno, raw in enumerate(fh, start=1):
+                try:
+                    yield raw.decode("utf-8")
+                except UnicodeDecodeError as exc:
+                    bad = raw[exc.start : exc.start + 4]
+                    raise DataFormatError(
+                        path, lineno, f"bytes that are not UTF-8 ({bad!r})"
+                    ) from None
+
+    yield from iter_sentences(lines(), path, tagset=tagset, labeled=labeled)
 
 
 def format_conll(sentences: Iterable[Sentence], tags: Sequence[Sequence[str]] | None = None) -> str:

@@ -595,6 +595,9 @@ def load_encoder(name_or_path: str, dropout: float | None = None) -> Any:
     """
     from transformers import AutoConfig, AutoModel
     from transformers.models.auto.modeling_auto import MODEL_MAPPING
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()  # one bar per load floods logs and CLI output
 
     if dropout is not None and not 0.0 <= dropout < 1.0:
         raise ValueError(f"dropout must be in [0, 1), got {dropout}")

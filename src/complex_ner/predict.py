@@ -10,6 +10,7 @@ import re
 import unicodedata
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Any
 
 # Spanish (and other space-separated languages): words, numbers and single punctuation marks,
@@ -107,3 +108,166 @@ def entities_from_tags(
         out.append(Entity(span, kind, start, end, i, j, round(conf, 6)))
         i = j
     return out
+
+
+class InputError(ValueError):
+    """A request the model cannot read; the message names the row and the field."""
+
+
+def _rows(model_input: Any) -> list[tuple[str | None, list[str] | None]]:
+    """Normalise the accepted input shapes into ``(text, tokens)`` per row."""
+    import pandas as pd
+
+    if isinstance(model_input, pd.DataFrame):
+        cols = [c for c in ("text", "tokens") if c in model_input.columns]
+        if not cols:
+            raise InputError(
+                f"expected a 'text' or 'tokens' column, got {list(model_input.columns)}"
+            )
+        records = model_input[cols].to_dict("records")
+    elif isinstance(model_input, str):
+        records = [{"text": model_input}]
+    elif isinstance(model_input, dict):
+        records = [model_input]
+    elif isinstance(model_input, Sequence):
+        records = [
+            {"tokens": x} if isinstance(x, list | tuple) else {"text": x} for x in model_input
+        ]
+    else:
+        raise InputError(f"unsupported input type {type(model_input).__name__}")
+    out: list[tuple[str | None, list[str] | None]] = []
+    for i, rec in enumerate(records):
+        text, tokens = rec.get("text"), rec.get("tokens")
+        if tokens is not None and not _is_missing(tokens):
+            seq = list(tokens)
+            if not all(isinstance(t, str) and t and not any(c.isspace() for c in t) for t in seq):
+                raise InputError(f"row {i}: 'tokens' must be a list of non-empty strings")
+            out.append((None, seq))
+        elif text is not None and not _is_missing(text):
+            if not isinstance(text, str):
+                raise InputError(f"row {i}: 'text' must be a string, got {type(text).__name__}")
+            out.append((text, None))
+        else:
+            raise InputError(f"row {i}: give 'text' (a string) or 'tokens' (a list of strings)")
+    return out
+
+
+def _is_missing(value: Any) -> bool:
+    return isinstance(value, float) and value != value  # NaN from a half-filled DataFrame
+
+
+def predict_entities(
+    tagger: Any, model_input: Any, batch_size: int = 64
+) -> list[list[dict[str, Any]]]:
+    """Entities for every input row (see the module docstring for the accepted shapes)."""
+    lang = tagger.spec.lang
+    rows = _rows(model_input)
+    prepared = []
+    for text, tokens in rows:
+        if tokens is not None:
+            prepared.append((None, None, list(tokens)))
+        else:
+            assert text is not None
+            toks = tokenize(text, lang)
+            prepared.append((text, toks, model_words(toks, lang)))
+    words = [w for _, _, w in prepared]
+    nonempty = [i for i, w in enumerate(words) if w]
+    ids, marg = tagger.predict_ids([words[i] for i in nonempty], batch_size, with_marginals=True)
+    out: list[list[dict[str, Any]]] = [[] for _ in rows]
+    for k, i in enumerate(nonempty):
+        text, toks, w = prepared[i]
+        tags = [tagger.tags[t] for t in ids[k]]
+        ents = entities_from_tags(
+            tags,
+            tokens=toks,
+            text=text,
+            marginals=marg[k] if marg is not None else None,
+            tag_index=tagger.tag_to_id,
+            words=w,
+        )
+        out[i] = [e.to_dict() for e in ents]
+    return out
+
+
+# --------------------------------------------------------------------------- models and files
+
+
+def load_tagger(model: str, root: Path | None = None) -> Any:
+    """A tagger from a local model folder or a registry URI (``models:/name@alias``).
+
+    Raises:
+        FileNotFoundError: the folder does not exist.
+        LookupError: the registered model, version or alias does not exist.
+    """
+    from complex_ner.models.tagger import Tagger
+
+    if model.startswith("models:/") or model.startswith("runs:/"):
+        from complex_ner.tracking import resolve_tagger_dir
+
+        return Tagger.load(resolve_tagger_dir(model, root))
+    path = Path(model)
+    if not path.is_absolute() and root is not None and (root / path).exists():
+        path = root / path
+    if not path.is_dir():
+        raise FileNotFoundError(f"{model}: no such model folder")
+    if (path / "model" / "tagger.json").is_file():  # a training run's folder
+        path = path / "model"
+    return Tagger.load(path)
+
+
+def predict_conll_batched(
+    tagger: Any,
+    input_path: Path,
+    output_path: Path,
+    chunk_size: int = 2000,
+    batch_size: int = 64,
+    progress: Any = None,
+) -> dict[str, int]:
+    """Tag a (large) MultiCoNER file chunk by chunk and write the submission file atomically.
+
+    Each finished chunk is written to ``<output>.parts/`` first; a rerun after an interruption
+    skips the chunks already there. The parts are joined into ``output_path`` in one atomic
+    rename at the end, then removed.
+
+    Returns:
+        ``{"sentences": n, "chunks": k, "reused_chunks": r}``.
+    """
+    import shutil
+
+    from complex_ner.data import atomic_path, atomic_write_text, format_conll, iter_conll
+
+    parts = output_path.with_name(output_path.name + ".parts")
+    parts.mkdir(parents=True, exist_ok=True)
+    stamp = parts / "input.json"
+    fingerprint = f'{{"input": "{input_path.resolve()}", "size": {input_path.stat().st_size}, '
+    fingerprint += f'"chunk_size": {chunk_size}}}'
+    if stamp.is_file() and stamp.read_text(encoding="utf-8") != fingerprint:
+        shutil.rmtree(parts)  # parts of another input or chunking: start over
+        parts.mkdir(parents=True)
+    atomic_write_text(stamp, fingerprint)
+    n, k, reused = 0, 0, 0
+    chunk: list[Any] = []
+
+    def finish(chunk: list[Any], index: int) -> bool:
+        target = parts / f"chunk-{index:06d}.conll"
+        if target.is_file():
+            return True
+        tags = tagger.predict([s.tokens for s in chunk], batch_size=batch_size)
+        atomic_write_text(target, format_conll(chunk, tags))
+        return False
+
+    for sent in iter_conll(input_path, labeled=False):
+        chunk.append(sent)
+        if len(chunk) == chunk_size:
+            reused += finish(chunk, k)
+            n, k, chunk = n + len(chunk), k + 1, []
+            if progress is not None:
+                progress(n)
+    if chunk:
+        reused += finish(chunk, k)
+        n, k = n + len(chunk), k + 1
+    with atomic_path(output_path) as tmp, open(tmp, "wb") as out:
+        for i in range(k):
+            out.write((parts / f"chunk-{i:06d}.conll").read_bytes())
+    shutil.rmtree(parts)
+    return {"sentences": n, "chunks": k, "reused_chunks": reused}

@@ -321,6 +321,34 @@ def log_pyfunc(tagger_dir: Path) -> Any:
     )
 
 
+def resolve_tagger_dir(uri: str, root: Path | None = None) -> Path:
+    """The local tagger folder behind ``models:/name@alias``, ``models:/name/3`` or ``runs:/``.
+
+    Artifacts in a local store are used in place; remote ones are downloaded once.
+
+    Raises:
+        LookupError: the registered model, version, alias or run does not exist.
+    """
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    from complex_ner.config import load_params
+    from complex_ner.serving import TAGGER_ARTIFACT
+
+    base = root if root is not None else Path.cwd()
+    params_file = base / "params.yaml"
+    if params_file.is_file():
+        setup(load_params(params_file))
+    try:
+        local = Path(mlflow.artifacts.download_artifacts(artifact_uri=uri))
+    except (MlflowException, OSError) as exc:
+        raise LookupError(f"{uri}: no such registered model, alias or version ({exc})") from None
+    folder = local / "artifacts" / TAGGER_ARTIFACT
+    if not folder.is_dir():
+        raise LookupError(f"{uri}: not a complex-ner model (no artifacts/{TAGGER_ARTIFACT})")
+    return folder
+
+
 def _run_model_uri(client: Any, run_id: str) -> str | None:
     """The URI of the pyfunc model logged by a run (MLflow 3 logged models)."""
     import mlflow

@@ -46,10 +46,10 @@ def test_pipeline_logs_registers_and_guards_the_champion(
     tmp_path: Path, multiconer_dir: Path, prefect_home: None, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     import mlflow
+    from flows.pipeline import pipeline
 
     from complex_ner.config import load_params
     from complex_ner.tracking import setup
-    from flows.pipeline import pipeline
 
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     params = make_project(tmp_path, multiconer_dir)

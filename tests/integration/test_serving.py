@@ -1,0 +1,131 @@
+"""The registered champion served by `mlflow models serve` over real HTTP on 127.0.0.1."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from tests.integration.test_deployment import free_port
+from tests.unit.test_predict import tagger_dir  # noqa: F401  (fixture)
+
+pytestmark = pytest.mark.integration
+BIN = Path(sys.executable).parent
+
+
+def post(url: str, payload: object) -> tuple[int, dict]:
+    req = urllib.request.Request(
+        url, data=json.dumps(payload).encode(), headers={"Content-Type": "application/json"}
+    )
+    try:
+        with urllib.request.urlopen(req, timeout=60) as r:
+            return r.status, json.loads(r.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read() or b"{}")
+
+
+@pytest.fixture(scope="module")
+def registry(tmp_path_factory: pytest.TempPathFactory, tagger_dir: Path) -> Path:  # noqa: F811
+    import mlflow
+
+    from complex_ner.config import load_params
+    from complex_ner.tracking import CHAMPION, log_pyfunc, setup
+
+    root = tmp_path_factory.mktemp("registry")
+    (root / "params.yaml").write_text("{}\n")
+    setup(load_params(root / "params.yaml"))
+    with mlflow.start_run():
+        info = log_pyfunc(tagger_dir)
+    mv = mlflow.register_model(info.model_uri, "complex-ner-es")
+    mlflow.MlflowClient().set_registered_model_alias("complex-ner-es", CHAMPION, mv.version)
+    return root
+
+
+def test_serve_champion_over_http(registry: Path) -> None:
+    port = free_port()
+    env = {
+        **os.environ,
+        "MLFLOW_TRACKING_URI": f"sqlite:///{registry / 'mlruns' / 'mlflow.db'}",
+        "PATH": f"{BIN}:{os.environ.get('PATH', '')}",
+    }
+    server = subprocess.Popen(
+        [
+            str(BIN / "mlflow"),
+            "models",
+            "serve",
+            "-m",
+            "models:/complex-ner-es@champion",
+            "--env-manager",
+            "local",
+            "-h",
+            "127.0.0.1",
+            "-p",
+            str(port),
+        ],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.time() + 120
+        while time.time() < deadline:
+            try:
+                with urllib.request.urlopen(f"{base}/ping", timeout=2):
+                    break
+            except OSError:
+                time.sleep(1)
+        else:
+            pytest.fail("mlflow models serve did not come up")
+        text = "Ana vive en Lima y escucha Soda Stereo"
+        status, body = post(f"{base}/invocations", {"dataframe_records": [{"text": text}]})
+        assert status == 200, body
+        ents = body["predictions"][0]["entities"]
+        assert [(e["text"], e["type"]) for e in ents][:2] == [("Ana", "PER"), ("Lima", "LOC")]
+        assert all(text[e["start"] : e["end"]] == e["text"] for e in ents)
+        # Token lists, an empty string and whitespace: correct (possibly empty) results.
+        tokens = {"dataframe_records": [{"tokens": ["marta", "vive", "en", "quito"]}]}
+        status, body = post(f"{base}/invocations", tokens)
+        assert status == 200, body
+        assert [e["type"] for e in body["predictions"][0]["entities"]] == ["PER", "LOC"]
+        blank = {"dataframe_records": [{"text": ""}, {"text": "   "}]}
+        status, body = post(f"{base}/invocations", blank)
+        assert status == 200, body
+        assert [p["entities"] for p in body["predictions"]] == [[], []]
+        # A non-string value is a clear client error, and the server keeps serving.
+        status, body = post(f"{base}/invocations", {"dataframe_records": [{"text": 42}]})
+        assert status == 400 and "text" in json.dumps(body)
+        status, body = post(f"{base}/invocations", {"dataframe_records": [{"text": "hola"}]})
+        assert status == 200
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)
+        server.wait(timeout=30)
+
+
+def test_unknown_alias_is_a_clear_error(registry: Path) -> None:
+    from typer.testing import CliRunner
+
+    from complex_ner.cli import app
+
+    res = CliRunner().invoke(
+        app,
+        [
+            "predict",
+            "-m",
+            "models:/complex-ner-es@nope",
+            "-p",
+            str(registry / "params.yaml"),
+            "hola",
+        ],
+    )
+    assert res.exit_code == 1
+    assert "models:/complex-ner-es@nope: no such registered model" in res.output
