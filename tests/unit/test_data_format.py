@@ -132,3 +132,17 @@ def test_split_is_deterministic_disjoint_and_sized() -> None:
 def test_split_rejects_bad_fraction() -> None:
     with pytest.raises(ValueError, match="val_fraction must be in"):
         split_train(_sentences(3), 0.0, seed=1)
+
+
+def test_streaming_reader_matches_and_names_lines(tmp_path: Path) -> None:
+    from complex_ner.data import iter_conll
+
+    good = tmp_path / "good.conll"
+    good.write_text("\ufeff" + SAMPLE.replace("\n", "\r\n"), encoding="utf-8")
+    assert list(iter_conll(good)) == read_conll(good) == parse_conll(SAMPLE)
+    bad = tmp_path / "bad.conll"
+    bad.write_bytes(SAMPLE.encode() + b"# id c\tdomain=x\nca\xff _ _ O\n\n")
+    stream = iter_conll(bad)
+    assert [s.id for s in [next(stream), next(stream)]] == ["aaa-1", "bbb-2"]
+    with pytest.raises(DataFormatError, match=r"bad\.conll:11: bytes that are not UTF-8"):
+        next(stream)
