@@ -17,8 +17,9 @@ from prefect.artifacts import create_link_artifact, create_markdown_artifact
 from prefect.task_runners import ThreadPoolTaskRunner
 
 ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT / "src") not in sys.path:  # deployments run from a checkout without installing
-    sys.path.insert(0, str(ROOT / "src"))
+for _p in (ROOT / "src", ROOT):  # deployments run from a checkout without installing
+    if str(_p) not in sys.path:
+        sys.path.insert(0, str(_p))
 
 from complex_ner import tracking  # noqa: E402
 from complex_ner.config import Params, load_params  # noqa: E402
@@ -193,10 +194,14 @@ def register(params_path: str = DEFAULT_PARAMS, overrides: list[str] | None = No
 
 @flow(name="pipeline", log_prints=True)
 def pipeline(params_path: str = DEFAULT_PARAMS, overrides: list[str] | None = None) -> dict:
-    """The whole job: validate -> train -> evaluate -> register, in one MLflow parent run."""
+    """The whole job: validate -> (WWM pretrain) -> train -> evaluate -> register, in one MLflow
+    parent run."""
     p = _params(params_path, overrides)
+    from flows.pretrain import pretrain
+
     with tracking.pipeline_run(p) as parent_id:
         data = validate_data(params_path, overrides)
+        pretrain(params_path, overrides)  # writes SKIPPED markers when pretrain.enabled is false
         runs = train(params_path, overrides)
         summary = evaluate(params_path, overrides)
         registrations = register(params_path, overrides)

@@ -174,6 +174,41 @@ def train(
 
 
 @app.command()
+def pretrain(
+    lang: Annotated[
+        str | None, typer.Option("--lang", "-l", help="Default: every pretrain.languages entry.")
+    ] = None,
+    params: ParamsOpt = Path("params.yaml"),
+    set_: SetOpt = None,
+    progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
+) -> None:
+    """Whole-word-masking continued pre-training of the encoder (pretrain.enabled; else a
+    SKIPPED marker)."""
+    from complex_ner.pretrain import run_pretrain
+
+    p = _load(params, set_)
+    langs = [lang] if lang else list(p.pretrain.languages)
+    for lg in langs:
+        _check_lang(p, lg)
+        if lg not in p.pretrain.languages:
+            raise _fail(
+                f"--lang: {lg!r} is not in pretrain.languages {list(p.pretrain.languages)}", 2
+            )
+    for lg in langs:
+        try:
+            out = run_pretrain(p, lg, progress=progress)
+        except (DataFormatError, FileNotFoundError, OSError, ValueError) as exc:
+            raise _fail(str(exc)) from None
+        if out["status"] == "skipped":
+            typer.echo(f"{lg}: pretrain.enabled is false; marker in {out['output_dir']}")
+        else:
+            typer.echo(
+                f"{lg}: {out['steps']} steps in {out['seconds']:.0f}s, final MLM loss "
+                f"{out['final_loss']:.4f}; encoder in {out['output_dir']}"
+            )
+
+
+@app.command()
 def evaluate(
     lang: Annotated[
         str | None, typer.Option("--lang", "-l", help="Default: train.languages.")

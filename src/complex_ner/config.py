@@ -192,6 +192,52 @@ class TrainConfig:
 
 
 @dataclass(frozen=True)
+class PretrainConfig:
+    """Whole-word-masking continued pre-training of the encoder (``complex-ner pretrain``).
+
+    When ``enabled``, training uses ``<output_dir>/<lang>`` instead of ``model.encoder`` for the
+    languages listed here.
+    """
+
+    enabled: bool = False
+    languages: tuple[str, ...] = ("es", "zh")
+    extra_text_files: tuple[str, ...] = ()
+    mask_fraction: float = 0.15
+    epochs: int = 1
+    batch_size: int = 16
+    lr: float = 5e-5
+    max_sentences: int = 0
+    max_length: int = 128
+    seed: int = 13
+    freeze_embeddings: bool = True
+    output_dir: str = "models/encoders/wwm"
+
+    def validate(self) -> None:
+        if len(set(self.languages)) != len(self.languages):
+            raise ConfigError(f"pretrain.languages: duplicates in {list(self.languages)}")
+        for lang in self.languages:
+            if not lang.isalpha():
+                raise ConfigError(f"pretrain.languages: {lang!r} is not a language code")
+        for i, name in enumerate(self.extra_text_files):
+            if not name.strip():
+                raise ConfigError(f"pretrain.extra_text_files[{i}]: empty path")
+        if not 0.0 < self.mask_fraction < 1.0:
+            raise ConfigError(
+                f"pretrain.mask_fraction: must be in (0, 1), got {self.mask_fraction}"
+            )
+        if self.epochs < 1 or self.batch_size < 1:
+            raise ConfigError("pretrain.epochs and pretrain.batch_size must be >= 1")
+        if self.lr <= 0:
+            raise ConfigError("pretrain.lr: must be > 0")
+        if self.max_sentences < 0:
+            raise ConfigError("pretrain.max_sentences: must be >= 0 (0 means all)")
+        if self.max_length < 8:
+            raise ConfigError("pretrain.max_length: must be >= 8")
+        if not self.output_dir.strip():
+            raise ConfigError("pretrain.output_dir: empty path")
+
+
+@dataclass(frozen=True)
 class EvaluateConfig:
     """Where evaluation reports go."""
 
@@ -218,6 +264,7 @@ class Params:
     encoder: EncoderConfig = field(default_factory=EncoderConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    pretrain: PretrainConfig = field(default_factory=PretrainConfig)
     evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
     register: RegisterConfig = field(default_factory=RegisterConfig)
     root: Path = field(default=Path("."), compare=False)

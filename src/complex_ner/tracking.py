@@ -228,10 +228,13 @@ def train_tracked(
 
     setup(params)
     parent = os.environ.get(PARENT_ENV)
+    encoder = params.model.encoder
+    if params.pretrain.enabled and lang in params.pretrain.languages:
+        encoder = f"{params.pretrain.output_dir}/{lang} (WWM-adapted {encoder})"
     tags = {
         "lang": lang,
         "arch": arch,
-        "encoder": params.model.encoder,
+        "encoder": encoder,
         "git_commit": git_commit(params.root),
         "data_version": data_version(params),
         "val_data_hash": val_data_hash(params, lang),

@@ -335,9 +335,17 @@ def train_model(
     from complex_ner.encoders import resolve_encoder
 
     m = params.model
+    # With WWM pretraining enabled for this language, start from its adapted encoder.
+    pretrained = params.pretrain.enabled and lang in params.pretrain.languages
+    if pretrained:
+        from complex_ner.pretrain import pretrained_encoder
+
+        encoder = pretrained_encoder(params, lang)  # FileNotFoundError names the command
+    else:
+        encoder = resolve_encoder(m.encoder, params.root)
     train, val = load_training_data(params, lang)
     tagger = build_model(
-        resolve_encoder(m.encoder, params.root),
+        encoder,
         params.data.tags,
         arch,
         dropout=m.dropout,
@@ -351,6 +359,7 @@ def train_model(
     )
     extra = {
         "trained_with": {"model": vars(m) | {"arch": arch}, "train": vars(params.train)},
+        "pretrained_encoder": f"{params.pretrain.output_dir}/{lang}" if pretrained else None,
         "train_sentences": len(train),
         "val_sentences": len(val),
     }
