@@ -149,10 +149,10 @@ class TrainConfig:
     languages: tuple[str, ...] = ("es", "zh")
     archs: tuple[str, ...] = ("bert_crf",)
     epochs: int = 2
-    batch_size: int = 32
+    batch_size: int = 16
     lr_encoder: float = 1e-4
     lr_min: float = 1e-6
-    lr_head: float = 1e-3
+    lr_head: float = 5e-3
     schedule: str = "cyclic"
     warmup_fraction: float = 0.1
     weight_decay: float = 0.01
