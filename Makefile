@@ -58,6 +58,11 @@ test-unit: venv
 test-integration: venv
 	$(VENV)/bin/pytest -q tests/integration
 
+## Speed benchmarks (CRF decoding, prediction throughput, CLI cold start, training steps);
+## see docs/benchmarks.md. About 16 minutes on a 2-core CPU.
+bench: venv
+	$(VENV)/bin/python benchmarks/run_all.py
+
 lint: venv
 	$(VENV)/bin/ruff check src tests flows benchmarks
 	$(VENV)/bin/ruff format --check src tests flows benchmarks

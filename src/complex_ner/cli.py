@@ -298,10 +298,17 @@ def predict(
     ] = None,
     fmt: OutFormat = "jsonl",
     batch_size: Annotated[int, typer.Option(help="Sentences per forward pass.")] = 64,
+    threads: Annotated[int, typer.Option(help="Torch CPU threads; 0 = all cores.")] = 1,
     params: ParamsOpt = Path("params.yaml"),
 ) -> None:
     """Tag sentences: JSON lines of entities (text, type, offsets, confidence) or CoNLL."""
     import json as _json
+
+    import torch
+
+    if threads > 0:
+        # One thread: a few sentences gain nothing from more, and a busy machine loses a lot.
+        torch.set_num_threads(threads)
 
     from complex_ner.data import Sentence, format_conll, read_conll
     from complex_ner.predict import InputError, load_tagger, predict_entities

@@ -116,9 +116,11 @@ class InputError(ValueError):
 
 def _rows(model_input: Any) -> list[tuple[str | None, list[str] | None]]:
     """Normalise the accepted input shapes into ``(text, tokens)`` per row."""
-    import pandas as pd
+    if type(model_input).__module__.startswith("pandas"):  # no pandas import on the CLI path
+        import pandas as pd
 
-    if isinstance(model_input, pd.DataFrame):
+        if not isinstance(model_input, pd.DataFrame):
+            raise InputError(f"unsupported input type {type(model_input).__name__}")
         cols = [c for c in ("text", "tokens") if c in model_input.columns]
         if not cols:
             raise InputError(

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 from torchcrf import CRF
@@ -207,36 +208,76 @@ def viterbi_decode(
     if batch_size == 0:
         return []
 
+    # shape: (batch,)
+    lengths = mask.sum(dim=1).tolist()
+    shortest = min(lengths)
+    # shape: (batch, num_tags) per timestep
+    steps = emissions.unbind(1)
+    # shape: (batch, 1) per timestep; only needed once the shortest sequence has ended
+    on = mask.unsqueeze(2).unbind(1) if shortest < seq_len else ()
     # shape: (batch, num_tags)
-    score = start + emissions[:, 0]
+    score = start + steps[0]
     history: list[Tensor] = []
     for i in range(1, seq_len):
         # Same association order as torchcrf ((score + trans) + emission) for identical floats.
         # shape: (batch, num_tags, num_tags) indexed [batch, from, to]
-        next_score = score.unsqueeze(2) + trans + emissions[:, i].unsqueeze(1)
+        next_score = score.unsqueeze(2) + trans + steps[i].unsqueeze(1)
         # shape: (batch, num_tags) each
         next_score, indices = next_score.max(dim=1)
         # Padded steps carry the score over, so the final score is the one at the sequence end.
-        score = torch.where(mask[:, i].unsqueeze(1), next_score, score)
+        # While every sequence is still running that where would return next_score unchanged.
+        score = next_score if i < shortest else torch.where(on[i], next_score, score)
         history.append(indices)
-    score = score + end
+    # shape: (batch,)
+    best_last = (score + end).argmax(dim=1)
+    if not history:
+        return [[tag] for tag in best_last.tolist()]
+    if batch_size <= _PYTHON_BACKTRACK_MAX_BATCH:
+        return _backtrack_lists(torch.stack(history).tolist(), best_last.tolist(), lengths)
+    return _backtrack_numpy(
+        torch.stack(history).cpu().numpy(), best_last.cpu().numpy(), mask, lengths
+    )
 
-    # shape: (batch,)
-    lengths = mask.sum(dim=1)
-    seq_ends = lengths - 1
-    # shape: (batch,)
-    _, current = score.max(dim=1)
-    # shape: (batch, seq_len); positions past a sequence end hold its last tag and are cut off
-    best = torch.empty(batch_size, seq_len, dtype=torch.long, device=emissions.device)
-    best[:, seq_len - 1] = current
-    for t in range(seq_len - 2, -1, -1):
-        # history[t][b, j] is the best tag at t given tag j at t + 1.
-        # shape: (batch,)
-        previous = history[t].gather(1, current.unsqueeze(1)).squeeze(1)
-        # Until the backtrack reaches a sequence's own end, keep its best last tag.
-        current = torch.where(seq_ends > t, previous, current)
-        best[:, t] = current
-    return [row[:length] for row, length in zip(best.tolist(), lengths.tolist(), strict=True)]
+
+# At or below this batch size a plain Python walk beats one NumPy fancy index per timestep.
+_PYTHON_BACKTRACK_MAX_BATCH = 4
+
+
+def _backtrack_lists(
+    history: list[list[list[int]]], best_last: list[int], lengths: list[int]
+) -> list[list[int]]:
+    """Walk back ``history[t][b][tag_at_t+1] -> tag_at_t`` from each sequence's own end."""
+    paths = []
+    for b, tag in enumerate(best_last):
+        path = [tag]
+        for t in range(lengths[b] - 2, -1, -1):
+            tag = history[t][b][tag]
+            path.append(tag)
+        path.reverse()
+        paths.append(path)
+    return paths
+
+
+def _backtrack_numpy(
+    history: np.ndarray, best_last: np.ndarray, mask: Tensor, lengths: list[int]
+) -> list[list[int]]:
+    """Batched backtrack over ``history`` of shape ``(seq_len - 1, batch, num_tags)``."""
+    steps, batch_size, num_tags = history.shape
+    # Past a sequence's end its score was carried over unchanged, so its best last tag must be
+    # carried back unchanged too: make those padded steps the identity map.
+    # shape: (seq_len - 1, batch)
+    padded = ~mask[:, 1:].t().cpu().numpy()
+    if padded.any():
+        history[padded] = np.arange(num_tags, dtype=history.dtype)
+    rows = np.arange(batch_size)
+    # shape: (seq_len, batch)
+    best = np.empty((steps + 1, batch_size), dtype=history.dtype)
+    current = best_last.astype(history.dtype, copy=False)
+    best[steps] = current
+    for t in range(steps - 1, -1, -1):
+        current = history[t, rows, current]
+        best[t] = current
+    return [row[:length] for row, length in zip(best.T.tolist(), lengths, strict=True)]
 
 
 def crf_marginals(

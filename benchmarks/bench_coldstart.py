@@ -1,0 +1,267 @@
+"""Cold start of the prediction CLI: ``complex-ner predict --model <folder> "una frase"``.
+
+Each run is a fresh process (interpreter start, imports, model load, one sentence, JSON out), timed
+from the parent with ``time.perf_counter``; the median of 3 runs is reported. The model folder
+holds an untrained ``bert_crf`` tagger over the default encoder (multilingual-e5-small), saved
+once with ``Tagger.save`` into a temporary folder (nothing is trained).
+
+One more run under ``python -X importtime`` lists what the path imports: Prefect, Great
+Expectations and DVC must not be among them (MLflow is reported too: a plain model folder does
+not need it). A last child times the phases (imports, ``load_tagger``, ``predict_entities``) the
+way the CLI calls them.
+
+    .venv/bin/python benchmarks/bench_coldstart.py [--quick] [--json PATH]
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+if str(Path(__file__).resolve().parents[1]) not in sys.path:  # run as a script
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from benchmarks.run_all import (  # noqa: E402
+    ROOT,
+    base_parser,
+    default_encoder,
+    emit,
+    machine_info,
+    make_result,
+    tag_set,
+    target,
+    tiny_encoder,
+)
+
+FORBIDDEN = ("prefect", "great_expectations", "dvc")
+WATCHED = (*FORBIDDEN, "mlflow", "pandas", "matplotlib", "sklearn", "scipy", "jieba", "seqeval")
+SENTENCE = "una frase"
+COLUMNS = ["measure", "value", "note"]
+
+PHASES = r"""
+import json, sys, time
+folder, sentence = sys.argv[1], sys.argv[2]
+t0 = time.perf_counter()
+from complex_ner.cli import app  # noqa: F401  (what the console script imports first)
+from complex_ner.predict import load_tagger, predict_entities
+t1 = time.perf_counter()
+import torch
+t2 = time.perf_counter()
+tagger = load_tagger(folder)
+t3 = time.perf_counter()
+predict_entities(tagger, [sentence], 64)
+t4 = time.perf_counter()
+predict_entities(tagger, [sentence], 64)
+t5 = time.perf_counter()
+# Diagnostics, with every import already done: what load_tagger spends on each part.
+from complex_ner.encoders import load_encoder, load_tokenizer
+load_tokenizer(folder + "/tokenizer")
+t6 = time.perf_counter()
+from tokenizers import Tokenizer
+Tokenizer.from_file(folder + "/tokenizer/tokenizer.json")
+t7 = time.perf_counter()
+load_encoder(folder + "/encoder")
+t8 = time.perf_counter()
+print(json.dumps({
+    "imports_s": t1 - t0, "torch_s": t2 - t1, "load_s": t3 - t2, "predict_s": t4 - t3,
+    "predict_again_s": t5 - t4, "warm_tokenizer_s": t6 - t5, "raw_tokenizer_s": t7 - t6,
+    "warm_encoder_s": t8 - t7, "modules": sorted({m.split(".")[0] for m in sys.modules}),
+}))
+"""
+
+
+def cli_command() -> list[str]:
+    script = Path(sys.executable).parent / "complex-ner"
+    if script.is_file():
+        return [sys.executable, str(script)]
+    found = shutil.which("complex-ner")
+    if found:
+        return [sys.executable, found]
+    return [sys.executable, "-c", "import sys; from complex_ner.cli import main; main()"]
+
+
+def child_env() -> dict[str, str]:
+    env = dict(os.environ)
+    env.setdefault("HF_HUB_OFFLINE", "1")
+    env.setdefault("TRANSFORMERS_OFFLINE", "1")
+    env.setdefault("TOKENIZERS_PARALLELISM", "false")
+    return env
+
+
+def save_model(encoder_dir: Path, folder: Path) -> Path:
+    from complex_ner.models.tagger import build_model
+
+    tagger = build_model(str(encoder_dir), tag_set(), "bert_crf", lang="es")
+    return tagger.save(folder)
+
+
+def run_cli(model: Path, importtime: bool = False) -> tuple[float, subprocess.CompletedProcess]:
+    cmd = cli_command()
+    if importtime:
+        cmd = [cmd[0], "-X", "importtime", *cmd[1:]]
+    cmd += ["predict", "--model", str(model), SENTENCE]
+    start = time.perf_counter()
+    proc = subprocess.run(cmd, cwd=ROOT, env=child_env(), capture_output=True, text=True)
+    return time.perf_counter() - start, proc
+
+
+def parse_importtime(stderr: str) -> dict[str, float]:
+    """Import time (seconds) per top-level package: the self times of its modules, summed.
+
+    Self times never overlap, so they add up to the whole import time and split it cleanly
+    (cumulative times nest: ``complex_ner.models.tagger`` contains all of ``torch``).
+    """
+    out: dict[str, float] = {}
+    for line in stderr.splitlines():
+        if not line.startswith("import time:") or "|" not in line:
+            continue
+        parts = line[len("import time:") :].split("|")
+        if len(parts) != 3:
+            continue
+        try:
+            own = int(parts[0].strip()) / 1e6
+        except ValueError:
+            continue  # the header line
+        root = parts[2].strip().split(".")[0]
+        out[root] = out.get(root, 0.0) + own
+    return out
+
+
+def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
+    parser = base_parser(__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=int, default=None)
+    parser.add_argument("--encoder", type=Path, default=None)
+    args = parser.parse_args(argv)
+    runs = args.runs or (1 if args.quick else 3)
+    machine = machine_info()
+    rows: list[list[Any]] = []
+    with tempfile.TemporaryDirectory(prefix="bench-coldstart-") as tmp:
+        encoder = args.encoder or (
+            tiny_encoder(Path(tmp) / "tiny-bert") if args.quick else default_encoder()
+        )
+        start = time.perf_counter()
+        model = save_model(Path(encoder), Path(tmp) / "model")
+        save_s = time.perf_counter() - start
+        walls: list[float] = []
+        failures: list[str] = []
+        output = ""
+        # In --quick mode the single run is the -X importtime run (its overhead is small).
+        for k in range(runs):
+            wall, proc = run_cli(model, importtime=args.quick)
+            walls.append(wall)
+            if proc.returncode != 0:
+                failures.append(proc.stderr.strip()[-500:])
+            output = proc.stdout.strip()
+            rows.append([f"run {k + 1}: wall seconds", wall, f"exit {proc.returncode}"])
+            if args.quick:
+                imports = parse_importtime(proc.stderr)
+        if not args.quick:
+            _, proc = run_cli(model, importtime=True)
+            imports = parse_importtime(proc.stderr)
+        phases = None
+        if not args.quick:
+            proc = subprocess.run(
+                [sys.executable, "-c", PHASES, str(model), SENTENCE],
+                cwd=ROOT,
+                env=child_env(),
+                capture_output=True,
+                text=True,
+            )
+            if proc.returncode == 0:
+                phases = json.loads(proc.stdout.strip().splitlines()[-1])
+            else:
+                failures.append(proc.stderr.strip()[-500:])
+        model_mb = sum(p.stat().st_size for p in model.rglob("*") if p.is_file()) / 2**20
+    median = statistics.median(walls)
+    rows.insert(0, ["median wall seconds (import + load + predict one sentence)", median, ""])
+    if phases is not None:
+        rest = phases["load_s"] - phases["warm_tokenizer_s"] - phases["warm_encoder_s"]
+        rows += [
+            ["phase: import complex_ner.cli + predict", phases["imports_s"], "separate process"],
+            ["phase: import torch", phases["torch_s"], ""],
+            ["phase: load_tagger (folder)", phases["load_s"], f"model folder {model_mb:.0f} MiB"],
+            [
+                "load_tagger part: load_tokenizer (transformers)",
+                phases["warm_tokenizer_s"],
+                "re-timed warm",
+            ],
+            ["load_tagger part: load_encoder (weights)", phases["warm_encoder_s"], "re-timed warm"],
+            ["load_tagger part: the rest (transformers imports, head)", rest, "difference"],
+            [
+                "for comparison: tokenizers.Tokenizer.from_file, same file",
+                phases["raw_tokenizer_s"],
+                "not used by the product",
+            ],
+            ["phase: predict_entities, first sentence", phases["predict_s"], ""],
+            ["phase: predict_entities, second sentence", phases["predict_again_s"], ""],
+        ]
+    total_import = sum(imports.values())
+    rows.append(["import time: all modules", total_import, "-X importtime, sum of self times"])
+    top = sorted(imports.items(), key=lambda kv: -kv[1])[:8]
+    rows += [
+        [f"import time: {name}", seconds, "self times of its modules"] for name, seconds in top
+    ]
+    if phases is not None:
+        imports = {**{m: 0.0 for m in phases["modules"]}, **imports}
+    imported = [m for m in WATCHED if m in imports]
+    forbidden = [m for m in FORBIDDEN if m in imports]
+    rows.append(
+        [
+            "forbidden modules imported (prefect, great_expectations, dvc)",
+            ", ".join(forbidden) or "none",
+            "",
+        ]
+    )
+    rows.append(
+        ["other watched modules imported", ", ".join(imported) or "none", ", ".join(WATCHED)]
+    )
+    summary = [
+        target("CLI cold start, median seconds", round(median, 2), "< 5 s", median < 5),
+        target(
+            "prefect / great_expectations / dvc imported",
+            ", ".join(forbidden) or "none",
+            "none",
+            not forbidden,
+        ),
+    ]
+    if failures:
+        summary.append(target("failed runs", len(failures), "0", False))
+    notes = [
+        f"Command: {' '.join(Path(c).name for c in cli_command())} predict --model <folder> "
+        f"{SENTENCE!r}; {runs} fresh process(es), cwd = the project root.",
+        f"Model folder: untrained bert_crf over {Path(encoder).name}, written by Tagger.save in "
+        f"{save_s:.1f} s ({model_mb:.0f} MiB; the page cache is warm after that write).",
+        f"Output of the last run: {output[:200]}",
+    ]
+    if failures:
+        notes.append("FAILED: " + " / ".join(failures))
+    result = make_result(
+        "coldstart",
+        "Cold start of `complex-ner predict`",
+        "python benchmarks/bench_coldstart.py" + (" --quick" if args.quick else ""),
+        COLUMNS,
+        rows,
+        summary=summary,
+        notes=notes,
+        machine=machine,
+        walls=walls,
+        median_s=median,
+        imports=imports,
+        forbidden_imported=forbidden,
+        phases=phases,
+        failures=failures,
+    )
+    return emit(result, args.json)
+
+
+if __name__ == "__main__":
+    main()
