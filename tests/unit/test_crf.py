@@ -151,6 +151,39 @@ def test_unconstrained_viterbi_equals_torchcrf_exactly() -> None:
     assert cases == 2000
 
 
+@pytest.mark.parametrize("batch", [1, 3, 8, 9, 40])
+def test_viterbi_equals_torchcrf_with_ties_and_varied_lengths(batch: int) -> None:
+    # Covers both backtracks (plain Python for small batches, NumPy for larger ones), every
+    # length from 1 to seq_len in one batch, all-equal lengths and exact score ties.
+    generator = torch.Generator().manual_seed(batch)
+    for case in range(60):
+        num_tags = (1, 2, 5, 13)[case % 4]
+        seq_len = int(torch.randint(1, 41, (1,), generator=generator))
+        crf = CRF(num_tags, batch_first=True)
+        if case % 2 == 0:
+            emissions = torch.randint(-1, 2, (batch, seq_len, num_tags), generator=generator)
+            emissions = emissions.float()
+            with torch.no_grad():
+                for param in (crf.start_transitions, crf.transitions, crf.end_transitions):
+                    param.copy_(torch.randint(-1, 2, param.shape, generator=generator).float())
+        else:
+            emissions = torch.randn(batch, seq_len, num_tags, generator=generator)
+            randomise(crf, generator)
+        if case % 3 == 0:
+            lengths = torch.full((batch,), seq_len)
+        else:
+            lengths = torch.randint(1, seq_len + 1, (batch,), generator=generator)
+            lengths[: min(batch, seq_len)] = torch.arange(seq_len, 0, -1)[:batch]
+        mask = torch.arange(seq_len).unsqueeze(0) < lengths.unsqueeze(1)
+        expected = crf.decode(emissions, mask)
+        with torch.inference_mode():
+            got = viterbi_decode(
+                emissions, mask, crf.start_transitions, crf.transitions, crf.end_transitions
+            )
+        assert got == expected, f"case {case}"
+        assert [len(p) for p in got] == lengths.tolist()
+
+
 def test_constrained_decode_is_always_valid_bio() -> None:
     generator = torch.Generator().manual_seed(7)
     model = ConstrainedCRF(REAL_TAGS)

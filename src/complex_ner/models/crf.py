@@ -240,7 +240,7 @@ def viterbi_decode(
 
 
 # At or below this batch size a plain Python walk beats one NumPy fancy index per timestep.
-_PYTHON_BACKTRACK_MAX_BATCH = 4
+_PYTHON_BACKTRACK_MAX_BATCH = 8
 
 
 def _backtrack_lists(
