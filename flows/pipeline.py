@@ -119,20 +119,21 @@ def tables_task(params_path: str, overrides: list[str] | None = None) -> dict[st
     return write_tables(p, p.train.languages, p.train.archs)
 
 
-@task(name="register", task_run_name="register-{lang}", timeout_seconds=1800, **IO)
-def register_task(params_path: str, lang: str, overrides: list[str] | None = None) -> dict:
-    from dataclasses import asdict
-
-    reg = tracking.register_best(_params(params_path, overrides), lang)
-    get_run_logger().info(
-        "%s: version %s -> %s (val macro-F1 %.4f, champion had %s)",
-        tracking.registered_name(lang),
-        reg.version,
-        reg.alias,
-        reg.val_macro_f1,
-        "none" if reg.champion_f1 is None else f"{reg.champion_f1:.4f}",
-    )
-    return asdict(reg)
+@task(name="register", timeout_seconds=1800, **IO)
+def register_task(params_path: str, overrides: list[str] | None = None) -> list[dict]:
+    p = _params(params_path, overrides)
+    out = tracking.register_languages(p, p.train.languages)
+    for lang, reg in out.items():
+        had = "none" if reg["champion_f1"] is None else f"{reg['champion_f1']:.4f}"
+        get_run_logger().info(
+            "%s: version %s -> %s (val macro-F1 %.4f, champion had %s)",
+            tracking.registered_name(lang),
+            reg["version"],
+            reg["alias"],
+            reg["val_macro_f1"],
+            had,
+        )
+    return list(out.values())
 
 
 @task(name="version-outputs", timeout_seconds=1800, **IO)
@@ -189,7 +190,7 @@ def register(params_path: str = DEFAULT_PARAMS, overrides: list[str] | None = No
     p = _params(params_path, overrides)
     if tracking.REGISTERED_ARCH not in p.train.archs:
         return []
-    return [register_task(params_path, lang, overrides) for lang in p.train.languages]
+    return register_task(params_path, overrides)
 
 
 @flow(name="pipeline", log_prints=True)

@@ -252,30 +252,22 @@ def register(
     set_: SetOpt = None,
 ) -> None:
     """Register the best BERT+CRF model per language: champion if it beats the current one."""
-    import json as _json
-    from dataclasses import asdict
-
-    from complex_ner.data import atomic_write_text
-    from complex_ner.tracking import register_best
+    from complex_ner.tracking import register_languages
 
     p = _load(params, set_)
     langs = [lang] if lang else list(p.train.languages)
-    out = {}
     for lg in langs:
         _check_lang(p, lg)
-        try:
-            reg = register_best(p, lg)
-        except LookupError as exc:
-            raise _fail(str(exc)) from None
-        out[lg] = asdict(reg)
-        had = "none" if reg.champion_f1 is None else f"{reg.champion_f1:.4f}"
+    try:
+        out = register_languages(p, langs)
+    except LookupError as exc:
+        raise _fail(str(exc)) from None
+    for lg, reg in out.items():
+        had = "none" if reg["champion_f1"] is None else f"{reg['champion_f1']:.4f}"
         typer.echo(
-            f"complex-ner-{lg} v{reg.version} -> {reg.alias} "
-            f"(val macro-F1 {reg.val_macro_f1:.4f}; champion had {had})"
+            f"complex-ner-{lg} v{reg['version']} -> {reg['alias']} "
+            f"(val macro-F1 {reg['val_macro_f1']:.4f}; champion had {had})"
         )
-    if not lang:
-        path = p.path(p.register.output)
-        atomic_write_text(path, _json.dumps(out, indent=2) + "\n")
 
 
 OutFormat = Annotated[str, typer.Option("--format", "-f", help="jsonl or conll.")]

@@ -165,6 +165,7 @@ class TrainConfig:
     device: str = "auto"
     precision: str = "auto"
     threads: int = 0
+    keep_checkpoint: bool = False
     output_dir: str = "models/trained"
 
     def validate(self) -> None:

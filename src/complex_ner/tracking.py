@@ -460,3 +460,17 @@ def register_best(params: Params, lang: str, run_ids: list[str] | None = None) -
     alias = CHAMPION if champion_f1 is None or f1 > champion_f1 else CHALLENGER
     client.set_registered_model_alias(name, alias, mv.version)
     return Registration(lang, str(mv.version), alias, float(f1), champion_f1, rid)
+
+
+def register_languages(params: Params, languages: list[str] | tuple[str, ...]) -> dict[str, Any]:
+    """Register every language's best BERT+CRF run; record the outcome in ``register.output``.
+
+    The DVC stage, the CLI and the Prefect flow all call this, so the file always exists
+    after a registration.
+    """
+    from complex_ner.data import atomic_write_text
+
+    out = {lang: asdict(register_best(params, lang)) for lang in languages}
+    path = params.path(params.register.output)
+    atomic_write_text(path, json.dumps(out, indent=2) + "\n")
+    return out

@@ -295,6 +295,10 @@ def fit(
         if on_epoch_end is not None:
             on_epoch_end(record)
         run_epochs += 1
+    finished = state["epoch"] >= cfg.epochs or stopped_early
+    if finished and not cfg.keep_checkpoint:
+        # The checkpoint (weights plus optimizer state, ~3x the model) only serves --resume.
+        shutil.rmtree(ckpt, ignore_errors=True)
     return FitResult(
         best_f1=state["best_f1"],
         best_epoch=state["best_epoch"],
