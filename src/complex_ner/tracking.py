@@ -440,8 +440,9 @@ def register_best(params: Params, lang: str, run_ids: list[str] | None = None) -
         )
     val_hash = val_data_hash(params, lang)
     tags = {
-        "val_macro_f1": f"{f1:.6f}",
-        "val_micro_f1": f"{run.data.metrics.get('eval_val_micro_f1', float('nan')):.6f}",
+        # Full precision: a rounded tag would make an equal model look better than the champion.
+        "val_macro_f1": repr(float(f1)),
+        "val_micro_f1": repr(float(run.data.metrics.get("eval_val_micro_f1", float("nan")))),
         "val_data_hash": val_hash,
         "data_version": run.data.tags.get("data_version", "unknown"),
         "encoder": run.data.tags.get("encoder", "unknown"),
