@@ -19,6 +19,8 @@ _WORD = re.compile(r"\w+(?:[-'’.]\w+)*|[^\w\s]", re.UNICODE)
 # Chinese: one token per CJK character; Latin-script words and numbers stay whole.
 _ZH = re.compile(r"[A-Za-z0-9\u00c0-\u024f]+(?:[-'.][A-Za-z0-9\u00c0-\u024f]+)*|\S", re.UNICODE)
 CHAR_LANGUAGES = frozenset({"zh", "ja"})
+#: Name of the tagger folder inside a logged pyfunc model.
+TAGGER_ARTIFACT = "tagger"
 
 
 @dataclass(frozen=True)

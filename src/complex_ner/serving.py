@@ -12,9 +12,7 @@ from typing import Any
 
 import mlflow.pyfunc
 
-from complex_ner.predict import predict_entities
-
-TAGGER_ARTIFACT = "tagger"
+from complex_ner.predict import TAGGER_ARTIFACT, predict_entities
 
 
 class NerPyfunc(mlflow.pyfunc.PythonModel):

@@ -301,7 +301,8 @@ def log_pyfunc(tagger_dir: Path) -> Any:
     import mlflow
     import pandas as pd
 
-    from complex_ner.serving import TAGGER_ARTIFACT, NerPyfunc, signature
+    from complex_ner.predict import TAGGER_ARTIFACT
+    from complex_ner.serving import NerPyfunc, signature
 
     package = Path(__file__).resolve().parent
     example = pd.DataFrame({"text": ["el museo del prado está en madrid ."]})
@@ -336,7 +337,7 @@ def resolve_tagger_dir(uri: str, root: Path | None = None) -> Path:
     from mlflow.exceptions import MlflowException
 
     from complex_ner.config import load_params
-    from complex_ner.serving import TAGGER_ARTIFACT
+    from complex_ner.predict import TAGGER_ARTIFACT
 
     base = root if root is not None else Path.cwd()
     params_file = base / "params.yaml"
@@ -346,10 +347,27 @@ def resolve_tagger_dir(uri: str, root: Path | None = None) -> Path:
         local = Path(mlflow.artifacts.download_artifacts(artifact_uri=uri))
     except (MlflowException, OSError) as exc:
         raise LookupError(f"{uri}: no such registered model, alias or version ({exc})") from None
-    folder = local / "artifacts" / TAGGER_ARTIFACT
-    if not folder.is_dir():
-        raise LookupError(f"{uri}: not a complex-ner model (no artifacts/{TAGGER_ARTIFACT})")
+    folder = _tagger_path(local)
+    if folder is None:
+        raise LookupError(f"{uri}: not a complex-ner model (no {TAGGER_ARTIFACT!r} artifact)")
     return folder
+
+
+def _tagger_path(model_dir: Path) -> Path | None:
+    """The tagger folder inside a downloaded pyfunc model, as its MLmodel file records it."""
+    import yaml
+
+    from complex_ner.predict import TAGGER_ARTIFACT
+
+    mlmodel = model_dir / "MLmodel"
+    if not mlmodel.is_file():
+        return None
+    meta = yaml.safe_load(mlmodel.read_text(encoding="utf-8")) or {}
+    pyfunc = meta.get("flavors", {}).get("python_function", {})
+    entry = (pyfunc.get("artifacts") or {}).get(TAGGER_ARTIFACT)
+    if not entry or not (model_dir / entry["path"]).is_dir():
+        return None
+    return model_dir / entry["path"]
 
 
 def _run_model_uri(client: Any, run_id: str) -> str | None:
@@ -383,17 +401,11 @@ def _champion_f1_on(params: Params, lang: str, version: Any, val_hash: str) -> f
     """The champion's macro-F1 on the current validation data (re-scored if it changed)."""
     if version.tags.get("val_data_hash") == val_hash and "val_macro_f1" in version.tags:
         return float(version.tags["val_macro_f1"])
-    import mlflow
-
     from complex_ner.data import read_conll
     from complex_ner.models.tagger import Tagger
-    from complex_ner.serving import TAGGER_ARTIFACT
     from complex_ner.train import evaluate_f1
 
-    local = mlflow.artifacts.download_artifacts(
-        f"models:/{registered_name(lang)}/{version.version}"
-    )
-    tagger = Tagger.load(Path(local) / "artifacts" / TAGGER_ARTIFACT)
+    tagger = Tagger.load(resolve_tagger_dir(f"models:/{registered_name(lang)}/{version.version}"))
     val = read_conll(params.path(params.split.processed_dir) / lang / "val.conll")
     return float(evaluate_f1(tagger, val, params.data.entity_types, 64)["macro"]["f1"])
 

@@ -103,3 +103,8 @@ def test_pipeline_logs_registers_and_guards_the_champion(
         assert reg["version"] == "2" and reg["alias"] == "challenger"
         champion = client.get_model_version_by_alias(f"complex-ner-{reg['lang']}", "champion")
         assert str(champion.version) == "1"
+    # The same model registered again ties the champion: a tie does not take the alias.
+    from complex_ner.tracking import register_best
+
+    tie = register_best(p, "es", [runs["es"]["run_id"]])
+    assert tie.alias == "challenger" and tie.champion_f1 == tie.val_macro_f1

@@ -129,3 +129,18 @@ def test_unknown_alias_is_a_clear_error(registry: Path) -> None:
     )
     assert res.exit_code == 1
     assert "models:/complex-ner-es@nope: no such registered model" in res.output
+
+
+def test_cli_predicts_with_the_registered_champion(registry: Path) -> None:
+    from typer.testing import CliRunner
+
+    from complex_ner.cli import app
+
+    text = "Luis vive en Quito"
+    res = CliRunner().invoke(
+        app, ["predict", "--lang", "es", "-p", str(registry / "params.yaml"), text]
+    )
+    assert res.exit_code == 0, res.output
+    ents = json.loads(res.stdout.strip().splitlines()[-1])["entities"]
+    assert [(e["text"], e["type"]) for e in ents] == [("Luis", "PER"), ("Quito", "LOC")]
+    assert all(text[e["start"] : e["end"]] == e["text"] for e in ents)
