@@ -49,7 +49,7 @@ data: venv
 	dvc repro stats split
 	dvc push -q
 
-test: venv
+test: venv lint
 	$(VENV)/bin/pytest -q
 
 test-unit: venv
