@@ -88,6 +88,17 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
         raise
 
 
+def replace_dir(tmp: Path, folder: Path) -> None:
+    """Swap a finished temporary folder in place of ``folder`` (the old one goes last)."""
+    old = folder.with_name(f".{folder.name}.old")
+    if old.exists():
+        shutil.rmtree(old)
+    if folder.exists():
+        os.replace(folder, old)
+    os.replace(tmp, folder)
+    shutil.rmtree(old, ignore_errors=True)
+
+
 def atomic_write_text(path: str | Path, text: str) -> None:
     """Write ``text`` as UTF-8 (LF line ends) atomically."""
     with atomic_path(path) as tmp:
@@ -350,14 +361,7 @@ def ingest(params: Params) -> dict[str, dict[str, str]]:
             for name, path in files.items():
                 shutil.copyfile(path, tmp / lang / path.name)
                 digests.setdefault(lang, {})[name] = sha256_file(tmp / lang / path.name)
-        old = raw.with_name(f".{raw.name}.old")
-        if old.exists():
-            shutil.rmtree(old)
-        if raw.exists():
-            os.replace(raw, old)
-        os.replace(tmp, raw)
-        if old.exists():
-            shutil.rmtree(old)
+        replace_dir(tmp, raw)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

@@ -21,13 +21,12 @@ import torch
 
 from complex_ner.alignment import collate
 from complex_ner.config import Params, TrainConfig
-from complex_ner.data import Sentence, atomic_write_text, read_conll
+from complex_ner.data import Sentence, atomic_write_text, read_conll, replace_dir
 from complex_ner.models.tagger import (
     Tagger,
     autocast_context,
     build_model,
     iter_batches,
-    replace_dir,
 )
 
 CHECKPOINT_DIR = "checkpoint"

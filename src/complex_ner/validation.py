@@ -17,7 +17,14 @@ from pathlib import Path
 from typing import Any
 
 from complex_ner.config import Params
-from complex_ner.data import Sentence, atomic_write_text, load_splits, raw_files, sha256_file
+from complex_ner.data import (
+    Sentence,
+    atomic_write_text,
+    load_splits,
+    raw_files,
+    replace_dir,
+    sha256_file,
+)
 from complex_ner.stats import entity_spans
 
 START = "<START>"
@@ -294,10 +301,7 @@ def validate_data(params: Params) -> dict[str, Any]:
     tmp_docs = Path(tempfile.mkdtemp(prefix=".data_docs.", dir=report_dir))
     try:
         outcomes = _run_gx(params, tables, tmp_docs)
-        docs = report_dir / "data_docs"
-        if docs.exists():
-            shutil.rmtree(docs)
-        os.replace(tmp_docs, docs)
+        replace_dir(tmp_docs, report_dir / "data_docs")
     finally:
         shutil.rmtree(tmp_docs, ignore_errors=True)
     for lang, items in outcomes.items():

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 import shutil
 import tempfile
 from collections.abc import Iterator, Sequence
@@ -29,6 +28,7 @@ from complex_ner.alignment import (
     gather_words,
     merge_windows,
 )
+from complex_ner.data import replace_dir
 from complex_ner.models.heads import Head, build_head
 
 TAGGER_FILE = "tagger.json"
@@ -211,17 +211,6 @@ class Tagger(nn.Module):
         tagger = cls(encoder, load_tokenizer(str(folder / "tokenizer")), spec)
         tagger.head.load_state_dict(load_file(str(folder / HEAD_FILE)))
         return tagger.to(device).eval()
-
-
-def replace_dir(tmp: Path, folder: Path) -> None:
-    """Swap a finished temporary folder in place of ``folder``."""
-    old = folder.with_name(f".{folder.name}.old")
-    if old.exists():
-        shutil.rmtree(old)
-    if folder.exists():
-        os.replace(folder, old)
-    os.replace(tmp, folder)
-    shutil.rmtree(old, ignore_errors=True)
 
 
 def autocast_context(device: torch.device, precision: str | None) -> Any:
