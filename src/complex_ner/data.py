@@ -16,6 +16,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from complex_ner.config import Params
 
@@ -97,6 +98,23 @@ def replace_dir(tmp: Path, folder: Path) -> None:
         os.replace(folder, old)
     os.replace(tmp, folder)
     shutil.rmtree(old, ignore_errors=True)
+
+
+def pyplot() -> Any:
+    """matplotlib's pyplot on the headless Agg backend (imported only when a plot is drawn)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def save_png(fig: Any, path: str | Path, dpi: int = 100) -> None:
+    """Write a matplotlib figure as PNG atomically, then free it."""
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=dpi)
+    pyplot().close(fig)
 
 
 def atomic_write_text(path: str | Path, text: str) -> None:

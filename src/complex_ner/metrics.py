@@ -13,7 +13,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from complex_ner.data import atomic_path, atomic_write_text
+from complex_ner.data import atomic_write_text, pyplot, save_png
 
 NONE_ROW = "(none)"
 BOUNDARY_COL = "boundary"
@@ -191,10 +191,7 @@ def plot_confusion(counts: Mapping[str, Mapping[str, int]], path: Path, title: s
         path: Output PNG path, written atomically.
         title: Figure title.
     """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     rows = list(counts)
     cols = list(next(iter(counts.values()), {}))
@@ -222,10 +219,7 @@ def plot_confusion(counts: Mapping[str, Mapping[str, int]], path: Path, title: s
             )
     fig.colorbar(image, ax=ax)
     fig.tight_layout()
-    with atomic_path(path) as tmp:
-        # The temporary name ends in ".tmp", so the format must be given explicitly.
-        fig.savefig(tmp, format="png", dpi=120)
-    plt.close(fig)
+    save_png(fig, path, dpi=120)
 
 
 def _fmt(row: Mapping[str, Any] | None, key: str) -> str:

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from complex_ner.config import Params
-from complex_ner.data import Sentence, atomic_path, atomic_write_text, load_splits
+from complex_ner.data import Sentence, atomic_write_text, load_splits, pyplot, save_png
 
 
 def entity_spans(tags: Sequence[str]) -> list[tuple[str, int, int]]:
@@ -72,10 +72,7 @@ def stats_markdown(stats: dict[str, Any], entity_types: Sequence[str]) -> str:
 
 def plot_lengths(lengths: dict[str, dict[str, list[int]]], path: Path) -> None:
     """Sentence-length histogram, one panel per language."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     fig, axes = plt.subplots(1, len(lengths), figsize=(5 * len(lengths), 3.5), squeeze=False)
     for ax, (lang, splits) in zip(axes[0], lengths.items(), strict=True):
@@ -86,9 +83,7 @@ def plot_lengths(lengths: dict[str, dict[str, list[int]]], path: Path) -> None:
         ax.set_ylabel("sentences")
         ax.legend()
     fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=100)
-    plt.close(fig)
+    save_png(fig, path)
 
 
 def write_stats(params: Params) -> dict[str, Any]:

@@ -182,12 +182,9 @@ def recorded_run_id(params: Params, lang: str, arch: str) -> str | None:
 
 def plot_history(history: list[dict[str, Any]], path: Path) -> None:
     """Training curves: loss and validation macro/micro F1 per epoch."""
-    import matplotlib
+    from complex_ner.data import pyplot, save_png
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from complex_ner.data import atomic_path
+    plt = pyplot()
 
     epochs = [h["epoch"] for h in history]
     fig, (a, b) = plt.subplots(1, 2, figsize=(9, 3.2))
@@ -200,9 +197,7 @@ def plot_history(history: list[dict[str, Any]], path: Path) -> None:
     b.set_xlabel("epoch")
     b.legend()
     fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=100)
-    plt.close(fig)
+    save_png(fig, path)
 
 
 @dataclass(frozen=True)
