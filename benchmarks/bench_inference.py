@@ -45,6 +45,7 @@ if str(Path(__file__).resolve().parents[1]) not in sys.path:  # run as a script
 from benchmarks.run_all import (  # noqa: E402
     PeakRSS,
     base_parser,
+    bench_devices,
     cuda_available,
     default_encoder,
     emit,
@@ -406,7 +407,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
             copy_classifier(tagger, hf)
             weights_equal = same_weights(tagger, hf)
             rss_models = rss_mb()
-            devices = ["cpu"] + (["cuda"] if cuda_available() else [])
+            devices = bench_devices(args.devices)
             rows: list[list[Any]] = []
             records: list[dict[str, Any]] = []
             summary: list[dict[str, Any]] = []

@@ -35,6 +35,7 @@ if str(Path(__file__).resolve().parents[1]) not in sys.path:  # run as a script
 from benchmarks.run_all import (  # noqa: E402
     PeakRSS,
     base_parser,
+    bench_devices,
     cuda_available,
     default_encoder,
     emit,
@@ -209,7 +210,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         )
         train, source = load_sentences(n, 0, allow_toy=args.quick)
         val, _ = load_sentences(n_val, n, allow_toy=args.quick)
-        devices = ["cpu"] + (["cuda"] if cuda_available() else [])
+        devices = bench_devices(args.devices)
         configs = [(a, True) for a in args.archs] + [(a, False) for a in args.unfrozen_archs]
         records: list[dict[str, Any]] = []
         with torch_threads(args.threads or None) as threads:

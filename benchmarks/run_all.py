@@ -93,7 +93,28 @@ def base_parser(description: str) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--quick", action="store_true", help="tiny fast run (smoke test)")
     parser.add_argument("--json", type=Path, default=None, help="write the numbers here")
+    parser.add_argument(
+        "--devices",
+        choices=("all", "cpu", "cuda"),
+        default="all",
+        help="all: the CPU, plus CUDA when present; cuda: only the GPU rows",
+    )
     return parser
+
+
+def bench_devices(choice: str = "all") -> list[str]:
+    """The devices a benchmark measures for ``--devices choice``.
+
+    Raises:
+        SystemExit: ``cuda`` was asked for and no CUDA GPU is present.
+    """
+    if choice == "cpu":
+        return ["cpu"]
+    if choice == "cuda":
+        if not cuda_available():
+            raise SystemExit("--devices cuda: no CUDA GPU is present")
+        return ["cuda"]
+    return ["cpu"] + (["cuda"] if cuda_available() else [])
 
 
 def make_result(

@@ -131,6 +131,43 @@ def encoder_provision(
     typer.echo(f"encoder ready: {out}")
 
 
+@encoder_app.command("trim")
+def encoder_trim(
+    out: Annotated[Path, typer.Option("--out", "-o", help="Folder for the trimmed encoder.")],
+    params: ParamsOpt = Path("params.yaml"),
+    set_: SetOpt = None,
+    lang: Annotated[
+        list[str] | None,
+        typer.Option("--lang", "-l", help="Corpus languages (default: data.languages)."),
+    ] = None,
+) -> None:
+    """Copy model.encoder keeping only the word pieces the processed splits use.
+
+    Point model.encoder at the new folder to train with it: on the corpus it tokenizes and
+    encodes exactly as the original (checked before writing).
+    """
+    from complex_ner.encoders import resolve_encoder
+    from complex_ner.vocab import corpus_texts, trim_encoder
+
+    p = _load(params, set_)
+    languages = lang or list(p.data.languages)
+    for code in languages:
+        _check_lang(p, code)
+    source = Path(resolve_encoder(p.model.encoder, p.root))
+    if not source.is_dir():
+        raise _fail(f"model.encoder: {source} is not a local folder (provision or download it)")
+    try:
+        texts = corpus_texts(p, languages)
+        report = trim_encoder(source, texts, p.path(str(out)))
+    except (FileNotFoundError, ValueError, DataFormatError) as exc:
+        raise _fail(str(exc)) from None
+    typer.echo(
+        f"trimmed {report.vocab_before:,} -> {report.vocab_after:,} pieces "
+        f"({report.params_before / 1e6:.1f}M -> {report.params_after / 1e6:.1f}M parameters) "
+        f"over {report.corpus_texts:,} sentences: {report.output}"
+    )
+
+
 LangOpt = Annotated[str, typer.Option("--lang", "-l", help="Language code, e.g. es or zh.")]
 ArchOpt = Annotated[
     str | None,

@@ -1,0 +1,301 @@
+"""Vocabulary trimming: keep only the word pieces a corpus uses.
+
+The default encoder (multilingual-e5-small) carries XLM-R's 250,002-piece vocabulary: 96M of its
+118M parameters are word embeddings, most of them for languages this project never sees. Trimming
+keeps the pieces the corpus tokenizes into (plus the special tokens and the single-character
+pieces of every character seen), renumbers them in their original order and slices every
+vocabulary-sized weight matrix to match.
+
+Why the corpus tokenizes exactly as before: a Unigram tokenizer picks the best-scoring
+segmentation; removing pieces that no best segmentation used cannot create a better one, so the
+same segmentation still wins. WordPiece's greedy longest-match behaves the same way. The trimmed
+folder is checked against the original on every text before it is published; text outside the
+corpus may segment into shorter pieces, and characters never seen become the unknown token.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+TOKENIZER_FILE = "tokenizer.json"
+WEIGHTS_FILE = "model.safetensors"
+_METASPACE = "\u2581"
+
+
+@dataclass(frozen=True)
+class TrimReport:
+    """What a trim kept and how it was checked."""
+
+    source: str
+    output: str
+    vocab_before: int
+    vocab_after: int
+    corpus_texts: int
+    corpus_pieces: int
+    trimmed_tensors: tuple[str, ...]
+    params_before: int
+    params_after: int
+    checked_texts: int
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _load_json(path: Path) -> dict[str, Any]:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{path}: missing (an encoder folder needs it)") from None
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{path}: line {exc.lineno}: invalid JSON ({exc.msg})") from None
+
+
+def _vocab_pieces(spec: dict[str, Any], path: Path) -> list[str]:
+    """Pieces in id order for Unigram and WordPiece models."""
+    model = spec.get("model", {})
+    kind = model.get("type")
+    if kind == "Unigram":
+        return [entry[0] for entry in model["vocab"]]
+    if kind == "WordPiece":
+        pieces = [""] * len(model["vocab"])
+        for piece, index in model["vocab"].items():
+            pieces[index] = piece
+        return pieces
+    raise ValueError(
+        f"{path}: model.type {kind!r}: vocabulary trimming supports Unigram and WordPiece "
+        "tokenizers (BPE merges would have to be rewritten)"
+    )
+
+
+def used_piece_ids(tokenizer: Any, texts: Sequence[str], batch: int = 2048) -> set[int]:
+    """Ids of every piece ``tokenizer`` (a ``tokenizers.Tokenizer``) produces for ``texts``."""
+    used: set[int] = set()
+    for start in range(0, len(texts), batch):
+        for encoding in tokenizer.encode_batch(
+            list(texts[start : start + batch]), add_special_tokens=False
+        ):
+            used.update(encoding.ids)
+    return used
+
+
+def _char_piece_ids(pieces: Sequence[str], texts: Sequence[str]) -> set[int]:
+    """Single-character pieces (bare and word-initial) of every character in ``texts``.
+
+    Kept so that unseen words made of seen characters still tokenize without ``<unk>``.
+    """
+    index = {piece: i for i, piece in enumerate(pieces)}
+    chars = set().union(*(set(text) for text in texts)) if texts else set()
+    keep: set[int] = set()
+    for char in chars:
+        for piece in (char, _METASPACE + char, "##" + char):
+            if piece in index:
+                keep.add(index[piece])
+    return keep
+
+
+def _remap_tokenizer(spec: dict[str, Any], kept: Sequence[int], path: Path) -> dict[str, Any]:
+    new_id = {old: new for new, old in enumerate(kept)}
+    spec = json.loads(json.dumps(spec))  # deep copy
+    model = spec["model"]
+    if model["type"] == "Unigram":
+        model["vocab"] = [model["vocab"][i] for i in kept]
+        if model.get("unk_id") is not None:
+            model["unk_id"] = new_id[model["unk_id"]]
+    else:  # WordPiece
+        by_id = {i: p for p, i in model["vocab"].items()}
+        model["vocab"] = {by_id[old]: new for new, old in enumerate(kept)}
+    for token in spec.get("added_tokens") or []:
+        token["id"] = new_id[token["id"]]
+    post = spec.get("post_processor")
+    _remap_post_processor(post, new_id, path)
+    return spec
+
+
+def _remap_post_processor(post: dict[str, Any] | None, new_id: dict[int, int], path: Path) -> None:
+    if post is None:
+        return
+    kind = post.get("type")
+    if kind == "Sequence":
+        for inner in post.get("processors", []):
+            _remap_post_processor(inner, new_id, path)
+    elif kind == "TemplateProcessing":
+        for special in post.get("special_tokens", {}).values():
+            special["ids"] = [new_id[i] for i in special["ids"]]
+    elif kind in ("BertProcessing", "RobertaProcessing"):
+        for key in ("sep", "cls"):
+            post[key] = [post[key][0], new_id[post[key][1]]]
+    elif kind != "ByteLevel":
+        raise ValueError(f"{path}: post_processor type {kind!r} is not supported for trimming")
+
+
+def _remap_config(config: dict[str, Any], kept: Sequence[int]) -> dict[str, Any]:
+    new_id = {old: new for new, old in enumerate(kept)}
+    config = dict(config)
+    config["vocab_size"] = len(kept)
+    for key in ("pad_token_id", "bos_token_id", "eos_token_id", "unk_token_id", "mask_token_id"):
+        if isinstance(config.get(key), int):
+            config[key] = new_id[config[key]]
+    return config
+
+
+def _remap_tokenizer_config(config: dict[str, Any], kept: Sequence[int]) -> dict[str, Any]:
+    new_id = {old: new for new, old in enumerate(kept)}
+    config = dict(config)
+    decoder = config.get("added_tokens_decoder")
+    if isinstance(decoder, dict):
+        config["added_tokens_decoder"] = {str(new_id[int(k)]): v for k, v in decoder.items()}
+    return config
+
+
+def _check_same_tokens(
+    original: Any, trimmed: Any, texts: Sequence[str], batch: int = 2048
+) -> None:
+    """Raise unless both tokenizers give the same pieces and offsets for every text."""
+    for start in range(0, len(texts), batch):
+        chunk = list(texts[start : start + batch])
+        before = original.encode_batch(chunk, add_special_tokens=True)
+        after = trimmed.encode_batch(chunk, add_special_tokens=True)
+        for offset, (a, b) in enumerate(zip(before, after, strict=True)):
+            if a.tokens != b.tokens or a.offsets != b.offsets:
+                raise ValueError(
+                    f"trimmed tokenizer differs on corpus text {start + offset}: "
+                    f"{a.tokens[:12]} vs {b.tokens[:12]}"
+                )
+
+
+def trim_encoder(
+    source: str | Path,
+    texts: Sequence[str],
+    output: str | Path,
+    extra_pieces: Iterable[str] = (),
+) -> TrimReport:
+    """Write a copy of the HuggingFace encoder folder ``source`` with a trimmed vocabulary.
+
+    Args:
+        source: Folder with ``tokenizer.json``, ``config.json`` and ``model.safetensors``.
+        texts: The corpus, as the product tokenizes it (words joined by the alignment's rule).
+        output: Folder to write; replaced atomically.
+        extra_pieces: Pieces to keep even when the corpus does not use them.
+
+    Returns:
+        A :class:`TrimReport`; it is also written to ``output/trim.json``.
+
+    Raises:
+        FileNotFoundError: A file of the source folder is missing.
+        ValueError: Empty corpus, unsupported tokenizer model, or a trimmed tokenizer that does
+            not reproduce the original pieces on the corpus.
+    """
+    import torch
+    from safetensors.torch import load_file, save_file
+    from tokenizers import Tokenizer
+
+    from complex_ner.data import replace_dir
+
+    source, output = Path(source), Path(output)
+    if not texts:
+        raise ValueError("trim_encoder: the corpus is empty")
+    tok_path = source / TOKENIZER_FILE
+    spec = _load_json(tok_path)
+    pieces = _vocab_pieces(spec, tok_path)
+    tokenizer = Tokenizer.from_file(str(tok_path))
+
+    corpus_ids = used_piece_ids(tokenizer, texts)
+    keep = set(corpus_ids) | _char_piece_ids(pieces, texts)
+    keep.update(token["id"] for token in spec.get("added_tokens") or [])
+    index = {piece: i for i, piece in enumerate(pieces)}
+    for piece in extra_pieces:
+        if piece not in index:
+            raise ValueError(f"extra piece {piece!r} is not in {tok_path}")
+        keep.add(index[piece])
+    unk = spec["model"].get("unk_id")
+    if isinstance(unk, int):
+        keep.add(unk)
+    kept = sorted(keep)
+
+    config = _load_json(source / "config.json")
+    weights_path = source / WEIGHTS_FILE
+    if not weights_path.is_file():
+        raise FileNotFoundError(f"{weights_path}: missing (trimming needs safetensors weights)")
+    state = load_file(str(weights_path))
+    # The embedding matrix may have spare rows past the tokenizer's last id (e5: 250,037 rows
+    # for 250,002 pieces); those are never looked up and go too.
+    vocab_size = int(config.get("vocab_size", len(pieces)))
+    rows = torch.tensor(kept, dtype=torch.long)
+    trimmed_names = tuple(name for name, t in state.items() if t.dim() and t.shape[0] == vocab_size)
+    if not trimmed_names:
+        raise ValueError(f"{weights_path}: no tensor has {vocab_size} rows (the vocabulary size)")
+    params_before = sum(t.numel() for t in state.values())
+    for name in trimmed_names:
+        # shape: (vocab_after, ...) from (vocab_before, ...)
+        state[name] = state[name].index_select(0, rows).contiguous()
+    params_after = sum(t.numel() for t in state.values())
+
+    output.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{output.name}.", dir=output.parent))
+    try:
+        for extra in source.iterdir():
+            if extra.is_file() and extra.name not in {
+                TOKENIZER_FILE,
+                WEIGHTS_FILE,
+                "config.json",
+                "tokenizer_config.json",
+                "provenance.json",
+                "trim.json",
+            }:
+                shutil.copy2(extra, tmp / extra.name)
+        new_spec = _remap_tokenizer(spec, kept, tok_path)
+        (tmp / TOKENIZER_FILE).write_text(json.dumps(new_spec, ensure_ascii=False), "utf-8")
+        _write_json(tmp / "config.json", _remap_config(config, kept))
+        tok_config = source / "tokenizer_config.json"
+        if tok_config.is_file():
+            _write_json(
+                tmp / "tokenizer_config.json", _remap_tokenizer_config(_load_json(tok_config), kept)
+            )
+        save_file(state, str(tmp / WEIGHTS_FILE), metadata={"format": "pt"})
+        _check_same_tokens(tokenizer, Tokenizer.from_file(str(tmp / TOKENIZER_FILE)), texts)
+        report = TrimReport(
+            source=str(source),
+            output=str(output),
+            vocab_before=vocab_size,
+            vocab_after=len(kept),
+            corpus_texts=len(texts),
+            corpus_pieces=len(corpus_ids),
+            trimmed_tensors=trimmed_names,
+            params_before=params_before,
+            params_after=params_after,
+            checked_texts=len(texts),
+        )
+        _write_json(tmp / "trim.json", {**report.as_dict(), "kept_ids": kept})
+        replace_dir(tmp, output)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return report
+
+
+def _write_json(path: Path, payload: dict[str, Any]) -> None:
+    path.write_text(json.dumps(payload, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+
+
+def corpus_texts(params: Any, languages: Sequence[str]) -> list[str]:
+    """Every sentence of the processed splits of ``languages``, joined as the model joins it."""
+    from complex_ner.alignment import join_words
+    from complex_ner.data import read_conll
+
+    texts: list[str] = []
+    for lang in languages:
+        folder = params.path(params.split.processed_dir) / lang
+        files = sorted(folder.glob("*.conll"))
+        if not files:
+            raise FileNotFoundError(f"{folder}: no .conll splits; run `complex-ner split` first")
+        for path in files:
+            labeled = path.stem != "test"
+            for sentence in read_conll(path, labeled=labeled):
+                texts.append(join_words(sentence.tokens, params.model.join)[0])
+    return texts
