@@ -7,8 +7,10 @@ once with ``Tagger.save`` into a temporary folder (nothing is trained).
 
 One more run under ``python -X importtime`` lists what the path imports: Prefect, Great
 Expectations and DVC must not be among them (MLflow is reported too: a plain model folder does
-not need it). A last child times the phases (imports, ``load_tagger``, ``predict_entities``) the
-way the CLI calls them.
+not need it; so is transformers, which the lean load of a BERT folder avoids). A last child times
+the phases (imports, ``load_tagger``, ``predict_entities``) the way the CLI calls them, re-times
+the parts of ``load_tagger`` (raw tokenizer, plain-torch encoder) and then, for comparison, what
+the transformers objects they replace would cost.
 
     .venv/bin/python benchmarks/bench_coldstart.py [--quick] [--json PATH]
 """
@@ -43,7 +45,17 @@ from benchmarks.run_all import (  # noqa: E402
 )
 
 FORBIDDEN = ("prefect", "great_expectations", "dvc")
-WATCHED = (*FORBIDDEN, "mlflow", "pandas", "matplotlib", "sklearn", "scipy", "jieba", "seqeval")
+WATCHED = (
+    *FORBIDDEN,
+    "mlflow",
+    "transformers",
+    "pandas",
+    "matplotlib",
+    "sklearn",
+    "scipy",
+    "jieba",
+    "seqeval",
+)
 SENTENCE = "una frase"
 COLUMNS = ["measure", "value", "note"]
 
@@ -55,6 +67,7 @@ from complex_ner.cli import app  # noqa: F401  (what the console script imports 
 from complex_ner.predict import load_tagger, predict_entities
 t1 = time.perf_counter()
 import torch
+torch.set_num_threads(1)  # what `complex-ner predict` does (--threads, default 1)
 t2 = time.perf_counter()
 tagger = load_tagger(folder)
 t3 = time.perf_counter()
@@ -62,19 +75,26 @@ predict_entities(tagger, [sentence], 64)
 t4 = time.perf_counter()
 predict_entities(tagger, [sentence], 64)
 t5 = time.perf_counter()
-# Diagnostics, with every import already done: what load_tagger spends on each part.
-from complex_ner.encoders import load_encoder, load_tokenizer
-load_tokenizer(folder + "/tokenizer")
+modules = sorted({m.split(".")[0] for m in sys.modules})  # before the diagnostics import more
+classes = [type(tagger.tokenizer).__name__, type(tagger.encoder).__name__]
+# Diagnostics, with the path's imports done: what load_tagger spends on each part, and what the
+# transformers objects it avoids would cost.
+from complex_ner.models.bert_lite import load_lite_encoder
+from complex_ner.rawtok import load_raw_tokenizer
+load_raw_tokenizer(folder + "/tokenizer")
 t6 = time.perf_counter()
-from tokenizers import Tokenizer
-Tokenizer.from_file(folder + "/tokenizer/tokenizer.json")
+load_lite_encoder(folder + "/encoder")
 t7 = time.perf_counter()
-load_encoder(folder + "/encoder")
+import transformers.models.bert.modeling_bert  # noqa: F401
 t8 = time.perf_counter()
+from complex_ner.encoders import load_tokenizer
+load_tokenizer(folder + "/tokenizer")
+t9 = time.perf_counter()
 print(json.dumps({
     "imports_s": t1 - t0, "torch_s": t2 - t1, "load_s": t3 - t2, "predict_s": t4 - t3,
-    "predict_again_s": t5 - t4, "warm_tokenizer_s": t6 - t5, "raw_tokenizer_s": t7 - t6,
-    "warm_encoder_s": t8 - t7, "modules": sorted({m.split(".")[0] for m in sys.modules}),
+    "predict_again_s": t5 - t4, "warm_tokenizer_s": t6 - t5, "warm_encoder_s": t7 - t6,
+    "transformers_bert_import_s": t8 - t7, "transformers_tokenizer_s": t9 - t8,
+    "modules": modules, "classes": classes,
 }))
 """
 
@@ -185,24 +205,34 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     rows.insert(0, ["median wall seconds (import + load + predict one sentence)", median, ""])
     if phases is not None:
         rest = phases["load_s"] - phases["warm_tokenizer_s"] - phases["warm_encoder_s"]
+        tok_cls, enc_cls = phases["classes"]
         rows += [
             ["phase: import complex_ner.cli + predict", phases["imports_s"], "separate process"],
-            ["phase: import torch", phases["torch_s"], ""],
+            ["phase: import torch", phases["torch_s"], "then torch.set_num_threads(1)"],
             ["phase: load_tagger (folder)", phases["load_s"], f"model folder {model_mb:.0f} MiB"],
             [
-                "load_tagger part: load_tokenizer (transformers)",
+                "load_tagger part: tokenizer (tokenizers.Tokenizer.from_file + adapter)",
                 phases["warm_tokenizer_s"],
-                "re-timed warm",
+                f"re-timed warm; {tok_cls}",
             ],
-            ["load_tagger part: load_encoder (weights)", phases["warm_encoder_s"], "re-timed warm"],
-            ["load_tagger part: the rest (transformers imports, head)", rest, "difference"],
             [
-                "for comparison: tokenizers.Tokenizer.from_file, same file",
-                phases["raw_tokenizer_s"],
-                "not used by the product",
+                "load_tagger part: encoder (plain-torch BERT, safetensors weights)",
+                phases["warm_encoder_s"],
+                f"re-timed warm; {enc_cls}",
             ],
-            ["phase: predict_entities, first sentence", phases["predict_s"], ""],
-            ["phase: predict_entities, second sentence", phases["predict_again_s"], ""],
+            ["load_tagger part: the rest (imports, head)", rest, "difference (noise if < 0)"],
+            ["phase: predict_entities, first sentence", phases["predict_s"], "1 thread"],
+            ["phase: predict_entities, second sentence", phases["predict_again_s"], "1 thread"],
+            [
+                "avoided: import transformers.models.bert.modeling_bert",
+                phases["transformers_bert_import_s"],
+                "not on the path; timed after it",
+            ],
+            [
+                "avoided: load_tokenizer through transformers, same folder",
+                phases["transformers_tokenizer_s"],
+                "not on the path; timed after it",
+            ],
         ]
     total_import = sum(imports.values())
     rows.append(["import time: all modules", total_import, "-X importtime, sum of self times"])

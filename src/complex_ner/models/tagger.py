@@ -191,8 +191,22 @@ class Tagger(nn.Module):
         return folder
 
     @classmethod
-    def load(cls, folder: str | Path, device: str | torch.device = "cpu") -> Tagger:
-        """Load a folder written by :meth:`save` (JSON and safetensors only)."""
+    def load(
+        cls, folder: str | Path, device: str | torch.device = "cpu", lean: bool = True
+    ) -> Tagger:
+        """Load a folder written by :meth:`save` (JSON and safetensors only).
+
+        Args:
+            folder: The model folder.
+            device: Where to put the model.
+            lean: Prediction's fast path: read ``tokenizer/tokenizer.json`` with the raw
+                ``tokenizers`` library (:mod:`complex_ner.rawtok`) and a plain BERT encoder with
+                :mod:`complex_ner.models.bert_lite`, so transformers is never imported (about
+                10 s of the CLI's cold start). Both give the same pieces and outputs as the
+                transformers objects; whatever they do not support (no ``tokenizer.json``, not
+                a plain BERT) is loaded through transformers. ``False`` always uses
+                transformers.
+        """
         from safetensors.torch import load_file
 
         from complex_ner.encoders import load_encoder, load_tokenizer
@@ -207,8 +221,19 @@ class Tagger(nn.Module):
                 f"{meta_path}: unsupported format_version {meta.get('format_version')}"
             )
         spec = TaggerSpec.from_json(meta["spec"])
-        encoder = load_encoder(str(folder / "encoder"))
-        tagger = cls(encoder, load_tokenizer(str(folder / "tokenizer")), spec)
+        encoder: Any = None
+        tokenizer: Any = None
+        if lean:
+            from complex_ner.models.bert_lite import load_lite_encoder
+            from complex_ner.rawtok import load_raw_tokenizer
+
+            encoder = load_lite_encoder(folder / "encoder")
+            tokenizer = load_raw_tokenizer(folder / "tokenizer")
+        if encoder is None:
+            encoder = load_encoder(str(folder / "encoder"))
+        if tokenizer is None:
+            tokenizer = load_tokenizer(str(folder / "tokenizer"))
+        tagger = cls(encoder, tokenizer, spec)
         tagger.head.load_state_dict(load_file(str(folder / HEAD_FILE)))
         return tagger.to(device).eval()
 
