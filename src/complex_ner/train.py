@@ -325,6 +325,23 @@ def load_training_data(params: Params, lang: str) -> tuple[list[Sentence], list[
     return train, val
 
 
+def _build(params: Params, encoder: str, lang: str, arch: str) -> Tagger:
+    m = params.model
+    return build_model(
+        encoder,
+        params.data.tags,
+        arch,
+        dropout=m.dropout,
+        lstm_hidden=m.lstm_hidden,
+        fc_hidden=m.fc_hidden,
+        max_length=m.max_length,
+        stride=m.stride,
+        label_piece=m.piece_for(lang),
+        join=m.join,
+        lang=lang,
+    )
+
+
 def train_model(
     params: Params,
     lang: str,
@@ -347,19 +364,11 @@ def train_model(
     else:
         encoder = resolve_encoder(m.encoder, params.root)
     train, val = load_training_data(params, lang)
-    tagger = build_model(
-        encoder,
-        params.data.tags,
-        arch,
-        dropout=m.dropout,
-        lstm_hidden=m.lstm_hidden,
-        fc_hidden=m.fc_hidden,
-        max_length=m.max_length,
-        stride=m.stride,
-        label_piece=m.piece_for(lang),
-        join=m.join,
-        lang=lang,
-    )
+    # The head's initial weights must depend on train.seed alone, not on what this process drew
+    # before (a flow that validated data first, a benchmark that warmed up).
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(params.train.seed)
+        tagger = _build(params, encoder, lang, arch)
     extra = {
         "trained_with": {"model": vars(m) | {"arch": arch}, "train": vars(params.train)},
         "pretrained_encoder": f"{params.pretrain.output_dir}/{lang}" if pretrained else None,

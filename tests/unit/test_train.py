@@ -101,3 +101,30 @@ def test_resume_equals_uninterrupted(tiny_dir: Path, tmp_path: Path) -> None:
     b = Tagger.load(tmp_path / "b" / "model").state_dict()
     assert a.keys() == b.keys()
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_initial_head_depends_on_seed_alone(
+    tiny_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import complex_ner.encoders as encoders
+    import complex_ner.train as train_module
+    from complex_ner.config import Params
+
+    heads: list[dict[str, torch.Tensor]] = []
+
+    def capture(tagger: Tagger, *args: object, **kwargs: object) -> None:
+        heads.append({k: v.clone() for k, v in tagger.head.state_dict().items()})
+
+    monkeypatch.setattr(train_module, "fit", capture)
+    monkeypatch.setattr(train_module, "load_training_data", lambda p, lang: (corpus(), corpus(2)))
+    monkeypatch.setattr(encoders, "resolve_encoder", lambda name, root=None: str(tiny_dir))
+    params = dataclasses.replace(Params(), root=tmp_path)
+    before = torch.random.get_rng_state()
+    train_module.train_model(params, "es", "bert_linear")
+    torch.rand(1000)  # whatever the process drew in between must not matter
+    train_module.train_model(params, "es", "bert_linear")
+    assert len(heads) == 2
+    assert all(torch.equal(heads[0][k], heads[1][k]) for k in heads[0])
+    torch.random.set_rng_state(before)
+    train_module.train_model(params, "es", "bert_linear")
+    assert torch.equal(torch.random.get_rng_state(), before)  # the global RNG is left alone
