@@ -116,6 +116,7 @@ def train_once(
     threads: int,
     device: str,
     collect: bool = True,
+    predict_val: bool = False,
 ) -> dict[str, Any]:
     """One epoch of fit on a fresh tagger; step time, throughput, padding and peak memory."""
     import torch
@@ -126,7 +127,9 @@ def train_once(
 
     if collect:  # comparable RSS baselines; skipped by --quick (a full collection takes time)
         release_memory()
-    tagger = build_model(str(encoder), tag_set(), arch, lang="es")
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(13)  # the same initial head for every encoder and freeze setting
+        tagger = build_model(str(encoder), tag_set(), arch, lang="es")
     cfg = TrainConfig(
         epochs=1,
         batch_size=batch_size,
@@ -171,12 +174,16 @@ def train_once(
         "fit_wall_seconds": wall,
         "trainable_params": trainable,
         "embedding_rows": embedding_rows,
+        "loss": record["loss"],
+        "val_macro_f1": record["val_macro_f1"],
         "peak_rss_mib": sampler.peak,
         "rss_delta_mib": sampler.delta,
         "lengths": lengths,
     }
     if device == "cuda":
         out_record["cuda_peak_mib"] = torch.cuda.max_memory_allocated() / 2**20
+    if predict_val:
+        out_record["val_tags"] = original_predict([s.tokens for s in val])
     del tagger, result
     return out_record
 

@@ -37,7 +37,7 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_ENCODER = ROOT / "models" / "encoders" / "multilingual-e5-small"
-BENCHMARKS = ("crf", "inference", "coldstart", "training", "overhead")
+BENCHMARKS = ("crf", "inference", "coldstart", "training", "trim", "overhead")
 
 for _k, _v in (
     ("HF_HUB_OFFLINE", "1"),

@@ -10,7 +10,14 @@ from pathlib import Path
 
 import pytest
 import torch
-from benchmarks import bench_coldstart, bench_crf, bench_inference, bench_training, run_all
+from benchmarks import (
+    bench_coldstart,
+    bench_crf,
+    bench_inference,
+    bench_training,
+    bench_trim,
+    run_all,
+)
 
 from complex_ner.encoders import minilm_dir, tiny_random_bert
 
@@ -140,3 +147,17 @@ def test_combined_table() -> None:
     assert "| crf | speedup | 1.50 | >= 10x | MISSED |" in lines
     assert "| crf | mismatches | 0 | 0 | met |" in lines
     assert "| training | s/step | 2.00 | — | — |" in lines
+
+
+def test_trim_quick_gives_the_full_encoders_tags(tmp_path: Path) -> None:
+    out = tmp_path / "trim.json"
+    result = bench_trim.main(["--quick", "--json", str(out)])
+    assert json.loads(out.read_text())["benchmark"] == "trim"
+    assert len(result["rows"]) == 4
+    trimmed = [r for r in result["records"] if r["encoder"] == "trimmed"]
+    full = [r for r in result["records"] if r["encoder"] == "full"]
+    assert all(r["same_val_tags"] for r in trimmed)
+    assert all(t["vocab_rows"] < f["vocab_rows"] for t, f in zip(trimmed, full, strict=True))
+    # Same seed, same corpus pieces: the epoch's loss does not depend on the unused rows.
+    for t, f in zip(trimmed, full, strict=True):
+        assert abs(t["loss"] - f["loss"]) <= 1e-4 * abs(f["loss"])
