@@ -16,7 +16,7 @@ from complex_ner.metrics import (
     plot_confusion,
     write_report,
 )
-from complex_ner.train import BEST_DIR, model_dir
+from complex_ner.train import BEST_DIR, model_dir, pick_device
 
 
 def eval_dir(params: Params, lang: str, arch: str) -> Path:
@@ -37,7 +37,7 @@ def evaluate_model(params: Params, lang: str, arch: str) -> dict[str, Any]:
         raise FileNotFoundError(
             f"{folder}: no trained model; run `complex-ner train --lang {lang} --arch {arch}`"
         )
-    tagger = Tagger.load(folder)
+    tagger = Tagger.load(folder, device=pick_device(params.train.device))
     base = params.path(params.split.processed_dir) / lang
     out = eval_dir(params, lang, arch)
     results: dict[str, Any] = {}
