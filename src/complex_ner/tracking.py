@@ -12,6 +12,7 @@ import hashlib
 import json
 import os
 import subprocess
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
@@ -137,6 +138,7 @@ def pipeline_run(params: Params, name: str = "pipeline") -> Iterator[str]:
     tasks (in this thread or a worker's) start their own runs freely.
     """
     import mlflow
+    from mlflow.entities import Param
 
     exp_id = setup(params)
     client = mlflow.MlflowClient()
@@ -150,8 +152,8 @@ def pipeline_run(params: Params, name: str = "pipeline") -> Iterator[str]:
         },
     )
     run_id = run.info.run_id
-    for k, v in flat_params(params).items():
-        client.log_param(run_id, k, v)
+    # One batch instead of a store round trip per param (~80 of them: seconds on SQLite).
+    client.log_batch(run_id, params=[Param(k, v) for k, v in flat_params(params).items()])
     previous = os.environ.get(PARENT_ENV)
     os.environ[PARENT_ENV] = run_id
     status = "FAILED"
@@ -217,6 +219,7 @@ def train_tracked(
 ) -> TrainedRun:
     """Train one language x architecture inside an MLflow run (nested under the pipeline's)."""
     import mlflow
+    from mlflow.entities import Metric
 
     from complex_ner.data import atomic_write_text
     from complex_ner.train import HISTORY_FILE, model_dir, train_model
@@ -244,9 +247,9 @@ def train_tracked(
 
         def on_epoch(record: dict[str, Any]) -> None:
             step = int(record["epoch"])
-            metrics = {k: float(v) for k, v in record.items() if k != "epoch"}
-            for k, v in metrics.items():
-                client.log_metric(run_id, k, v, step=step)
+            now = int(time.time() * 1000)
+            metrics = [Metric(k, float(v), now, step) for k, v in record.items() if k != "epoch"]
+            client.log_batch(run_id, metrics=metrics)
 
         result = train_model(
             params, lang, arch, resume=resume, on_epoch_end=on_epoch, progress=progress
