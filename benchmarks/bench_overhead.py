@@ -632,6 +632,11 @@ def overrides_for(quick: bool, encoder: Path, batch_size: int, threads: int) -> 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     parser = base_parser(__doc__.splitlines()[0])
     parser.add_argument("--sentences", type=int, default=None, help="source slice of es train")
+    parser.add_argument(
+        "--make-run-config",
+        action="store_true",
+        help="params.yaml's own config on the whole source (es + zh, what `make run` trains)",
+    )
     parser.add_argument("--repeats", type=int, default=None, help="runs per side (interleaved)")
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--threads", type=int, default=0, help="train.threads (0: all cores)")
@@ -676,10 +681,21 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         )
         encoder = Path(encoder).resolve()
         overrides = overrides_for(args.quick, encoder, args.batch_size, args.threads)
+        if args.make_run_config:
+            real_source = es_train_path().parent.parent.resolve()
+            overrides = [
+                f"data.source_dir={real_source}",
+                f"model.encoder={encoder}",
+                f"encoder.output_dir={encoder}",
+                f"train.threads={args.threads}",
+            ]
+            source = f"{real_source} (es + zh), params.yaml's train and model sections"
         loads = [[round(x, 2) for x in os.getloadavg()]]
         for k in range(repeats):
             for side in SIDES:
-                project = make_project(base / f"{side}-{k + 1}", sentences)
+                project = make_project(
+                    base / f"{side}-{k + 1}", None if args.make_run_config else sentences
+                )
                 print(f"run {k + 1}/{repeats}: {side} in {project}", flush=True)
                 rec = run_child(side, project, overrides, args.timeout)
                 records[side].append(rec)
@@ -703,6 +719,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         "threads": args.threads,
         "quick": args.quick,
         "make_run_pipeline_s": args.make_run_pipeline_s,
+        "mode": "make-run" if args.make_run_config else "small",
     }
     return emit(report(records, gx_record, config, machine, loads), args.json)
 
@@ -835,11 +852,18 @@ def report(
         ),
     ]
     first_load, last_load = loads[0], loads[-1]
+    config_note = (
+        f"Config: source {source}; the `make run` config (params.yaml as committed: es and zh, "
+        f"bert_crf, its epochs and caps), train.threads {config['threads']} (0 = all cores), "
+        f"encoder {encoder.name}."
+        if config.get("mode") == "make-run"
+        else f"Config: source {source} ({n} sentences; seeded 10% hold-out for validation), es "
+        f"only, bert_crf, 1 epoch, batch {config['batch_size']}, train.threads "
+        f"{config['threads']} (0 = all cores), encoder {encoder.name}."
+    )
     notes = [
-        f"Config: source {source} ({n} sentences; seeded 10% hold-out for validation), es only, "
-        f"bert_crf, 1 epoch, batch {config['batch_size']}, train.threads {config['threads']} "
-        f"(0 = all cores), encoder {encoder.name}. Each run: a fresh process and a fresh "
-        "project (fresh PREFECT_HOME and MLflow SQLite store, as after a clone).",
+        config_note + " Each run: a fresh process and a fresh project (fresh PREFECT_HOME and "
+        "MLflow SQLite store, as after a clone).",
         f"Order: {', '.join(f'{side} {k + 1}' for k in range(repeats) for side in SIDES)}; "
         f"load average (1, 5, 15 min) before the first run {first_load}, after the last "
         f"{last_load}; per run: "

@@ -331,13 +331,17 @@ def resolve_tagger_dir(uri: str, root: Path | None = None) -> Path:
     Raises:
         LookupError: the registered model, version, alias or run does not exist.
     """
+    base = root if root is not None else Path.cwd()
+    fast = local_registry_folder(uri, base)
+    if fast is not None:
+        return fast
+
     import mlflow
     from mlflow.exceptions import MlflowException
 
     from complex_ner.config import load_params
     from complex_ner.predict import TAGGER_ARTIFACT
 
-    base = root if root is not None else Path.cwd()
     params_file = base / "params.yaml"
     if params_file.is_file():
         setup(load_params(params_file))
@@ -349,6 +353,54 @@ def resolve_tagger_dir(uri: str, root: Path | None = None) -> Path:
     if folder is None:
         raise LookupError(f"{uri}: not a complex-ner model (no {TAGGER_ARTIFACT!r} artifact)")
     return folder
+
+
+def local_registry_folder(uri: str, root: Path) -> Path | None:
+    """The tagger folder of ``models:/name@alias`` or ``models:/name/N``, read straight from
+    the project's own SQLite registry, or None whenever that is not certain.
+
+    Importing mlflow and opening its store costs about 3 s, most of a prediction's cold start;
+    for the default local store two read-only queries give the same answer. Any other store,
+    schema surprise or missing file returns None, and the caller asks mlflow.
+    """
+    import re
+    import sqlite3
+    from urllib.parse import unquote, urlparse
+
+    from complex_ner.config import ConfigError, load_params
+
+    match = re.fullmatch(r"models:/([^/@]+)(?:@([^/]+)|/(\d+))", uri)
+    params_file = root / "params.yaml"
+    if match is None or not params_file.is_file():
+        return None
+    try:
+        store = tracking_uri(load_params(params_file))
+    except (ConfigError, OSError, ValueError):
+        return None
+    db = Path(store.removeprefix("sqlite:///"))
+    if not store.startswith("sqlite:///") or not db.is_file():
+        return None
+    name, alias, version = match.groups()
+    try:
+        with sqlite3.connect(f"{db.as_uri()}?mode=ro", uri=True) as conn:
+            if alias is not None:
+                row = conn.execute(
+                    "SELECT version FROM registered_model_aliases WHERE name = ? AND alias = ?",
+                    (name, alias),
+                ).fetchone()
+                if row is None:
+                    return None
+                version = str(row[0])
+            row = conn.execute(
+                "SELECT storage_location, status FROM model_versions "
+                "WHERE name = ? AND version = ?",
+                (name, int(version)),
+            ).fetchone()
+    except (sqlite3.Error, ValueError):
+        return None
+    if row is None or row[1] != "READY" or not str(row[0]).startswith("file://"):
+        return None
+    return _tagger_path(Path(unquote(urlparse(row[0]).path)))
 
 
 def _tagger_path(model_dir: Path) -> Path | None:

@@ -103,6 +103,18 @@ def test_pipeline_logs_registers_and_guards_the_champion(
         assert reg["version"] == "2" and reg["alias"] == "challenger"
         champion = client.get_model_version_by_alias(f"complex-ner-{reg['lang']}", "champion")
         assert str(champion.version) == "1"
+    # The mlflow-free registry lookup of `complex-ner predict` finds what mlflow finds.
+    from complex_ner.tracking import _tagger_path, local_registry_folder
+
+    for uri in ("models:/complex-ner-es@champion", "models:/complex-ner-zh@challenger",
+                "models:/complex-ner-es/2"):  # fmt: skip
+        by_mlflow = _tagger_path(Path(mlflow.artifacts.download_artifacts(artifact_uri=uri)))
+        assert by_mlflow is not None
+        assert local_registry_folder(uri, tmp_path) == by_mlflow
+    assert local_registry_folder("models:/complex-ner-es@nobody", tmp_path) is None
+    assert local_registry_folder("models:/complex-ner-es/99", tmp_path) is None
+    assert local_registry_folder("runs:/abc/model", tmp_path) is None
+
     # The same model registered again ties the champion: a tie does not take the alias.
     from complex_ner.tracking import register_best
 
