@@ -315,6 +315,7 @@ def log_pyfunc(tagger_dir: Path) -> Any:
             "torch==2.13.0",
             "transformers==5.24.0",
             "pytorch-crf==0.7.2",
+            "numba==0.68.1",  # optional at run time: CRF decoding falls back to torch without it
             "safetensors",
             "tokenizers",
             "pandas",
