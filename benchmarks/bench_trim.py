@@ -66,17 +66,20 @@ def load_seconds(folder: Path) -> float:
     return time.perf_counter() - start
 
 
-def corpus(sentences: Sequence[Any]) -> tuple[list[str], str]:
-    """The processed es + zh splits joined as the model joins them, else the given sentences."""
+def corpus(sentences: Sequence[Any], use_splits: bool = True) -> tuple[list[str], str]:
+    """The processed es + zh splits joined as the model joins them, else the given sentences
+    (always for ``--quick``: fast, and no processed splits needed)."""
     from complex_ner.alignment import join_words
     from complex_ner.config import load_params
     from complex_ner.vocab import corpus_texts
 
     params = load_params(ROOT / "params.yaml")
+    texts = [join_words(s.tokens, params.model.join)[0] for s in sentences]
+    if not use_splits:
+        return texts, f"the {len(texts)} benchmark sentences"
     try:
         return corpus_texts(params, ["es", "zh"]), "processed es + zh splits"
     except FileNotFoundError:
-        texts = [join_words(s.tokens, params.model.join)[0] for s in sentences]
         return texts, f"the {len(texts)} benchmark sentences (no processed splits)"
 
 
@@ -100,9 +103,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         )
         train, source = load_sentences(n, 0, allow_toy=args.quick)
         val, _ = load_sentences(n_val, n, allow_toy=args.quick)
-        texts, corpus_source = (
-            corpus([*train, *val]) if not args.quick else corpus_quick([*train, *val])
-        )
+        texts, corpus_source = corpus([*train, *val], use_splits=not args.quick)
         start = time.perf_counter()
         report = trim_encoder(full, texts, Path(tmp) / "trimmed")
         trim_seconds = time.perf_counter() - start
@@ -202,14 +203,6 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         records=records,
     )
     return emit(result, args.json)
-
-
-def corpus_quick(sentences: Sequence[Any]) -> tuple[list[str], str]:
-    """--quick trims to the benchmark sentences only (fast, and no processed splits needed)."""
-    from complex_ner.alignment import join_words
-
-    texts = [join_words(s.tokens, "space")[0] for s in sentences]
-    return texts, f"the {len(texts)} benchmark sentences"
 
 
 if __name__ == "__main__":

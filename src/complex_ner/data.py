@@ -8,6 +8,7 @@ The official format opens each sentence with ``# id <uuid>\\tdomain=<d>``, then 
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import re
 import shutil
@@ -87,6 +88,26 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     except BaseException:
         tmp_path.unlink(missing_ok=True)
         raise
+
+
+@contextmanager
+def staging_dir(out_dir: Path) -> Iterator[Path]:
+    """A fresh hidden folder beside ``out_dir``; removed if the block fails.
+
+    Beside (not in /tmp) so the final rename stays on one file system and is atomic.
+    """
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".tmp", dir=out_dir.parent))
+    try:
+        yield staging
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+
+
+def write_json(path: Path, payload: dict[str, Any]) -> None:
+    """Indented UTF-8 JSON (for files inside a staging folder; elsewhere use atomic_write_text)."""
+    path.write_text(json.dumps(payload, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
 
 
 def replace_dir(tmp: Path, folder: Path) -> None:

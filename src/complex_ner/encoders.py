@@ -25,13 +25,13 @@ import shutil
 import struct
 import tempfile
 import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from complex_ner.data import staging_dir, write_json
 
 __all__ = [
     "DEFAULT_ENCODER_DIR",
@@ -397,8 +397,8 @@ def _write_tokenizer(image: _E5Image, folder: Path) -> None:
     config = {"tokenizer_class": "XLMRobertaTokenizer", "model_max_length": 512}
     config.update(_SPECIAL_TOKENS)
     config["add_prefix_space"] = True
-    _write_json(folder / "tokenizer_config.json", config)
-    _write_json(folder / "special_tokens_map.json", _SPECIAL_TOKENS)
+    write_json(folder / "tokenizer_config.json", config)
+    write_json(folder / "special_tokens_map.json", _SPECIAL_TOKENS)
 
 
 def _write_model(image: _E5Image, folder: Path) -> None:
@@ -406,29 +406,10 @@ def _write_model(image: _E5Image, folder: Path) -> None:
 
     # metadata format "pt" tells transformers these are PyTorch-layout weights.
     save_file(_state_dict(image), str(folder / "model.safetensors"), metadata={"format": "pt"})
-    _write_json(folder / "config.json", _model_config(image))
-
-
-def _write_json(path: Path, payload: dict[str, Any]) -> None:
-    path.write_text(json.dumps(payload, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    write_json(folder / "config.json", _model_config(image))
 
 
 # --------------------------------------------------------------------------- atomic folders
-
-
-@contextmanager
-def _staging_dir(out_dir: Path) -> Iterator[Path]:
-    """A fresh hidden folder beside ``out_dir``; removed if the block fails.
-
-    Beside (not in /tmp) so the final rename stays on one file system and is atomic.
-    """
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".tmp", dir=out_dir.parent))
-    try:
-        yield staging
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
 
 
 def _publish_dir(staging: Path, out_dir: Path) -> None:
@@ -485,12 +466,12 @@ def _provision(out_dir: Path, force: bool, with_model: bool) -> Path:
     if not force and _is_complete(out_dir, provenance, files):
         return out_dir
     image = _parse_e5_image(source)
-    with _staging_dir(out_dir) as staging:
+    with staging_dir(out_dir) as staging:
         _write_tokenizer(image, staging)
         if with_model:
             _write_model(image, staging)
         # Written last: a folder with a provenance file is a finished folder.
-        _write_json(staging / _PROVENANCE, provenance)
+        write_json(staging / _PROVENANCE, provenance)
         if not force and _is_complete(out_dir, provenance, files):
             # Another process finished the same folder meanwhile: keep theirs.
             shutil.rmtree(staging, ignore_errors=True)
@@ -670,7 +651,7 @@ def tiny_random_bert(
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model = BertModel(config, add_pooling_layer=False)
-    with _staging_dir(out_dir) as staging:
+    with staging_dir(out_dir) as staging:
         model.save_pretrained(staging)
         tokenizer.save_pretrained(staging)
         _publish_dir(staging, out_dir)

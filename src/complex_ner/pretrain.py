@@ -696,9 +696,10 @@ def _schedule(optimizer: Any, total: int) -> Any:
 @contextmanager
 def _staged_folder(out_dir: Path) -> Iterator[Path]:
     """A folder beside ``out_dir``, renamed over it when the block succeeds."""
-    from complex_ner.encoders import _publish_dir, _staging_dir
+    from complex_ner.data import staging_dir
+    from complex_ner.encoders import _publish_dir
 
-    with _staging_dir(out_dir) as staging:
+    with staging_dir(out_dir) as staging:
         yield staging
         _publish_dir(staging, out_dir)
 

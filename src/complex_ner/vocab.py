@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import tempfile
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -41,7 +40,6 @@ class TrimReport:
     trimmed_tensors: tuple[str, ...]
     params_before: int
     params_after: int
-    checked_texts: int
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -73,15 +71,22 @@ def _vocab_pieces(spec: dict[str, Any], path: Path) -> list[str]:
     )
 
 
-def used_piece_ids(tokenizer: Any, texts: Sequence[str], batch: int = 2048) -> set[int]:
-    """Ids of every piece ``tokenizer`` (a ``tokenizers.Tokenizer``) produces for ``texts``."""
-    used: set[int] = set()
+def _encode(tokenizer: Any, texts: Sequence[str], batch: int = 2048) -> list[Any]:
+    """``tokenizers`` encodings (with special tokens) of every text, in order."""
+    out: list[Any] = []
     for start in range(0, len(texts), batch):
-        for encoding in tokenizer.encode_batch(
-            list(texts[start : start + batch]), add_special_tokens=False
-        ):
-            used.update(encoding.ids)
-    return used
+        out += tokenizer.encode_batch(list(texts[start : start + batch]), add_special_tokens=True)
+    return out
+
+
+def _used_ids(encodings: Sequence[Any]) -> set[int]:
+    """Ids of the corpus pieces, special tokens left out."""
+    return {
+        i
+        for enc in encodings
+        for i, special in zip(enc.ids, enc.special_tokens_mask, strict=True)
+        if not special
+    }
 
 
 def _char_piece_ids(pieces: Sequence[str], texts: Sequence[str]) -> set[int]:
@@ -99,8 +104,9 @@ def _char_piece_ids(pieces: Sequence[str], texts: Sequence[str]) -> set[int]:
     return keep
 
 
-def _remap_tokenizer(spec: dict[str, Any], kept: Sequence[int], path: Path) -> dict[str, Any]:
-    new_id = {old: new for new, old in enumerate(kept)}
+def _remap_tokenizer(
+    spec: dict[str, Any], kept: Sequence[int], new_id: dict[int, int], path: Path
+) -> dict[str, Any]:
     spec = json.loads(json.dumps(spec))  # deep copy
     model = spec["model"]
     if model["type"] == "Unigram":
@@ -134,18 +140,16 @@ def _remap_post_processor(post: dict[str, Any] | None, new_id: dict[int, int], p
         raise ValueError(f"{path}: post_processor type {kind!r} is not supported for trimming")
 
 
-def _remap_config(config: dict[str, Any], kept: Sequence[int]) -> dict[str, Any]:
-    new_id = {old: new for new, old in enumerate(kept)}
+def _remap_config(config: dict[str, Any], new_id: dict[int, int]) -> dict[str, Any]:
     config = dict(config)
-    config["vocab_size"] = len(kept)
+    config["vocab_size"] = len(new_id)
     for key in ("pad_token_id", "bos_token_id", "eos_token_id", "unk_token_id", "mask_token_id"):
         if isinstance(config.get(key), int):
             config[key] = new_id[config[key]]
     return config
 
 
-def _remap_tokenizer_config(config: dict[str, Any], kept: Sequence[int]) -> dict[str, Any]:
-    new_id = {old: new for new, old in enumerate(kept)}
+def _remap_tokenizer_config(config: dict[str, Any], new_id: dict[int, int]) -> dict[str, Any]:
     config = dict(config)
     decoder = config.get("added_tokens_decoder")
     if isinstance(decoder, dict):
@@ -154,14 +158,13 @@ def _remap_tokenizer_config(config: dict[str, Any], kept: Sequence[int]) -> dict
 
 
 def _check_same_tokens(
-    original: Any, trimmed: Any, texts: Sequence[str], batch: int = 2048
+    reference: Sequence[Any], trimmed: Any, texts: Sequence[str], batch: int = 2048
 ) -> None:
-    """Raise unless both tokenizers give the same pieces and offsets for every text."""
+    """Raise unless ``trimmed`` gives the pieces and offsets of ``reference`` for every text."""
     for start in range(0, len(texts), batch):
         chunk = list(texts[start : start + batch])
-        before = original.encode_batch(chunk, add_special_tokens=True)
         after = trimmed.encode_batch(chunk, add_special_tokens=True)
-        for offset, (a, b) in enumerate(zip(before, after, strict=True)):
+        for offset, (a, b) in enumerate(zip(reference[start : start + batch], after, strict=True)):
             if a.tokens != b.tokens or a.offsets != b.offsets:
                 raise ValueError(
                     f"trimmed tokenizer differs on corpus text {start + offset}: "
@@ -195,7 +198,7 @@ def trim_encoder(
     from safetensors.torch import load_file, save_file
     from tokenizers import Tokenizer
 
-    from complex_ner.data import replace_dir
+    from complex_ner.data import replace_dir, staging_dir, write_json
 
     source, output = Path(source), Path(output)
     if not texts:
@@ -205,7 +208,8 @@ def trim_encoder(
     pieces = _vocab_pieces(spec, tok_path)
     tokenizer = Tokenizer.from_file(str(tok_path))
 
-    corpus_ids = used_piece_ids(tokenizer, texts)
+    encodings = _encode(tokenizer, texts)
+    corpus_ids = _used_ids(encodings)
     keep = set(corpus_ids) | _char_piece_ids(pieces, texts)
     keep.update(token["id"] for token in spec.get("added_tokens") or [])
     index = {piece: i for i, piece in enumerate(pieces)}
@@ -236,9 +240,8 @@ def trim_encoder(
         state[name] = state[name].index_select(0, rows).contiguous()
     params_after = sum(t.numel() for t in state.values())
 
-    output.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{output.name}.", dir=output.parent))
-    try:
+    new_id = {old: new for new, old in enumerate(kept)}
+    with staging_dir(output) as tmp:
         for extra in source.iterdir():
             if extra.is_file() and extra.name not in {
                 TOKENIZER_FILE,
@@ -249,16 +252,17 @@ def trim_encoder(
                 "trim.json",
             }:
                 shutil.copy2(extra, tmp / extra.name)
-        new_spec = _remap_tokenizer(spec, kept, tok_path)
+        new_spec = _remap_tokenizer(spec, kept, new_id, tok_path)
         (tmp / TOKENIZER_FILE).write_text(json.dumps(new_spec, ensure_ascii=False), "utf-8")
-        _write_json(tmp / "config.json", _remap_config(config, kept))
+        write_json(tmp / "config.json", _remap_config(config, new_id))
         tok_config = source / "tokenizer_config.json"
         if tok_config.is_file():
-            _write_json(
-                tmp / "tokenizer_config.json", _remap_tokenizer_config(_load_json(tok_config), kept)
+            write_json(
+                tmp / "tokenizer_config.json",
+                _remap_tokenizer_config(_load_json(tok_config), new_id),
             )
         save_file(state, str(tmp / WEIGHTS_FILE), metadata={"format": "pt"})
-        _check_same_tokens(tokenizer, Tokenizer.from_file(str(tmp / TOKENIZER_FILE)), texts)
+        _check_same_tokens(encodings, Tokenizer.from_file(str(tmp / TOKENIZER_FILE)), texts)
         report = TrimReport(
             source=str(source),
             output=str(output),
@@ -269,18 +273,10 @@ def trim_encoder(
             trimmed_tensors=trimmed_names,
             params_before=params_before,
             params_after=params_after,
-            checked_texts=len(texts),
         )
-        _write_json(tmp / "trim.json", {**report.as_dict(), "kept_ids": kept})
+        write_json(tmp / "trim.json", {**report.as_dict(), "kept_ids": kept})
         replace_dir(tmp, output)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return report
-
-
-def _write_json(path: Path, payload: dict[str, Any]) -> None:
-    path.write_text(json.dumps(payload, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
 
 
 def corpus_texts(params: Any, languages: Sequence[str]) -> list[str]:

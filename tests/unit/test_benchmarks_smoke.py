@@ -9,7 +9,6 @@ from fractions import Fraction
 from pathlib import Path
 
 import pytest
-import torch
 from benchmarks import (
     bench_coldstart,
     bench_crf,
@@ -27,12 +26,7 @@ def tiny(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tiny_random_bert(minilm_dir(), tmp_path_factory.mktemp("bench") / "bert", hidden=32)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 def check_result(result: dict, columns: list[str], out: str, json_path: Path) -> None:

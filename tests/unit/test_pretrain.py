@@ -54,12 +54,7 @@ def tiny_e5(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tiny_random_bert(folder, tmp_path_factory.mktemp("tiny-e5") / "bert", hidden=32)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 def _jieba_words(text: str) -> list[str]:
