@@ -259,7 +259,7 @@ def _cpu_seconds(pid: int | None = None) -> float:
 
 def _prepare_pipeline(phases: Phases) -> Runner:
     """The Prefect ``pipeline`` flow, with timers on Prefect, GX, MLflow and DVC entry points."""
-    from flows.pipeline import pipeline
+    import flows.pipeline as flow_module
     from prefect.server.api.server import SubprocessASGIServer
 
     import complex_ner.tracking as tracking
@@ -268,6 +268,7 @@ def _prepare_pipeline(phases: Phases) -> Runner:
 
     _wrap_common(phases)
     phases.wrap(SubprocessASGIServer, "start", "prefect_server_start")
+    phases.wrap(flow_module, "warm_start", "warm_start")
     phases.wrap(validation, "validate_data", "gx_validate_data")
     phases.wrap(validation, "_run_gx", "gx_suite_run")
     phases.wrap(validation, "require_validated", "gx_require_validated")
@@ -282,7 +283,7 @@ def _prepare_pipeline(phases: Phases) -> Runner:
 
     def run(params_path: Path, overrides: list[str]) -> dict[str, Any]:
         start = time.perf_counter()
-        result = pipeline(str(params_path), overrides)
+        result = flow_module.run(str(params_path), overrides)
         phases.add("flow", time.perf_counter() - start)
         try:
             records = _prefect_records()
@@ -470,6 +471,7 @@ def derive(rec: dict[str, Any]) -> dict[str, float | None]:
     }
     for key in (
         "prefect_server_start",
+        "warm_start",
         "gx",
         "gx_suite",
         "mlflow_train_run",
@@ -501,11 +503,12 @@ def derive(rec: dict[str, Any]) -> dict[str, float | None]:
         out["mlflow_total"] = sum(mlflow_parts.values())
         out["mlflow_first_setup"] = rec["phases"]["first"].get("mlflow_setup")
         out["prefect_server_start"] = g("prefect_server_start")
+        out["warm_start"] = g("warm_start")
         out["gx"] = g("gx_validate_data", "gx_require_validated")
         out["gx_suite"] = g("gx_suite_run")
         out["dvc"] = g("dvc_commit_outputs")
-        inside = g(
-            "prefect_server_start",
+        # warm_start holds the server start (overlapped with imports and MLflow's set-up).
+        inside = g("warm_start" if g("warm_start") else "prefect_server_start") + g(
             "ingest",
             "gx_validate_data",
             "gx_require_validated",
@@ -564,6 +567,7 @@ ROWS: list[tuple[str, str]] = [
     ("startup", "process start + imports (spawn to work start)"),
     ("teardown", "teardown (work end to exit; Prefect server stop)"),
     ("prefect_server_start", "Prefect: ephemeral server start (fresh PREFECT_HOME)"),
+    ("warm_start", "  warm start: server start overlapped with imports + MLflow set-up"),
     ("prefect_orchestration", "Prefect: flow and task orchestration (flow minus all inside)"),
     ("gx", "GX gate: validate_data + require_validated"),
     ("gx_suite", "  of which the GX suite run and Data Docs"),

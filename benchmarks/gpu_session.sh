@@ -5,6 +5,7 @@
 #   here:   .venv/bin/python benchmarks/device_pack.py pack --out .devcarry
 #   there:  bash benchmarks/gpu_session.sh 560        (carry: .devcarry, data/processed)
 #   quick check on a CPU (tiny settings, no GPU rows): QUICK=1 bash benchmarks/gpu_session.sh 300
+#   only some steps: STEPS="env unpack train_es_crf train_es_linear" bash benchmarks/gpu_session.sh 540
 #
 # Results: $OUT/*.json (one per step) and $OUT/logs.tgz (every step's log).
 set -u
@@ -25,6 +26,9 @@ elapsed() { echo $(($(date +%s) - START)); }
 step() {
     local name=$1 cap=$2 left limit rc
     shift 2
+    if [ -n "${STEPS:-}" ] && [[ " $STEPS " != *" $name "* ]]; then
+        return
+    fi
     left=$((BUDGET - $(elapsed) - 20))
     limit=$((cap < left ? cap : left))
     if [ "$limit" -lt 15 ]; then
@@ -65,8 +69,12 @@ step bench_inference 110 $PY benchmarks/bench_inference.py "${INF[@]}" --encoder
 step bench_training 60 $PY benchmarks/bench_training.py "${TRN[@]}" --encoder "$ENC" \
     --json "$OUT/bench_training.json"
 step bench_crf 45 $PY benchmarks/bench_crf.py "${CRF[@]}" --json "$OUT/bench_crf.json"
-step train_es_crf 200 $PY benchmarks/bench_quality.py --langs es --archs bert_crf "${COMMON[@]}" \
+step train_es_crf 290 $PY benchmarks/bench_quality.py --langs es --archs bert_crf "${COMMON[@]}" \
     "${TRAIN[@]}" --out "$MODELS" --json "$OUT/train_es_crf.json"
+step train_es_linear 240 $PY benchmarks/bench_quality.py --langs es --archs bert_linear \
+    "${COMMON[@]}" "${TRAIN[@]}" --out "$MODELS" --json "$OUT/train_es_linear.json"
+step train_es_bilstm 300 $PY benchmarks/bench_quality.py --langs es --archs bert_bilstm_crf \
+    "${COMMON[@]}" "${TRAIN[@]}" --out "$MODELS" --json "$OUT/train_es_bilstm.json"
 step train_zh_crf 70 $PY benchmarks/bench_quality.py --langs zh --archs bert_crf "${COMMON[@]}" \
     "${TRAIN[@]}" --out "$MODELS" --json "$OUT/train_zh_crf.json"
 step train_heads 240 $PY benchmarks/bench_quality.py --langs zh es \

@@ -1,0 +1,63 @@
+"""``flows.pipeline.warm_start``: the temporary Prefect server starts in the background only when
+no API is configured, and is up (or has failed) before the flow runs."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+
+@pytest.fixture
+def calls(monkeypatch: pytest.MonkeyPatch) -> dict[str, list[Any]]:
+    import flows.pipeline as pipeline
+    from prefect.server.api.server import SubprocessASGIServer
+
+    seen: dict[str, list[Any]] = {"start": [], "setup": []}
+
+    def fake_start(self: Any, timeout: int | None = None) -> None:
+        seen["start"].append(threading.current_thread() is not threading.main_thread())
+
+    monkeypatch.setattr(SubprocessASGIServer, "start", fake_start)
+    monkeypatch.setattr(pipeline.tracking, "setup", lambda p: seen["setup"].append(p.root))
+    return seen
+
+
+def test_starts_the_temporary_server_in_the_background(
+    calls: dict[str, list[Any]], root: Path
+) -> None:
+    from flows.pipeline import warm_start
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    with temporary_settings(restore_defaults={PREFECT_API_URL}):
+        warm_start(str(root / "params.yaml"))
+    assert calls["start"] == [True]  # once, from another thread, joined before returning
+    assert calls["setup"] == [root]
+
+
+def test_leaves_a_configured_server_alone(calls: dict[str, list[Any]], root: Path) -> None:
+    from flows.pipeline import warm_start
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    with temporary_settings(updates={PREFECT_API_URL: "http://127.0.0.1:4200/api"}):
+        warm_start(str(root / "params.yaml"))
+    assert calls["start"] == []
+    assert calls["setup"] == [root]
+
+
+def test_a_failed_start_is_left_to_the_flow(
+    monkeypatch: pytest.MonkeyPatch, calls: dict[str, list[Any]], root: Path
+) -> None:
+    from flows.pipeline import warm_start
+    from prefect.server.api.server import SubprocessASGIServer
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    def failing(self: Any, timeout: int | None = None) -> None:
+        raise RuntimeError("Timed out while attempting to connect")
+
+    monkeypatch.setattr(SubprocessASGIServer, "start", failing)
+    with temporary_settings(restore_defaults={PREFECT_API_URL}):
+        warm_start(str(root / "params.yaml"))  # no raise: the flow's client retries
+    assert calls["setup"] == [root]
