@@ -37,7 +37,7 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_ENCODER = ROOT / "models" / "encoders" / "multilingual-e5-small"
-BENCHMARKS = ("crf", "inference", "coldstart", "training", "trim", "overhead")
+BENCHMARKS = ("crf", "inference", "roofline", "coldstart", "training", "trim", "overhead")
 
 for _k, _v in (
     ("HF_HUB_OFFLINE", "1"),
@@ -439,11 +439,11 @@ def _run_child(name: str, quick: bool, json_path: Path, extra: Sequence[str]) ->
     return subprocess.run(cmd, cwd=ROOT, check=False).returncode
 
 
-def _run_in_process(name: str, quick: bool, json_path: Path) -> int:
+def _run_in_process(name: str, quick: bool, json_path: Path, extra: list[str]) -> int:
     import importlib
 
     module = importlib.import_module(f"benchmarks.bench_{name}")
-    argv = ["--json", str(json_path)] + (["--quick"] if quick else [])
+    argv = ["--json", str(json_path)] + (["--quick"] if quick else []) + extra
     module.main(argv)
     return 0
 
@@ -477,10 +477,14 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="bench-") as tmp:
         for name in args.only:
             path = Path(tmp) / f"{name}.json"
+            extra: list[str] = []
+            inference = Path(tmp) / "inference.json"
+            if name == "roofline" and inference.is_file():  # set its rates against the ceiling
+                extra = ["--inference-json", str(inference)]
             if args.in_process:
-                code = _run_in_process(name, args.quick, path)
+                code = _run_in_process(name, args.quick, path, extra)
             else:
-                code = _run_child(name, args.quick, path, [])
+                code = _run_child(name, args.quick, path, extra)
             if code != 0 or not path.is_file():
                 failed.append(name)
                 continue

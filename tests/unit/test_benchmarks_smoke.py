@@ -13,6 +13,7 @@ from benchmarks import (
     bench_coldstart,
     bench_crf,
     bench_inference,
+    bench_roofline,
     bench_training,
     bench_trim,
     run_all,
@@ -155,3 +156,37 @@ def test_trim_quick_gives_the_full_encoders_tags(tmp_path: Path) -> None:
     # Same seed, same corpus pieces: the epoch's loss does not depend on the unused rows.
     for t, f in zip(trimmed, full, strict=True):
         assert abs(t["loss"] - f["loss"]) <= 1e-4 * abs(f["loss"])
+
+
+def test_flops_per_piece_of_e5_small() -> None:
+    config = {"hidden_size": 384, "intermediate_size": 1536, "num_hidden_layers": 12}
+    # q, k, v, output (4 x 384²) and the FFN (2 x 384 x 1536), 12 layers, multiply-add = 2.
+    assert bench_roofline.linear_flops_per_piece(config) == 42_467_328
+
+
+def test_roofline_quick_sets_measured_rates_against_the_ceiling(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    inference = tmp_path / "inference.json"
+    records = [
+        {"system": bench_roofline.OURS, "phase": "full", "device": "cpu", "rate": 50.0},
+        {"system": bench_roofline.PIPELINE, "phase": "full", "device": "cpu", "rate": 25.0},
+        {"system": bench_roofline.OURS, "phase": "full", "device": "cuda", "rate": 9e9},
+        {"system": bench_roofline.PIPELINE, "phase": "sweep", "rate": 1.0},
+    ]
+    inference.write_text(json.dumps({"records": records}), encoding="utf-8")
+    path = tmp_path / "roofline.json"
+    result = bench_roofline.main(
+        ["--quick", "--json", str(path), "--inference-json", str(inference)]
+    )
+    check_result(result, bench_roofline.COLUMNS, capsys.readouterr().out, path)
+    assert result["ours_rate"] == 50.0 and result["pipeline_rate"] == 25.0  # CPU full rows only
+    assert result["peak_gflops"] > 0 and len(result["sgemm_gflops"]) == 3
+    # The ceiling is the per-sentence linear work at the combined sgemm rate.
+    ceiling = result["peak_gflops"] * 1e9 / result["flops_per_sentence"]
+    assert result["ceiling_rate"] == pytest.approx(ceiling)
+    values = dict(result["rows"])
+    assert values["most any fp32 predictor can reach: ceiling / pipeline"] == round(
+        ceiling / 25.0, 2
+    )
+    assert result["summary"][0]["met"] == (ceiling / 25.0 >= 3)
