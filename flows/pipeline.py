@@ -255,6 +255,7 @@ def warm_start(params_path: str = DEFAULT_PARAMS, overrides: list[str] | None = 
     """
     from prefect.settings import PREFECT_API_URL, PREFECT_SERVER_EPHEMERAL_ENABLED
 
+    params = _params(params_path, overrides)  # a bad params file fails before any server starts
     starter = None
     if not PREFECT_API_URL.value() and PREFECT_SERVER_EPHEMERAL_ENABLED.value():
         from prefect.server.api.server import SubprocessASGIServer
@@ -266,7 +267,7 @@ def warm_start(params_path: str = DEFAULT_PARAMS, overrides: list[str] | None = 
         import great_expectations  # noqa: F401 - the validate task's import
         import transformers.models.bert.modeling_bert  # noqa: F401 - the default encoder's
 
-        tracking.setup(_params(params_path, overrides))
+        tracking.setup(params)
     finally:
         if starter is not None:
             starter.join()

@@ -61,3 +61,21 @@ def test_a_failed_start_is_left_to_the_flow(
     with temporary_settings(restore_defaults={PREFECT_API_URL}):
         warm_start(str(root / "params.yaml"))  # no raise: the flow's client retries
     assert calls["setup"] == [root]
+
+
+def test_a_bad_params_file_fails_before_any_server_starts(
+    calls: dict[str, list[Any]], tmp_path: Path
+) -> None:
+    from flows.pipeline import warm_start
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    from complex_ner.config import ConfigError
+
+    bad = tmp_path / "params.yaml"
+    bad.write_text("train: {epochs: -1}\n", encoding="utf-8")
+    with (
+        temporary_settings(restore_defaults={PREFECT_API_URL}),
+        pytest.raises(ConfigError, match="epochs"),
+    ):
+        warm_start(str(bad))
+    assert calls["start"] == [] and calls["setup"] == []
