@@ -264,8 +264,11 @@ def warm_start(params_path: str = DEFAULT_PARAMS, overrides: list[str] | None = 
         starter = threading.Thread(target=_start_server, args=(SubprocessASGIServer(),))
         starter.start()
     try:
-        import great_expectations  # noqa: F401 - the validate task's import
         import transformers.models.bert.modeling_bert  # noqa: F401 - the default encoder's
+
+        from complex_ner.validation import import_gx
+
+        import_gx()  # the validate task's import, with the same settings
 
         tracking.setup(params)
     finally:

@@ -207,6 +207,14 @@ def _outcomes(table: str, df: Any, result: Any, max_examples: int) -> list[Expec
     return outcomes
 
 
+def import_gx() -> Any:
+    """``great_expectations``, imported with its analytics off unless the user set them."""
+    os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
+    import great_expectations
+
+    return great_expectations
+
+
 def _run_gx(
     params: Params, tables_by_lang: dict[str, dict[str, Any]], docs_dir: Path
 ) -> dict[str, list[ExpectationOutcome]]:
@@ -215,9 +223,7 @@ def _run_gx(
     (An ``UpdateDataDocsAction`` per checkpoint would rebuild the whole site six times: GX
     recompiles its templates on every build, 7 of the gate's 12 s.)
     """
-    os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
-    import great_expectations as gx
-
+    gx = import_gx()
     ctx = gx.get_context(mode="ephemeral")
     ctx.variables.progress_bars = {"globally": False, "metric_calculations": False}
     ctx.add_data_docs_site(
