@@ -64,7 +64,7 @@ import json, sys, time
 folder, sentence = sys.argv[1], sys.argv[2]
 t0 = time.perf_counter()
 from complex_ner.cli import app  # noqa: F401  (what the console script imports first)
-from complex_ner.predict import load_tagger, predict_entities
+from complex_ner.engines.predict import load_tagger, predict_entities
 t1 = time.perf_counter()
 import torch
 torch.set_num_threads(1)  # what `complex-ner predict` does (--threads, default 1)
@@ -79,15 +79,15 @@ modules = sorted({m.split(".")[0] for m in sys.modules})  # before the diagnosti
 classes = [type(tagger.tokenizer).__name__, type(tagger.encoder).__name__]
 # Diagnostics, with the path's imports done: what load_tagger spends on each part, and what the
 # transformers objects it avoids would cost.
-from complex_ner.models.bert_lite import load_lite_encoder
-from complex_ner.rawtok import load_raw_tokenizer
+from complex_ner.domain.models.bert_lite import load_lite_encoder
+from complex_ner.domain.rawtok import load_raw_tokenizer
 load_raw_tokenizer(folder + "/tokenizer")
 t6 = time.perf_counter()
 load_lite_encoder(folder + "/encoder")
 t7 = time.perf_counter()
 import transformers.models.bert.modeling_bert  # noqa: F401
 t8 = time.perf_counter()
-from complex_ner.encoders import load_tokenizer
+from complex_ner.domain.encoders import load_tokenizer
 load_tokenizer(folder + "/tokenizer")
 t9 = time.perf_counter()
 print(json.dumps({
@@ -118,7 +118,7 @@ def child_env() -> dict[str, str]:
 
 
 def save_model(encoder_dir: Path, folder: Path) -> Path:
-    from complex_ner.models.tagger import build_model
+    from complex_ner.domain.models.tagger import build_model
 
     tagger = build_model(str(encoder_dir), tag_set(), "bert_crf", lang="es")
     return tagger.save(folder)
@@ -138,7 +138,7 @@ def parse_importtime(stderr: str) -> dict[str, float]:
     """Import time (seconds) per top-level package: the self times of its modules, summed.
 
     Self times never overlap, so they add up to the whole import time and split it cleanly
-    (cumulative times nest: ``complex_ner.models.tagger`` contains all of ``torch``).
+    (cumulative times nest: ``complex_ner.domain.models.tagger`` contains all of ``torch``).
     """
     out: dict[str, float] = {}
     for line in stderr.splitlines():

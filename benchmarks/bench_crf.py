@@ -1,4 +1,4 @@
-"""Batched Viterbi (``complex_ner.models.crf.viterbi_decode``) against ``torchcrf.CRF.decode``.
+"""Batched Viterbi (``complex_ner.domain.models.crf.viterbi_decode``) against ``torchcrf.CRF.decode``.
 
 Both decode the same random emissions with the same (torchcrf) transition scores and no BIO
 constraint masks, so the best paths must be identical; every timed call is checked against the
@@ -114,7 +114,7 @@ def torch_no_grad_lazy(fn: Any) -> Any:
 
 def ours(crf: Any, emissions: Any, mask: Any) -> list[list[int]]:
     """The product's decoder (compiled kernel on CPU once loaded, torch loop otherwise)."""
-    from complex_ner.models.crf import viterbi_decode
+    from complex_ner.domain.models.crf import viterbi_decode
 
     return viterbi_decode(
         emissions, mask, crf.start_transitions, crf.transitions, crf.end_transitions
@@ -124,7 +124,7 @@ def ours(crf: Any, emissions: Any, mask: Any) -> list[list[int]]:
 @torch_no_grad_lazy
 def torch_only(crf: Any, emissions: Any, mask: Any) -> list[list[int]]:
     """The product's torch-loop path alone (validation included), as CUDA tensors get it."""
-    from complex_ner.models import crf as crf_module
+    from complex_ner.domain.models import crf as crf_module
 
     mask = crf_module.as_bool_mask(mask, emissions.shape[:2])
     return crf_module._viterbi_torch(
@@ -134,7 +134,7 @@ def torch_only(crf: Any, emissions: Any, mask: Any) -> list[list[int]]:
 
 def ours_path(batch: int, device: str) -> str:
     """Which implementation ``viterbi_decode`` takes for this batch on this device, now."""
-    from complex_ner.models import crf as crf_module
+    from complex_ner.domain.models import crf as crf_module
 
     if device != "cpu" or not crf_module._use_compiled(batch) or crf_module._kernel() is None:
         return "torch"
@@ -146,7 +146,7 @@ def load_kernel() -> None:
     import torch
     from torchcrf import CRF
 
-    from complex_ner.models import crf as crf_module
+    from complex_ner.domain.models import crf as crf_module
 
     crf = CRF(13, batch_first=True)
     emissions = torch.randn(2, 3, 13)
@@ -160,7 +160,7 @@ COMPILE_CHILD = r"""
 import json, sys, time
 t0 = time.perf_counter()
 import torch
-from complex_ner.models import crf
+from complex_ner.domain.models import crf
 t1 = time.perf_counter()
 numba_at_import = "numba" in sys.modules
 torch.set_num_threads(1)
@@ -228,7 +228,7 @@ def equivalence_check(n_cases: int, seed: int = 0) -> dict[str, int]:
     """Decode ``n_cases`` random inputs with torchcrf, ours and the torch-only path."""
     import torch
 
-    from complex_ner.models import crf as crf_module
+    from complex_ner.domain.models import crf as crf_module
 
     gen = torch.Generator().manual_seed(seed)
     counts = {
@@ -462,7 +462,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
             None,
         ),
         target(
-            "numba imported by `import complex_ner.models.crf`",
+            "numba imported by `import complex_ner.domain.models.crf`",
             cold.get("numba_imported_by_crf_import"),
             "False",
             cold.get("numba_imported_by_crf_import") is False,
@@ -507,7 +507,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
 
 
 def _load_min_batch() -> int:
-    from complex_ner.models import crf as crf_module
+    from complex_ner.domain.models import crf as crf_module
 
     return crf_module._LOAD_MIN_BATCH
 

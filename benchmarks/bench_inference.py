@@ -84,7 +84,7 @@ PIPELINE_SYSTEM = "HF pipeline, aggregation=first"
 def _one_linear_head_class() -> type:
     from torch import Tensor, nn
 
-    from complex_ner.models.heads import Head, LinearHead
+    from complex_ner.domain.models.heads import Head, LinearHead
 
     class OneLinearHead(LinearHead):
         """One ``nn.Linear`` to emissions, then LinearHead's argmax + BIO repair, softmax and
@@ -111,7 +111,7 @@ def build_models(encoder_dir: Path, device: str) -> tuple[Any, Any]:
     from transformers import AutoModelForTokenClassification
     from transformers.utils import logging as hf_logging
 
-    from complex_ner.models.tagger import build_model
+    from complex_ner.domain.models.tagger import build_model
 
     tags = tag_set()
     tagger = build_model(str(encoder_dir), tags, "bert_linear", dropout=0.0, lang="es")
@@ -160,7 +160,7 @@ def fit_probe(tagger: Any, sentences: Sequence[Any], steps: int = 300) -> dict[s
     import torch
     import torch.nn.functional as F
 
-    from complex_ner.alignment import collate, gather_words
+    from complex_ner.domain.alignment import collate, gather_words
 
     words = [list(s.tokens) for s in sentences]
     labels = [[tagger.tag_to_id[t] for t in s.tags] for s in sentences]
@@ -272,7 +272,7 @@ def make_runner(
 
         return run_pipe
     if kind == "entities":
-        from complex_ner.predict import predict_entities
+        from complex_ner.engines.predict import predict_entities
 
         def run_entities(sentences: list[list[str]], batch_size: int) -> Any:
             return predict_entities(model, [" ".join(w) for w in sentences], batch_size)
@@ -309,7 +309,7 @@ def agreement(a: Sequence[Sequence[str]], b: Sequence[Sequence[str]]) -> tuple[f
 
 
 def macro_f1(gold: Sequence[Sequence[str]], pred: Sequence[Sequence[str]]) -> float:
-    from complex_ner.metrics import entity_scores
+    from complex_ner.domain.metrics import entity_scores
 
     return float(entity_scores(gold, pred, entity_types())["macro"]["f1"])
 
@@ -328,7 +328,7 @@ def explain_differences(
     """
     import torch
 
-    from complex_ner.alignment import collate
+    from complex_ner.domain.alignment import collate
 
     windows = tagger.encode(sentences)
     per_sentence: dict[int, int] = {}
@@ -506,7 +506,7 @@ def run_device(
     """
     import torch
 
-    from complex_ner.models.tagger import Tagger
+    from complex_ner.domain.models.tagger import Tagger
 
     tagger.to(device)
     hf.to(device)

@@ -162,12 +162,12 @@ class Phases:
 
 def _wrap_common(phases: Phases) -> None:
     """Timers on the functions both sides call."""
-    import complex_ner.data as data
-    import complex_ner.encoders as encoders
-    import complex_ner.evaluate as evaluate
-    import complex_ner.pretrain as pretrain
-    import complex_ner.stats as stats
-    import complex_ner.train as train
+    import complex_ner.domain.data as data
+    import complex_ner.domain.encoders as encoders
+    import complex_ner.domain.stats as stats
+    import complex_ner.engines.evaluate as evaluate
+    import complex_ner.engines.pretrain as pretrain
+    import complex_ner.engines.train as train
 
     phases.wrap(data, "ingest", "ingest")
     phases.wrap(data, "write_splits", "split")
@@ -185,13 +185,13 @@ Runner = Callable[[Path, list[str]], dict[str, Any]]
 
 def _prepare_bare(phases: Phases) -> Runner:
     """What the pipeline does, minus Prefect, MLflow and GX (in the flow's order)."""
-    import complex_ner.data as data
-    import complex_ner.encoders as encoders
-    import complex_ner.evaluate as evaluate
-    import complex_ner.pretrain as pretrain
-    import complex_ner.stats as stats
-    import complex_ner.train as train
-    from complex_ner.config import load_params
+    import complex_ner.domain.data as data
+    import complex_ner.domain.encoders as encoders
+    import complex_ner.domain.stats as stats
+    import complex_ner.engines.evaluate as evaluate
+    import complex_ner.engines.pretrain as pretrain
+    import complex_ner.engines.train as train
+    from complex_ner.core.config import load_params
 
     _wrap_common(phases)
 
@@ -262,9 +262,9 @@ def _prepare_pipeline(phases: Phases) -> Runner:
     import flows.pipeline as flow_module
     from prefect.server.api.server import SubprocessASGIServer
 
-    import complex_ner.tracking as tracking
-    import complex_ner.validation as validation
-    import complex_ner.versioning as versioning
+    import complex_ner.adapters.dvc as versioning
+    import complex_ner.adapters.tracking as tracking
+    import complex_ner.domain.validation as validation
 
     _wrap_common(phases)
     phases.wrap(SubprocessASGIServer, "start", "prefect_server_start")
@@ -306,9 +306,9 @@ def _prepare_pipeline(phases: Phases) -> Runner:
 
 def _prepare_gx_full(phases: Phases) -> Runner:
     """Ingest the make-run data, then time the GX gate and the reading it needs anyway."""
-    import complex_ner.data as data
-    import complex_ner.validation as validation
-    from complex_ner.config import load_params
+    import complex_ner.domain.data as data
+    import complex_ner.domain.validation as validation
+    from complex_ner.core.config import load_params
 
     phases.wrap(validation, "_run_gx", "gx_suite_run")
 
@@ -382,7 +382,7 @@ def child_env(project: Path) -> dict[str, str]:
 
 def make_project(folder: Path, sentences: Sequence[Any] | None) -> Path:
     """A fresh project: params.yaml copied verbatim, plus the source slice under ``src/es``."""
-    from complex_ner.data import format_conll
+    from complex_ner.domain.data import format_conll
 
     folder.mkdir(parents=True)
     shutil.copyfile(ROOT / "params.yaml", folder / "params.yaml")

@@ -21,8 +21,9 @@ sys.path.insert(0, str(ROOT / "src"))
 
 
 def main(argv: list[str] | None = None) -> list[dict]:
-    from complex_ner.config import ARCHITECTURES, load_params
-    from complex_ner.train import pick_device, train_model
+    from complex_ner.core.config import ARCHITECTURES, load_params
+    from complex_ner.core.device import pick_device
+    from complex_ner.engines.train import train_model
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--params", default=str(ROOT / "params.yaml"))

@@ -95,7 +95,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     n = args.sentences or (16 if args.quick else 5000)
     repeats = args.repeats or (3 if args.quick else 30)
 
-    from complex_ner.models.tagger import build_model
+    from complex_ner.domain.models.tagger import build_model
 
     with tempfile.TemporaryDirectory(prefix="bench-roofline-") as tmp:
         encoder = args.encoder or (

@@ -1,7 +1,7 @@
 """Training speed per architecture: seconds per step, tokens/s, padding, and frozen embeddings.
 
 Each configuration trains a fresh tagger (default encoder, multilingual-e5-small) for one epoch
-with ``complex_ner.train.fit`` on a fixed slice of Spanish training sentences (256 by default,
+with ``complex_ner.engines.train.fit`` on a fixed slice of Spanish training sentences (256 by default,
 batch 32) and a tiny validation set; the numbers come from fit's own history record
 (``epoch_seconds`` covers the training loop only, ``tokens_per_second`` counts real pieces,
 ``pad_share`` is the padded share of the piece tensors the encoder sees).
@@ -121,9 +121,9 @@ def train_once(
     """One epoch of fit on a fresh tagger; step time, throughput, padding and peak memory."""
     import torch
 
-    from complex_ner.config import TrainConfig
-    from complex_ner.models.tagger import build_model
-    from complex_ner.train import fit
+    from complex_ner.core.config import TrainConfig
+    from complex_ner.domain.models.tagger import build_model
+    from complex_ner.engines.train import fit
 
     if collect:  # comparable RSS baselines; skipped by --quick (a full collection takes time)
         release_memory()

@@ -1,7 +1,7 @@
 """Vocabulary trimming: size, load time, training speed, memory and F1, full vs trimmed.
 
 The default encoder's 250k-row word-embedding matrix is 96M of its 118M parameters.
-:func:`complex_ner.vocab.trim_encoder` keeps the pieces a corpus uses. This script trims the
+:func:`complex_ner.domain.vocab.trim_encoder` keeps the pieces a corpus uses. This script trims the
 default encoder to the Spanish and Chinese processed splits (or, without them, to the
 benchmark sentences), then trains ``bert_crf`` for one epoch from the same seed on the same
 Spanish slice with each encoder, word embeddings frozen and trainable, and compares: folder
@@ -58,7 +58,7 @@ def folder_mb(folder: Path) -> float:
 
 
 def load_seconds(folder: Path) -> float:
-    from complex_ner.encoders import load_encoder, load_tokenizer
+    from complex_ner.domain.encoders import load_encoder, load_tokenizer
 
     start = time.perf_counter()
     load_encoder(str(folder))
@@ -69,9 +69,9 @@ def load_seconds(folder: Path) -> float:
 def corpus(sentences: Sequence[Any], use_splits: bool = True) -> tuple[list[str], str]:
     """The processed es + zh splits joined as the model joins them, else the given sentences
     (always for ``--quick``: fast, and no processed splits needed)."""
-    from complex_ner.alignment import join_words
-    from complex_ner.config import load_params
-    from complex_ner.vocab import corpus_texts
+    from complex_ner.core.config import load_params
+    from complex_ner.domain.alignment import join_words
+    from complex_ner.domain.vocab import corpus_texts
 
     params = load_params(ROOT / "params.yaml")
     texts = [join_words(s.tokens, params.model.join)[0] for s in sentences]
@@ -95,7 +95,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     n_val = args.val_sentences or (8 if args.quick else 128)
     batch_size = args.batch_size or (8 if args.quick else 32)
 
-    from complex_ner.vocab import trim_encoder
+    from complex_ner.domain.vocab import trim_encoder
 
     with tempfile.TemporaryDirectory(prefix="bench-trim-") as tmp:
         full = args.encoder or (

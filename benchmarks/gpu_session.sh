@@ -62,7 +62,7 @@ fi
 COMMON=(--set "model.encoder=$ENC" --set train.batch_size=32 --set "train.device=$DEV"
     --set train.freeze_embeddings=false --set train.keep_checkpoint=false)
 
-step env 60 bash -c "nvidia-smi -L; nvidia-smi --query-gpu=name,memory.total,clocks.sm,clocks.max.sm --format=csv; nproc; $PY -c 'import torch, transformers, tokenizers, numpy; print(torch.__version__, torch.version.cuda, transformers.__version__, tokenizers.__version__, numpy.__version__, torch.cuda.is_available())'; $PY -c 'import complex_ner.train, complex_ner.metrics, complex_ner.models.tagger, torchcrf, seqeval; print(\"imports ok\")'"
+step env 60 bash -c "nvidia-smi -L; nvidia-smi --query-gpu=name,memory.total,clocks.sm,clocks.max.sm --format=csv; nproc; $PY -c 'import torch, transformers, tokenizers, numpy; print(torch.__version__, torch.version.cuda, transformers.__version__, tokenizers.__version__, numpy.__version__, torch.cuda.is_available())'; $PY -c 'import complex_ner.engines.train, complex_ner.domain.metrics, complex_ner.domain.models.tagger, torchcrf, seqeval; print(\"imports ok\")'"
 step unpack 90 $PY benchmarks/device_pack.py unpack --pack .devcarry --out "$ENC"
 step bench_inference 110 $PY benchmarks/bench_inference.py "${INF[@]}" --encoder "$ENC" \
     --json "$OUT/bench_inference.json"

@@ -23,10 +23,11 @@ sys.path.insert(0, str(ROOT / "src"))
 def main(argv: list[str] | None = None) -> dict:
     import torch
 
-    from complex_ner.alignment import collate
-    from complex_ner.config import DataConfig
-    from complex_ner.data import read_conll
-    from complex_ner.models.tagger import Tagger, autocast_context, build_model
+    from complex_ner.core.config import DataConfig
+    from complex_ner.core.device import autocast_context
+    from complex_ner.domain.alignment import collate
+    from complex_ner.domain.data import read_conll
+    from complex_ner.domain.models.tagger import Tagger, build_model
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--encoder", type=Path, required=True)

@@ -334,7 +334,7 @@ class PeakRSS:
 
 def es_train_path() -> Path:
     """The Spanish training file named by params.yaml (or $COMPLEX_NER_DATA_SOURCE)."""
-    from complex_ner.config import load_params
+    from complex_ner.core.config import load_params
 
     return load_params(ROOT / "params.yaml").source_dir / "es" / "train.conll"
 
@@ -346,7 +346,7 @@ _BANDS = ["the beatles", "los prisioneros", "soda stereo"]
 
 def toy_sentences(n: int, offset: int = 0) -> list[Any]:
     """Labelled synthetic Spanish sentences of varied length (when the real data is absent)."""
-    from complex_ner.data import Sentence
+    from complex_ner.domain.data import Sentence
 
     out = []
     for k in range(offset, offset + n):
@@ -367,8 +367,8 @@ def load_sentences(n: int, offset: int = 0, allow_toy: bool = False) -> tuple[li
     """
     import itertools
 
-    from complex_ner.config import load_params
-    from complex_ner.data import iter_conll
+    from complex_ner.core.config import load_params
+    from complex_ner.domain.data import iter_conll
 
     path = es_train_path()
     if not path.is_file():
@@ -383,20 +383,20 @@ def load_sentences(n: int, offset: int = 0, allow_toy: bool = False) -> tuple[li
 
 
 def tag_set() -> tuple[str, ...]:
-    from complex_ner.config import DataConfig
+    from complex_ner.core.config import DataConfig
 
     return DataConfig().tags
 
 
 def entity_types() -> tuple[str, ...]:
-    from complex_ner.config import DataConfig
+    from complex_ner.core.config import DataConfig
 
     return tuple(DataConfig().entity_types)
 
 
 def tiny_encoder(folder: Path) -> Path:
     """A tiny random BERT (hidden 32, 2 layers) with the real MiniLM tokenizer, for --quick."""
-    from complex_ner.encoders import minilm_dir, tiny_random_bert
+    from complex_ner.domain.encoders import minilm_dir, tiny_random_bert
 
     folder = Path(folder)
     if (folder / "config.json").is_file():
@@ -407,7 +407,7 @@ def tiny_encoder(folder: Path) -> Path:
 def default_encoder() -> Path:
     """The provisioned multilingual-e5-small folder (provisioned on first use if missing)."""
     if not (DEFAULT_ENCODER / "model.safetensors").is_file():
-        from complex_ner.encoders import provision_default_encoder
+        from complex_ner.domain.encoders import provision_default_encoder
 
         provision_default_encoder(DEFAULT_ENCODER)
     return DEFAULT_ENCODER

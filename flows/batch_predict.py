@@ -16,7 +16,7 @@ if str(ROOT / "src") not in sys.path:
 def predict_file_task(
     input_path: str, output_path: str, model: str, chunk_size: int, batch_size: int
 ) -> dict[str, int]:
-    from complex_ner.predict import load_tagger, predict_conll_batched
+    from complex_ner.engines.predict import load_tagger, predict_conll_batched
 
     logger = get_run_logger()
     tagger = load_tagger(model, ROOT)

@@ -23,15 +23,15 @@ for _p in (ROOT / "src", ROOT):  # deployments run from a checkout without insta
     if str(_p) not in sys.path:
         sys.path.insert(0, str(_p))
 
-from complex_ner import tracking  # noqa: E402
-from complex_ner.config import Params, load_params  # noqa: E402
+from complex_ner.adapters import tracking  # noqa: E402
+from complex_ner.core.config import Params, load_params  # noqa: E402
 
 DEFAULT_PARAMS = str(ROOT / "params.yaml")
 
 
 def _io_error_only(task: Any, task_run: Any, state: Any) -> bool:
     """Retry a task only when it failed on I/O (not on bad data, which a retry cannot fix)."""
-    from complex_ner.data import DataFormatError
+    from complex_ner.domain.data import DataFormatError
 
     exc = state.result(raise_on_failure=False)
     return isinstance(exc, OSError) and not isinstance(exc, DataFormatError)
@@ -46,14 +46,14 @@ def _params(params_path: str, overrides: list[str] | None) -> Params:
 
 @task(name="ingest", timeout_seconds=600, **IO)
 def ingest_task(params_path: str, overrides: list[str] | None = None) -> dict[str, Any]:
-    from complex_ner.data import ingest
+    from complex_ner.domain.data import ingest
 
     return ingest(_params(params_path, overrides))
 
 
 @task(name="validate", timeout_seconds=900)
 def validate_task(params_path: str, overrides: list[str] | None = None) -> dict[str, Any]:
-    from complex_ner.validation import ValidationFailed, validate_data
+    from complex_ner.domain.validation import ValidationFailed, validate_data
 
     try:
         report = validate_data(_params(params_path, overrides))
@@ -65,8 +65,8 @@ def validate_task(params_path: str, overrides: list[str] | None = None) -> dict[
 
 @task(name="split", timeout_seconds=600, **IO)
 def split_task(params_path: str, overrides: list[str] | None = None) -> dict[str, Any]:
-    from complex_ner.data import write_splits
-    from complex_ner.validation import require_validated
+    from complex_ner.domain.data import write_splits
+    from complex_ner.domain.validation import require_validated
 
     p = _params(params_path, overrides)
     require_validated(p)
@@ -75,14 +75,14 @@ def split_task(params_path: str, overrides: list[str] | None = None) -> dict[str
 
 @task(name="stats", timeout_seconds=600, **IO)
 def stats_task(params_path: str, overrides: list[str] | None = None) -> dict[str, Any]:
-    from complex_ner.stats import write_stats
+    from complex_ner.domain.stats import write_stats
 
     return write_stats(_params(params_path, overrides))
 
 
 @task(name="provision-encoder", timeout_seconds=900, **IO)
 def provision_task(params_path: str, overrides: list[str] | None = None) -> str:
-    from complex_ner.encoders import provision_default_encoder
+    from complex_ner.domain.encoders import provision_default_encoder
 
     p = _params(params_path, overrides)
     if p.model.encoder != p.encoder.output_dir:
@@ -105,7 +105,7 @@ def train_task(
 def evaluate_task(
     params_path: str, lang: str, arch: str, overrides: list[str] | None = None
 ) -> dict[str, Any]:
-    from complex_ner.evaluate import evaluate_model
+    from complex_ner.engines.evaluate import evaluate_model
 
     p = _params(params_path, overrides)
     scores = evaluate_model(p, lang, arch)
@@ -115,7 +115,7 @@ def evaluate_task(
 
 @task(name="tables", timeout_seconds=300, **IO)
 def tables_task(params_path: str, overrides: list[str] | None = None) -> dict[str, Any]:
-    from complex_ner.evaluate import write_tables
+    from complex_ner.engines.evaluate import write_tables
 
     p = _params(params_path, overrides)
     return write_tables(p, p.train.languages, p.train.archs)
@@ -140,7 +140,7 @@ def register_task(params_path: str, overrides: list[str] | None = None) -> list[
 
 @task(name="version-outputs", timeout_seconds=1800, **IO)
 def version_task(params_path: str) -> str:
-    from complex_ner.versioning import commit_outputs
+    from complex_ner.adapters.dvc import commit_outputs
 
     return commit_outputs(Path(params_path).resolve().parent)
 
@@ -266,7 +266,7 @@ def warm_start(params_path: str = DEFAULT_PARAMS, overrides: list[str] | None = 
     try:
         import transformers.models.bert.modeling_bert  # noqa: F401 - the default encoder's
 
-        from complex_ner.validation import import_gx
+        from complex_ner.domain.validation import import_gx
 
         import_gx()  # the validate task's import, with the same settings
 

@@ -1,6 +1,6 @@
 """Prefect 3 flow ``pretrain``: whole-word-masking continued pre-training, one task per language.
 
-A thin wrapper over :func:`complex_ner.pretrain.run_pretrain` (the function ``complex-ner
+A thin wrapper over :func:`complex_ner.engines.pretrain.run_pretrain` (the function ``complex-ner
 pretrain`` calls): with ``pretrain.enabled`` false each task only writes the ``SKIPPED`` marker.
 Inside the ``pipeline`` flow's MLflow parent run the ``pretrain-<lang>`` runs nest under it.
 One worker: on a CPU concurrent runs would only compete for cores. No retries: a failure here is
@@ -20,7 +20,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT / "src") not in sys.path:  # deployments run from a checkout without installing
     sys.path.insert(0, str(ROOT / "src"))
 
-from complex_ner.config import Params, load_params  # noqa: E402
+from complex_ner.core.config import Params, load_params  # noqa: E402
 
 DEFAULT_PARAMS = str(ROOT / "params.yaml")
 
@@ -33,7 +33,7 @@ def _params(params_path: str, overrides: list[str] | None) -> Params:
 def pretrain_task(
     params_path: str, lang: str, overrides: list[str] | None = None
 ) -> dict[str, Any]:
-    from complex_ner.pretrain import run_pretrain
+    from complex_ner.engines.pretrain import run_pretrain
 
     out = run_pretrain(_params(params_path, overrides), lang, progress=False)
     if out["status"] == "skipped":

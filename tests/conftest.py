@@ -23,7 +23,7 @@ for _k, _v in {
 
 def real_data_dir() -> Path | None:
     """The MultiCoNER folder named by params.yaml (or $COMPLEX_NER_DATA_SOURCE), if present."""
-    from complex_ner.config import load_params
+    from complex_ner.core.config import load_params
 
     path = load_params(ROOT / "params.yaml").source_dir
     return path if (path / "es" / "train.conll").is_file() else None

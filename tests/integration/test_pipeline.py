@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from complex_ner.data import format_conll, read_conll
-from complex_ner.encoders import minilm_dir, tiny_random_bert
+from complex_ner.domain.data import format_conll, read_conll
+from complex_ner.domain.encoders import minilm_dir, tiny_random_bert
 
 pytestmark = pytest.mark.integration
 
@@ -48,8 +48,8 @@ def test_pipeline_logs_registers_and_guards_the_champion(
     import mlflow
     from flows.pipeline import pipeline
 
-    from complex_ner.config import load_params
-    from complex_ner.tracking import setup
+    from complex_ner.adapters.tracking import setup
+    from complex_ner.core.config import load_params
 
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     params = make_project(tmp_path, multiconer_dir)
@@ -104,7 +104,7 @@ def test_pipeline_logs_registers_and_guards_the_champion(
         champion = client.get_model_version_by_alias(f"complex-ner-{reg['lang']}", "champion")
         assert str(champion.version) == "1"
     # The mlflow-free registry lookup of `complex-ner predict` finds what mlflow finds.
-    from complex_ner.tracking import _tagger_path, local_registry_folder
+    from complex_ner.adapters.tracking import _tagger_path, local_registry_folder
 
     for uri in ("models:/complex-ner-es@champion", "models:/complex-ner-zh@challenger",
                 "models:/complex-ner-es/2"):  # fmt: skip
@@ -116,7 +116,7 @@ def test_pipeline_logs_registers_and_guards_the_champion(
     assert local_registry_folder("runs:/abc/model", tmp_path) is None
 
     # The same model registered again ties the champion: a tie does not take the alias.
-    from complex_ner.tracking import register_best
+    from complex_ner.adapters.tracking import register_best
 
     tie = register_best(p, "es", [runs["es"]["run_id"]])
     assert tie.alias == "challenger" and tie.champion_f1 == tie.val_macro_f1

@@ -36,8 +36,9 @@ def post(url: str, payload: object) -> tuple[int, dict]:
 def registry(tmp_path_factory: pytest.TempPathFactory, tagger_dir: Path) -> Path:  # noqa: F811
     import mlflow
 
-    from complex_ner.config import load_params
-    from complex_ner.tracking import CHAMPION, log_pyfunc, setup
+    from complex_ner.adapters.tracking import log_pyfunc, setup
+    from complex_ner.core.config import load_params
+    from complex_ner.core.paths import CHAMPION
 
     root = tmp_path_factory.mktemp("registry")
     (root / "params.yaml").write_text("{}\n")

@@ -7,9 +7,9 @@ import pytest
 from typer.testing import CliRunner
 
 from complex_ner.cli import app
-from complex_ner.config import load_params
-from complex_ner.data import Sentence, ingest
-from complex_ner.validation import (
+from complex_ner.core.config import load_params
+from complex_ner.domain.data import Sentence, ingest
+from complex_ner.domain.validation import (
     ValidationFailed,
     _run_gx,
     build_tables,

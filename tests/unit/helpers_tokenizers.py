@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from complex_ner.encoders import load_tokenizer, minilm_dir, provision_tokenizer
+from complex_ner.domain.encoders import load_tokenizer, minilm_dir, provision_tokenizer
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 

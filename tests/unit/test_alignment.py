@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 import torch
 
-from complex_ner.alignment import (
+from complex_ner.domain.alignment import (
     EncodedWindow,
     align_sentences,
     alignment_stats,
@@ -19,7 +19,7 @@ from complex_ner.alignment import (
     join_words,
     merge_windows,
 )
-from complex_ner.encoders import load_encoder, load_tokenizer, minilm_dir, tiny_random_bert
+from complex_ner.domain.encoders import load_encoder, load_tokenizer, minilm_dir, tiny_random_bert
 
 try:
     from helpers_tokenizers import e5_tokenizer, minilm_tokenizer, read_conll
@@ -355,7 +355,7 @@ def test_merge_windows_checks_coverage() -> None:
 
 
 def test_measured_numbers_in_module_docstring(tmp_path_factory: pytest.TempPathFactory) -> None:
-    """Keeps the table in complex_ner.alignment's docstring honest."""
+    """Keeps the table in complex_ner.domain.alignment's docstring honest."""
     e5 = e5_tokenizer(tmp_path_factory)
     es, _ = read_conll("es", 300)
     zh, zh_tags = read_conll("zh", 300)

@@ -19,7 +19,7 @@ from benchmarks import (
     run_all,
 )
 
-from complex_ner.encoders import minilm_dir, tiny_random_bert
+from complex_ner.domain.encoders import minilm_dir, tiny_random_bert
 
 
 @pytest.fixture(scope="module")

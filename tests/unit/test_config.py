@@ -2,7 +2,7 @@ from pathlib import Path
 
 import pytest
 
-from complex_ner.config import ConfigError, load_params
+from complex_ner.core.config import ConfigError, load_params
 
 
 def write(tmp_path: Path, text: str) -> Path:

@@ -14,8 +14,8 @@ import pytest
 import torch
 from torchcrf import CRF
 
-from complex_ner.models import crf as crf_module
-from complex_ner.models.crf import (
+from complex_ner.domain.models import crf as crf_module
+from complex_ner.domain.models.crf import (
     ConstrainedCRF,
     bio_transition_masks,
     crf_marginals,

@@ -2,11 +2,11 @@ from pathlib import Path
 
 import pytest
 
-from complex_ner.config import DataConfig
-from complex_ner.data import (
+from complex_ner.core.config import DataConfig
+from complex_ner.core.io import atomic_write_text
+from complex_ner.domain.data import (
     DataFormatError,
     Sentence,
-    atomic_write_text,
     format_conll,
     parse_conll,
     read_conll,
@@ -135,7 +135,7 @@ def test_split_rejects_bad_fraction() -> None:
 
 
 def test_streaming_reader_matches_and_names_lines(tmp_path: Path) -> None:
-    from complex_ner.data import iter_conll
+    from complex_ner.domain.data import iter_conll
 
     good = tmp_path / "good.conll"
     good.write_text("\ufeff" + SAMPLE.replace("\n", "\r\n"), encoding="utf-8")

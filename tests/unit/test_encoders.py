@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from complex_ner import encoders
-from complex_ner.encoders import (
+from complex_ner.domain import encoders
+from complex_ner.domain.encoders import (
     EncoderUnavailableError,
     load_encoder,
     load_tokenizer,
@@ -220,7 +220,7 @@ def test_provisioned_encoder_loads_offline(provisioned_encoder: Path) -> None:
         import sys
         import torch
         from transformers import AutoModel, AutoTokenizer
-        from complex_ner.encoders import EncoderUnavailableError, load_tokenizer
+        from complex_ner.domain.encoders import EncoderUnavailableError, load_tokenizer
 
         folder = sys.argv[1]
         tokenizer = AutoTokenizer.from_pretrained(folder)

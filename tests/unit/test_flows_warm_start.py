@@ -69,7 +69,7 @@ def test_a_bad_params_file_fails_before_any_server_starts(
     from flows.pipeline import warm_start
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
-    from complex_ner.config import ConfigError
+    from complex_ner.core.config import ConfigError
 
     bad = tmp_path / "params.yaml"
     bad.write_text("train: {epochs: -1}\n", encoding="utf-8")

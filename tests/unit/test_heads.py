@@ -7,8 +7,8 @@ from collections.abc import Iterator
 import pytest
 import torch
 
-from complex_ner.models.crf import parse_bio_tag
-from complex_ner.models.heads import (
+from complex_ner.domain.models.crf import parse_bio_tag
+from complex_ner.domain.models.heads import (
     HEADS,
     BiLSTMCRFHead,
     CRFHead,

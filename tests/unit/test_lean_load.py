@@ -17,11 +17,11 @@ from typing import Any
 import pytest
 import torch
 
-from complex_ner.alignment import align_sentences, collate, encode_sentences
-from complex_ner.encoders import load_encoder, minilm_dir, tiny_random_bert
-from complex_ner.models.bert_lite import LiteBertConfig, LiteBertModel, load_lite_encoder
-from complex_ner.models.tagger import Tagger, build_model
-from complex_ner.rawtok import RawTokenizer, load_raw_tokenizer
+from complex_ner.domain.alignment import align_sentences, collate, encode_sentences
+from complex_ner.domain.encoders import load_encoder, minilm_dir, tiny_random_bert
+from complex_ner.domain.models.bert_lite import LiteBertConfig, LiteBertModel, load_lite_encoder
+from complex_ner.domain.models.tagger import Tagger, build_model
+from complex_ner.domain.rawtok import RawTokenizer, load_raw_tokenizer
 
 try:
     from helpers_tokenizers import e5_tokenizer, minilm_tokenizer, read_conll
@@ -220,7 +220,7 @@ def test_lean_load_falls_back_to_transformers(tagger_dir: Path, tmp_path: Path) 
 def test_predict_path_never_imports_transformers(tagger_dir: Path) -> None:
     code = (
         "import sys\n"
-        "from complex_ner.predict import load_tagger, predict_entities\n"
+        "from complex_ner.engines.predict import load_tagger, predict_entities\n"
         f"tagger = load_tagger({str(tagger_dir)!r})\n"
         "print(predict_entities(tagger, ['ana vive en lima']))\n"
         "heavy = [m for m in ('transformers', 'torch._dynamo', 'pandas') if m in sys.modules]\n"

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from complex_ner.metrics import (
+from complex_ner.domain.metrics import (
     confusion_counts,
     entity_scores,
     paper_table,
@@ -16,7 +16,7 @@ from complex_ner.metrics import (
     strict_spans,
     write_report,
 )
-from complex_ner.stats import entity_spans
+from complex_ner.domain.stats import entity_spans
 
 TYPES = ["PER", "LOC", "GRP", "CORP", "PROD", "CW"]
 

@@ -9,9 +9,9 @@ import pytest
 from typer.testing import CliRunner
 
 from complex_ner.cli import app
-from complex_ner.data import Sentence, format_conll, read_conll
-from complex_ner.models.tagger import Tagger
-from complex_ner.predict import (
+from complex_ner.domain.data import Sentence, format_conll, read_conll
+from complex_ner.domain.models.tagger import Tagger
+from complex_ner.engines.predict import (
     InputError,
     entities_from_tags,
     predict_conll_batched,
@@ -25,9 +25,9 @@ from tests.unit.test_train import TAGS, TYPES, cfg, corpus
 def tagger_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     import torch
 
-    from complex_ner.encoders import minilm_dir, tiny_random_bert
-    from complex_ner.models.tagger import build_model
-    from complex_ner.train import fit
+    from complex_ner.domain.encoders import minilm_dir, tiny_random_bert
+    from complex_ner.domain.models.tagger import build_model
+    from complex_ner.engines.train import fit
 
     tmp = tmp_path_factory.mktemp("pred")
     tiny = tiny_random_bert(minilm_dir(), tmp / "bert", hidden=32)

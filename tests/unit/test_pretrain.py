@@ -17,13 +17,13 @@ import pytest
 import torch
 import yaml
 
-from complex_ner.alignment import align_sentences
-from complex_ner.config import ConfigError, load_params
-from complex_ner.data import Sentence, write_conll
-from complex_ner.encoders import load_encoder, load_tokenizer, minilm_dir, tiny_random_bert
-from complex_ner.pretrain import (
+from complex_ner.core.config import ConfigError, load_params
+from complex_ner.core.paths import SKIP_MARKER
+from complex_ner.domain.alignment import align_sentences
+from complex_ner.domain.data import Sentence, write_conll
+from complex_ner.domain.encoders import load_encoder, load_tokenizer, minilm_dir, tiny_random_bert
+from complex_ner.engines.pretrain import (
     IGNORE_INDEX,
-    SKIP_MARKER,
     MaskingVocab,
     MaskStats,
     encode_examples,
@@ -58,7 +58,7 @@ pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 def _jieba_words(text: str) -> list[str]:
-    from complex_ner.pretrain import _jieba  # the shared, initialised jieba tokenizer
+    from complex_ner.engines.pretrain import _jieba  # the shared, initialised jieba tokenizer
 
     return list(_jieba().cut(text))
 
@@ -307,7 +307,7 @@ class _Built(Exception):
 
 
 def _encoder_train_uses(params: Any, lang: str, monkeypatch: pytest.MonkeyPatch) -> str:
-    import complex_ner.train as train
+    import complex_ner.engines.train as train
 
     seen: list[str] = []
 
@@ -372,8 +372,8 @@ def test_tracked_run_logs_the_loss_curve_under_the_parent(
 ) -> None:
     import mlflow
 
-    from complex_ner import tracking
-    from complex_ner.pretrain import pretrain_tracked
+    from complex_ner.adapters import tracking
+    from complex_ner.engines.pretrain import pretrain_tracked
 
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     params = load_params(_project(tmp_path, tiny_e5, "es", n=12, batch_size=4))

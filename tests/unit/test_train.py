@@ -8,11 +8,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from complex_ner.config import ARCHITECTURES, DataConfig, TrainConfig
-from complex_ner.data import Sentence
-from complex_ner.encoders import minilm_dir, tiny_random_bert
-from complex_ner.models.tagger import Tagger, build_model
-from complex_ner.train import fit
+from complex_ner.core.config import ARCHITECTURES, DataConfig, TrainConfig
+from complex_ner.domain.data import Sentence
+from complex_ner.domain.encoders import minilm_dir, tiny_random_bert
+from complex_ner.domain.models.tagger import Tagger, build_model
+from complex_ner.engines.train import fit
 
 TYPES = DataConfig().entity_types
 TAGS = DataConfig().tags
@@ -101,9 +101,9 @@ def test_resume_equals_uninterrupted(tiny_dir: Path, tmp_path: Path) -> None:
 def test_initial_head_depends_on_seed_alone(
     tiny_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import complex_ner.encoders as encoders
-    import complex_ner.train as train_module
-    from complex_ner.config import Params
+    import complex_ner.domain.encoders as encoders
+    import complex_ner.engines.train as train_module
+    from complex_ner.core.config import Params
 
     heads: list[dict[str, torch.Tensor]] = []
 

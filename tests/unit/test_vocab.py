@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from complex_ner.encoders import load_encoder, load_tokenizer, minilm_dir, tiny_random_bert
-from complex_ner.vocab import trim_encoder
+from complex_ner.domain.encoders import load_encoder, load_tokenizer, minilm_dir, tiny_random_bert
+from complex_ner.domain.vocab import trim_encoder
 
 try:
     from helpers_tokenizers import e5_tokenizer_dir

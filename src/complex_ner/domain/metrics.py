@@ -13,7 +13,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from complex_ner.data import atomic_write_text, pyplot, save_png
+from complex_ner.core.io import atomic_write_text, pyplot, save_png
 
 NONE_ROW = "(none)"
 BOUNDARY_COL = "boundary"
@@ -24,7 +24,7 @@ _METRICS = ("precision", "recall", "f1")
 def strict_spans(tags: Sequence[str]) -> list[tuple[str, int, int]]:
     """Entity spans as seqeval's strict IOB2 mode sees them.
 
-    Unlike ``complex_ner.stats.entity_spans`` (lenient, conlleval-like), an ``I-X`` that does
+    Unlike ``complex_ner.domain.stats.entity_spans`` (lenient, conlleval-like), an ``I-X`` that does
     not continue an open ``X`` entity is dropped, so confusion counts agree with the scores.
 
     Args:

@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
-from complex_ner.models.crf import ConstrainedCRF, as_bool_mask, parse_bio_tag
+from complex_ner.domain.models.crf import ConstrainedCRF, as_bool_mask, parse_bio_tag
 
 __all__ = [
     "HEADS",

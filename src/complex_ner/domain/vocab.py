@@ -198,7 +198,7 @@ def trim_encoder(
     from safetensors.torch import load_file, save_file
     from tokenizers import Tokenizer
 
-    from complex_ner.data import replace_dir, staging_dir, write_json
+    from complex_ner.core.io import replace_dir, staging_dir, write_json
 
     source, output = Path(source), Path(output)
     if not texts:
@@ -281,8 +281,8 @@ def trim_encoder(
 
 def corpus_texts(params: Any, languages: Sequence[str]) -> list[str]:
     """Every sentence of the processed splits of ``languages``, joined as the model joins it."""
-    from complex_ner.alignment import join_words
-    from complex_ner.data import read_conll
+    from complex_ner.domain.alignment import join_words
+    from complex_ner.domain.data import read_conll
 
     texts: list[str] = []
     for lang in languages:

@@ -31,7 +31,7 @@ from typing import Any
 
 import numpy as np
 
-from complex_ner.data import staging_dir, write_json
+from complex_ner.core.io import staging_dir, write_json
 
 __all__ = [
     "DEFAULT_ENCODER_DIR",

@@ -1,6 +1,6 @@
 """A lean stand-in for a transformers fast tokenizer, over the raw ``tokenizers.Tokenizer``.
 
-Prediction needs only what :mod:`complex_ner.alignment` and the tagger use: ``__call__`` with
+Prediction needs only what :mod:`complex_ner.domain.alignment` and the tagger use: ``__call__`` with
 offsets and special-token masks, ``convert_ids_to_tokens`` and the special-token ids. Loading a
 folder through ``transformers.AutoTokenizer`` costs about 5 s more than
 ``tokenizers.Tokenizer.from_file`` on the 17 MB XLM-R ``tokenizer.json`` (transformers also
@@ -10,7 +10,7 @@ Folders written by ``save_pretrained`` under transformers 5 hold the pipeline tr
 runs (it serialises its backend tokenizer), so reading that ``tokenizer.json`` directly gives the
 same pieces and offsets; ``tests/unit/test_lean_load.py`` checks this on real Spanish and Chinese
 sentences. Training keeps ``transformers.AutoTokenizer``
-(:func:`complex_ner.encoders.load_tokenizer`).
+(:func:`complex_ner.domain.encoders.load_tokenizer`).
 """
 
 from __future__ import annotations
@@ -141,7 +141,7 @@ class RawTokenizer:
 
         Raises:
             NotImplementedError: ``truncation`` or ``padding`` asked for (prediction windows
-                long sentences itself and pads in :func:`complex_ner.alignment.collate`).
+                long sentences itself and pads in :func:`complex_ner.domain.alignment.collate`).
         """
         del verbose  # nothing is truncated, so there is no max-length warning to silence
         if truncation or padding:

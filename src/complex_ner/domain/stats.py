@@ -8,8 +8,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from complex_ner.config import Params
-from complex_ner.data import Sentence, atomic_write_text, load_splits, pyplot, save_png
+from complex_ner.core.config import Params
+from complex_ner.core.io import atomic_write_text, pyplot, save_png
+from complex_ner.domain.data import Sentence, load_splits
 
 
 def entity_spans(tags: Sequence[str]) -> list[tuple[str, int, int]]:

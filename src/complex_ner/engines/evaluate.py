@@ -4,24 +4,20 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
-from complex_ner.config import Params
-from complex_ner.data import atomic_write_text, read_conll, write_conll
-from complex_ner.metrics import (
+from complex_ner.core.config import Params
+from complex_ner.core.device import pick_device
+from complex_ner.core.io import atomic_write_text
+from complex_ner.core.paths import BEST_DIR, eval_dir, run_dir
+from complex_ner.domain.data import read_conll, write_conll
+from complex_ner.domain.metrics import (
     confusion_counts,
     entity_scores,
     paper_table,
     plot_confusion,
     write_report,
 )
-from complex_ner.train import BEST_DIR, model_dir, pick_device
-
-
-def eval_dir(params: Params, lang: str, arch: str) -> Path:
-    """Reports of one language and architecture."""
-    return params.path(params.evaluate.report_dir) / lang / arch
 
 
 def evaluate_model(params: Params, lang: str, arch: str) -> dict[str, Any]:
@@ -30,9 +26,9 @@ def evaluate_model(params: Params, lang: str, arch: str) -> dict[str, Any]:
     Writes ``metrics.json``, ``metrics.md``, ``confusion.png`` and ``predictions.conll`` (the
     official format, keyed by sentence id) per split, and returns ``{split: scores}``.
     """
-    from complex_ner.models.tagger import Tagger
+    from complex_ner.domain.models.tagger import Tagger
 
-    folder = model_dir(params, lang, arch) / BEST_DIR
+    folder = run_dir(params, lang, arch) / BEST_DIR
     if not folder.is_dir():
         raise FileNotFoundError(
             f"{folder}: no trained model; run `complex-ner train --lang {lang} --arch {arch}`"

@@ -16,22 +16,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from complex_ner.config import Params
-from complex_ner.data import (
-    Sentence,
-    atomic_write_text,
-    load_splits,
-    raw_files,
-    replace_dir,
-    sha256_file,
-)
-from complex_ner.stats import entity_spans
+from complex_ner.core.config import Params
+from complex_ner.core.io import atomic_write_text, replace_dir, sha256_file
+from complex_ner.core.paths import VALIDATION_RESULTS_FILE, validation_results
+from complex_ner.domain.data import Sentence, load_splits, raw_files
+from complex_ner.domain.stats import entity_spans
 
 START = "<START>"
 #: Languages whose sentences must contain CJK ideographs.
 CJK_LANGUAGES = frozenset({"zh"})
 CJK_REGEX = r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]"
-RESULTS_FILE = "results.json"
 
 
 class ValidationFailed(RuntimeError):
@@ -322,7 +316,7 @@ def validate_data(params: Params) -> dict[str, Any]:
         report["success"] = report["success"] and lr["success"]
     report["split"] = {"val_fraction": params.split.val_fraction, "seed": params.split.seed}
     text = json.dumps(report, indent=2, ensure_ascii=False, default=str) + "\n"
-    atomic_write_text(report_dir / RESULTS_FILE, text)
+    atomic_write_text(report_dir / VALIDATION_RESULTS_FILE, text)
     if not report["success"]:
         raise ValidationFailed(summarize(report))
     return report
@@ -334,7 +328,7 @@ def require_validated(params: Params) -> None:
     Raises:
         ValidationFailed: no report, a failed report, or one made for other data.
     """
-    path = params.path(params.validate.report_dir) / RESULTS_FILE
+    path = validation_results(params)
     if not path.is_file():
         raise ValidationFailed(f"{path}: no validation report; run `complex-ner validate` first")
     report = json.loads(path.read_text(encoding="utf-8"))

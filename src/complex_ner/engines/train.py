@@ -19,19 +19,13 @@ from typing import Any
 
 import torch
 
-from complex_ner.alignment import collate
-from complex_ner.config import Params, TrainConfig
-from complex_ner.data import Sentence, atomic_write_text, read_conll, replace_dir
-from complex_ner.models.tagger import (
-    Tagger,
-    autocast_context,
-    build_model,
-    iter_batches,
-)
-
-CHECKPOINT_DIR = "checkpoint"
-BEST_DIR = "model"
-HISTORY_FILE = "history.json"
+from complex_ner.core.config import Params, TrainConfig
+from complex_ner.core.device import autocast_context, pick_device, pick_precision
+from complex_ner.core.io import atomic_write_text, replace_dir
+from complex_ner.core.paths import BEST_DIR, CHECKPOINT_DIR, HISTORY_FILE, run_dir
+from complex_ner.domain.alignment import collate
+from complex_ner.domain.data import Sentence, read_conll
+from complex_ner.domain.models.tagger import Tagger, build_model, iter_batches
 
 EpochCallback = Callable[[dict[str, Any]], None]
 
@@ -45,22 +39,6 @@ class FitResult:
     history: list[dict[str, Any]] = field(default_factory=list)
     model_dir: Path | None = None
     stopped_early: bool = False
-
-
-def pick_device(name: str) -> torch.device:
-    """``auto`` is the first CUDA device when there is one, else the CPU."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
-
-
-def pick_precision(name: str, device: torch.device) -> str:
-    """``auto`` is bf16 on CUDA and fp32 on CPU."""
-    if name == "auto":
-        return "bf16" if device.type == "cuda" else "fp32"
-    if name in ("bf16", "fp16") and device.type != "cuda":
-        return "fp32"  # autocast is only used on CUDA
-    return name
 
 
 def make_optimizer(tagger: Tagger, cfg: TrainConfig) -> torch.optim.Optimizer:
@@ -128,7 +106,7 @@ def evaluate_f1(
     tagger: Tagger, sentences: Sequence[Sentence], entity_types: Sequence[str], batch_size: int
 ) -> dict[str, Any]:
     """Entity-level scores of the tagger on labelled sentences."""
-    from complex_ner.metrics import entity_scores
+    from complex_ner.domain.metrics import entity_scores
 
     pred = tagger.predict([s.tokens for s in sentences], batch_size=batch_size)
     gold = [list(s.tags or ()) for s in sentences]
@@ -307,11 +285,6 @@ def fit(
     )
 
 
-def model_dir(params: Params, lang: str, arch: str) -> Path:
-    """Where the run for one language and architecture lives."""
-    return params.path(params.train.output_dir) / lang / arch
-
-
 def load_training_data(params: Params, lang: str) -> tuple[list[Sentence], list[Sentence]]:
     """The validated, split train and val sentences of one language, capped by params."""
     base = params.path(params.split.processed_dir) / lang
@@ -352,13 +325,13 @@ def train_model(
     progress: bool = True,
 ) -> FitResult:
     """Build the encoder + ``arch`` head from params and train it on ``lang``."""
-    from complex_ner.encoders import resolve_encoder
+    from complex_ner.domain.encoders import resolve_encoder
 
     m = params.model
     # With WWM pretraining enabled for this language, start from its adapted encoder.
     pretrained = params.pretrain.enabled and lang in params.pretrain.languages
     if pretrained:
-        from complex_ner.pretrain import pretrained_encoder
+        from complex_ner.engines.pretrain import pretrained_encoder
 
         encoder = pretrained_encoder(params, lang)  # FileNotFoundError names the command
     else:
@@ -380,7 +353,7 @@ def train_model(
         train,
         val,
         params.train,
-        model_dir(params, lang, arch),
+        run_dir(params, lang, arch),
         params.data.entity_types,
         resume=resume,
         on_epoch_end=on_epoch_end,

@@ -20,7 +20,6 @@ _WORD = re.compile(r"\w+(?:[-'’.]\w+)*|[^\w\s]", re.UNICODE)
 _ZH = re.compile(r"[A-Za-z0-9\u00c0-\u024f]+(?:[-'.][A-Za-z0-9\u00c0-\u024f]+)*|\S", re.UNICODE)
 CHAR_LANGUAGES = frozenset({"zh", "ja"})
 #: Name of the tagger folder inside a logged pyfunc model.
-TAGGER_ARTIFACT = "tagger"
 
 
 @dataclass(frozen=True)
@@ -203,10 +202,10 @@ def load_tagger(model: str, root: Path | None = None) -> Any:
         FileNotFoundError: the folder does not exist.
         LookupError: the registered model, version or alias does not exist.
     """
-    from complex_ner.models.tagger import Tagger
+    from complex_ner.domain.models.tagger import Tagger
 
     if model.startswith("models:/") or model.startswith("runs:/"):
-        from complex_ner.tracking import resolve_tagger_dir
+        from complex_ner.adapters.tracking import resolve_tagger_dir
 
         return Tagger.load(resolve_tagger_dir(model, root))
     path = Path(model)
@@ -238,7 +237,8 @@ def predict_conll_batched(
     """
     import shutil
 
-    from complex_ner.data import atomic_path, atomic_write_text, format_conll, iter_conll
+    from complex_ner.core.io import atomic_path, atomic_write_text
+    from complex_ner.domain.data import format_conll, iter_conll
 
     parts = output_path.with_name(output_path.name + ".parts")
     parts.mkdir(parents=True, exist_ok=True)

@@ -12,7 +12,8 @@ from typing import Any
 
 import mlflow.pyfunc
 
-from complex_ner.predict import TAGGER_ARTIFACT, predict_entities
+from complex_ner.core.paths import TAGGER_ARTIFACT
+from complex_ner.engines.predict import predict_entities
 
 
 class NerPyfunc(mlflow.pyfunc.PythonModel):
@@ -21,7 +22,7 @@ class NerPyfunc(mlflow.pyfunc.PythonModel):
     def load_context(self, context: Any) -> None:
         import torch
 
-        from complex_ner.models.tagger import Tagger
+        from complex_ner.domain.models.tagger import Tagger
 
         torch.set_num_threads(max(1, torch.get_num_threads()))
         self.tagger = Tagger.load(context.artifacts[TAGGER_ARTIFACT])

@@ -105,7 +105,7 @@ class _Embedding(nn.Embedding):
 
 @dataclass
 class LiteOutput:
-    """What :class:`complex_ner.models.tagger.Tagger` reads of an encoder's output."""
+    """What :class:`complex_ner.domain.models.tagger.Tagger` reads of an encoder's output."""
 
     last_hidden_state: Tensor
 

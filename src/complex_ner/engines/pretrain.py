@@ -8,10 +8,10 @@ language's MultiCoNER text the same way and writes a standard HuggingFace encode
 Corpus
     The language's training sentences (text only, ``data/processed/<lang>/train.conll``) plus the
     lines of ``pretrain.extra_text_files`` (plain text, one sentence per line), split into words
-    with :func:`complex_ner.predict.tokenize` and lowercased like prediction input
-    (:func:`complex_ner.predict.model_words`). ``pretrain.max_sentences`` caps the total, training
+    with :func:`complex_ner.engines.predict.tokenize` and lowercased like prediction input
+    (:func:`complex_ner.engines.predict.model_words`). ``pretrain.max_sentences`` caps the total, training
     sentences first. The words are joined (``model.join``) and tokenized exactly as fine-tuning
-    does (:func:`complex_ner.alignment.align_sentences`), so the encoder is adapted to the inputs
+    does (:func:`complex_ner.domain.alignment.align_sentences`), so the encoder is adapted to the inputs
     it will see; a sentence longer than ``pretrain.max_length`` pieces is cut between words.
 
 Words (the masking units)
@@ -107,7 +107,8 @@ from typing import Any
 
 import numpy as np
 
-from complex_ner.config import Params
+from complex_ner.core.config import Params
+from complex_ner.core.paths import PRETRAIN_RESULT_FILE, SKIP_MARKER, pretrained_encoder_dir
 
 __all__ = [
     "IGNORE_INDEX",
@@ -138,10 +139,8 @@ __all__ = [
 IGNORE_INDEX = -100
 """Label of a piece that is not predicted (PyTorch's cross-entropy ignore index)."""
 
-SKIP_MARKER = "SKIPPED"
 """File written instead of an encoder when ``pretrain.enabled`` is false."""
 
-RESULT_FILE = "pretrain.json"
 SEGMENTER = "jieba==0.42.1"
 _WARMUP_FRACTION = 0.06  # RoBERTa's warm-up share
 _WEIGHT_DECAY = 0.01
@@ -185,7 +184,7 @@ def word_groups(tokens: Sequence[str], lang: str) -> list[int]:
     """
     if lang not in _SEGMENTED_LANGUAGES:
         return list(range(len(tokens)))
-    from complex_ner.alignment import join_words
+    from complex_ner.domain.alignment import join_words
 
     text, spans = join_words(tokens, "natural")
     starts = {start for _word, start, _end in _jieba().tokenize(text)}
@@ -420,10 +419,10 @@ def encode_examples(
         sentences: Each sentence as its MultiCoNER tokens.
         lang: Picks the word definition (see :func:`word_groups`).
         max_length: Pieces per example, special tokens included.
-        join: ``model.join`` (see :func:`complex_ner.alignment.join_words`).
+        join: ``model.join`` (see :func:`complex_ner.domain.alignment.join_words`).
         stats: Updated with token, word, piece and example counts when given.
     """
-    from complex_ner.alignment import _special_affixes, align_sentences
+    from complex_ner.domain.alignment import _special_affixes, align_sentences
 
     prefix, suffix = _special_affixes(tokenizer)
     budget = max_length - len(prefix) - len(suffix)
@@ -454,7 +453,7 @@ def encode_examples(
 
 
 def _read_text_lines(path: Path, lang: str) -> list[list[str]]:
-    from complex_ner.predict import model_words, tokenize
+    from complex_ner.engines.predict import model_words, tokenize
 
     try:
         text = path.read_text(encoding="utf-8")
@@ -465,7 +464,7 @@ def _read_text_lines(path: Path, lang: str) -> list[list[str]]:
 
 def corpus_sentences(params: Params, lang: str) -> tuple[list[list[str]], CorpusStats]:
     """The training sentences' tokens of ``lang`` plus the extra text files, capped."""
-    from complex_ner.data import read_conll
+    from complex_ner.domain.data import read_conll
 
     train = params.path(params.split.processed_dir) / lang / "train.conll"
     sentences = [list(s.tokens) for s in read_conll(train, labeled=False) if s.tokens]
@@ -573,7 +572,7 @@ def load_mlm_model(name_or_path: str, seed: int = 13) -> tuple[Any, bool]:
     from transformers import AutoConfig, AutoModelForMaskedLM
     from transformers.utils import logging as hf_logging
 
-    from complex_ner.encoders import load_encoder
+    from complex_ner.domain.encoders import load_encoder
 
     hf_logging.disable_progress_bar()
     if has_mlm_head(name_or_path):
@@ -641,11 +640,6 @@ class PretrainResult:
         return out
 
 
-def pretrained_encoder_dir(params: Params, lang: str) -> Path:
-    """Where the WWM-adapted encoder of ``lang`` is written: ``<pretrain.output_dir>/<lang>``."""
-    return params.path(params.pretrain.output_dir) / lang
-
-
 def pretrained_encoder(params: Params, lang: str) -> str:
     """The adapted encoder folder training uses for ``lang`` when pretraining is enabled.
 
@@ -696,8 +690,8 @@ def _schedule(optimizer: Any, total: int) -> Any:
 @contextmanager
 def _staged_folder(out_dir: Path) -> Iterator[Path]:
     """A folder beside ``out_dir``, renamed over it when the block succeeds."""
-    from complex_ner.data import staging_dir
-    from complex_ner.encoders import _publish_dir
+    from complex_ner.core.io import staging_dir
+    from complex_ner.domain.encoders import _publish_dir
 
     with staging_dir(out_dir) as staging:
         yield staging
@@ -725,9 +719,9 @@ def pretrain_encoder(
     import torch
     from tqdm.auto import tqdm
 
-    from complex_ner.encoders import load_tokenizer, resolve_encoder
-    from complex_ner.models.tagger import autocast_context, iter_batches
-    from complex_ner.train import pick_device, pick_precision
+    from complex_ner.core.device import autocast_context, pick_device, pick_precision
+    from complex_ner.domain.encoders import load_tokenizer, resolve_encoder
+    from complex_ner.domain.models.tagger import iter_batches
 
     cfg = params.pretrain
     started = time.perf_counter()
@@ -826,7 +820,7 @@ def pretrain_encoder(
     with _staged_folder(result.output_dir) as staging:
         model.base_model.save_pretrained(staging)
         tokenizer.save_pretrained(staging)
-        (staging / RESULT_FILE).write_text(
+        (staging / PRETRAIN_RESULT_FILE).write_text(
             json.dumps(summary, indent=2, ensure_ascii=False) + "\n", encoding="utf-8"
         )
     return result
@@ -860,7 +854,7 @@ def pretrain_tracked(params: Params, lang: str, *, progress: bool = True) -> Pre
     import mlflow
     from mlflow.entities import Metric
 
-    from complex_ner import tracking
+    from complex_ner.adapters import tracking
 
     tracking.setup(params)
     tags = {
@@ -902,7 +896,7 @@ def pretrain_tracked(params: Params, lang: str, *, progress: bool = True) -> Pre
         finally:
             flush()
         mlflow.log_metrics(result.metrics())
-        mlflow.log_artifact(str(result.output_dir / RESULT_FILE), "pretrain")
+        mlflow.log_artifact(str(result.output_dir / PRETRAIN_RESULT_FILE), "pretrain")
     return result
 
 

@@ -20,7 +20,10 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from complex_ner.alignment import (
+from complex_ner.core.device import autocast_context
+from complex_ner.core.io import replace_dir
+from complex_ner.core.paths import HEAD_FILE, TAGGER_FILE
+from complex_ner.domain.alignment import (
     Batch,
     EncodedWindow,
     collate,
@@ -28,11 +31,8 @@ from complex_ner.alignment import (
     gather_words,
     merge_windows,
 )
-from complex_ner.data import replace_dir
-from complex_ner.models.heads import Head, build_head
+from complex_ner.domain.models.heads import Head, build_head
 
-TAGGER_FILE = "tagger.json"
-HEAD_FILE = "head.safetensors"
 FORMAT_VERSION = 1
 
 
@@ -200,8 +200,8 @@ class Tagger(nn.Module):
             folder: The model folder.
             device: Where to put the model.
             lean: Prediction's fast path: read ``tokenizer/tokenizer.json`` with the raw
-                ``tokenizers`` library (:mod:`complex_ner.rawtok`) and a plain BERT encoder with
-                :mod:`complex_ner.models.bert_lite`, so transformers is never imported (about
+                ``tokenizers`` library (:mod:`complex_ner.domain.rawtok`) and a plain BERT encoder with
+                :mod:`complex_ner.domain.models.bert_lite`, so transformers is never imported (about
                 10 s of the CLI's cold start). Both give the same pieces and outputs as the
                 transformers objects; whatever they do not support (no ``tokenizer.json``, not
                 a plain BERT) is loaded through transformers. ``False`` always uses
@@ -209,7 +209,7 @@ class Tagger(nn.Module):
         """
         from safetensors.torch import load_file
 
-        from complex_ner.encoders import load_encoder, load_tokenizer
+        from complex_ner.domain.encoders import load_encoder, load_tokenizer
 
         folder = Path(folder)
         meta_path = folder / TAGGER_FILE
@@ -224,8 +224,8 @@ class Tagger(nn.Module):
         encoder: Any = None
         tokenizer: Any = None
         if lean:
-            from complex_ner.models.bert_lite import load_lite_encoder
-            from complex_ner.rawtok import load_raw_tokenizer
+            from complex_ner.domain.models.bert_lite import load_lite_encoder
+            from complex_ner.domain.rawtok import load_raw_tokenizer
 
             encoder = load_lite_encoder(folder / "encoder")
             tokenizer = load_raw_tokenizer(folder / "tokenizer")
@@ -236,16 +236,6 @@ class Tagger(nn.Module):
         tagger = cls(encoder, tokenizer, spec)
         tagger.head.load_state_dict(load_file(str(folder / HEAD_FILE)))
         return tagger.to(device).eval()
-
-
-def autocast_context(device: torch.device, precision: str | None) -> Any:
-    """bf16/fp16 autocast on CUDA; nothing on CPU (fp32 is faster there than emulated bf16)."""
-    import contextlib
-
-    if device.type != "cuda" or precision == "fp32":
-        return contextlib.nullcontext()
-    dtype = torch.float16 if precision == "fp16" else torch.bfloat16
-    return torch.autocast("cuda", dtype=dtype)
 
 
 def build_model(
@@ -263,7 +253,7 @@ def build_model(
     lang: str = "",
 ) -> Tagger:
     """Build a tagger: the encoder by hub name or local path, the head by name."""
-    from complex_ner.encoders import load_encoder, load_tokenizer
+    from complex_ner.domain.encoders import load_encoder, load_tokenizer
 
     spec = TaggerSpec(
         tags=tuple(tags),

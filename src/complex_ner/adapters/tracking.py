@@ -19,18 +19,11 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from complex_ner.config import Params
+from complex_ner.core.config import Params
+from complex_ner.core.paths import CHALLENGER, CHAMPION, REGISTERED_ARCH, RUN_FILE, registered_name
 
 EXPERIMENT = "complex-ner"
-CHAMPION, CHALLENGER = "champion", "challenger"
-RUN_FILE = "mlflow_run.json"
 PARENT_ENV = "COMPLEX_NER_PARENT_RUN_ID"
-REGISTERED_ARCH = "bert_crf"
-
-
-def registered_name(lang: str) -> str:
-    """The registry name of one language's model."""
-    return f"complex-ner-{lang}"
 
 
 def tracking_uri(params: Params) -> str:
@@ -169,9 +162,9 @@ def pipeline_run(params: Params, name: str = "pipeline") -> Iterator[str]:
 
 
 def _run_file(params: Params, lang: str, arch: str) -> Path:
-    from complex_ner.train import model_dir
+    from complex_ner.core.paths import run_dir
 
-    return model_dir(params, lang, arch) / RUN_FILE
+    return run_dir(params, lang, arch) / RUN_FILE
 
 
 def recorded_run_id(params: Params, lang: str, arch: str) -> str | None:
@@ -184,7 +177,7 @@ def recorded_run_id(params: Params, lang: str, arch: str) -> str | None:
 
 def plot_history(history: list[dict[str, Any]], path: Path) -> None:
     """Training curves: loss and validation macro/micro F1 per epoch."""
-    from complex_ner.data import pyplot, save_png
+    from complex_ner.core.io import pyplot, save_png
 
     plt = pyplot()
 
@@ -221,8 +214,9 @@ def train_tracked(
     import mlflow
     from mlflow.entities import Metric
 
-    from complex_ner.data import atomic_write_text
-    from complex_ner.train import HISTORY_FILE, model_dir, train_model
+    from complex_ner.core.io import atomic_write_text
+    from complex_ner.core.paths import HISTORY_FILE, run_dir
+    from complex_ner.engines.train import train_model
 
     setup(params)
     parent = os.environ.get(PARENT_ENV)
@@ -254,7 +248,7 @@ def train_tracked(
         result = train_model(
             params, lang, arch, resume=resume, on_epoch_end=on_epoch, progress=progress
         )
-        out = model_dir(params, lang, arch)
+        out = run_dir(params, lang, arch)
         mlflow.log_metrics(
             {"best_val_macro_f1": result.best_f1, "best_epoch": float(result.best_epoch)}
         )
@@ -271,8 +265,7 @@ def log_evaluation(params: Params, lang: str, arch: str, scores: dict[str, Any])
     """Attach evaluation reports and the pyfunc model to the run that trained the model."""
     import mlflow
 
-    from complex_ner.evaluate import eval_dir
-    from complex_ner.train import BEST_DIR, model_dir
+    from complex_ner.core.paths import BEST_DIR, eval_dir, run_dir
 
     run_id = recorded_run_id(params, lang, arch)
     if run_id is None:
@@ -290,7 +283,7 @@ def log_evaluation(params: Params, lang: str, arch: str, scores: dict[str, Any])
         reports = eval_dir(params, lang, arch)
         if reports.is_dir():
             mlflow.log_artifacts(str(reports), "evaluation")
-        log_pyfunc(model_dir(params, lang, arch) / BEST_DIR)
+        log_pyfunc(run_dir(params, lang, arch) / BEST_DIR)
     return run_id
 
 
@@ -299,10 +292,10 @@ def log_pyfunc(tagger_dir: Path) -> Any:
     import mlflow
     import pandas as pd
 
-    from complex_ner.predict import TAGGER_ARTIFACT
-    from complex_ner.serving import NerPyfunc, signature
+    from complex_ner.adapters.serving import NerPyfunc, signature
+    from complex_ner.core.paths import TAGGER_ARTIFACT
 
-    package = Path(__file__).resolve().parent
+    package = Path(__file__).resolve().parents[1]
     example = pd.DataFrame({"text": ["el museo del prado está en madrid ."]})
     return mlflow.pyfunc.log_model(
         name="model",
@@ -340,8 +333,8 @@ def resolve_tagger_dir(uri: str, root: Path | None = None) -> Path:
     import mlflow
     from mlflow.exceptions import MlflowException
 
-    from complex_ner.config import load_params
-    from complex_ner.predict import TAGGER_ARTIFACT
+    from complex_ner.core.config import load_params
+    from complex_ner.core.paths import TAGGER_ARTIFACT
 
     params_file = base / "params.yaml"
     if params_file.is_file():
@@ -368,7 +361,7 @@ def local_registry_folder(uri: str, root: Path) -> Path | None:
     import sqlite3
     from urllib.parse import unquote, urlparse
 
-    from complex_ner.config import ConfigError, load_params
+    from complex_ner.core.config import ConfigError, load_params
 
     match = re.fullmatch(r"models:/([^/@]+)(?:@([^/]+)|/(\d+))", uri)
     params_file = root / "params.yaml"
@@ -408,7 +401,7 @@ def _tagger_path(model_dir: Path) -> Path | None:
     """The tagger folder inside a downloaded pyfunc model, as its MLmodel file records it."""
     import yaml
 
-    from complex_ner.predict import TAGGER_ARTIFACT
+    from complex_ner.core.paths import TAGGER_ARTIFACT
 
     mlmodel = model_dir / "MLmodel"
     if not mlmodel.is_file():
@@ -452,9 +445,9 @@ def _champion_f1_on(params: Params, lang: str, version: Any, val_hash: str) -> f
     """The champion's macro-F1 on the current validation data (re-scored if it changed)."""
     if version.tags.get("val_data_hash") == val_hash and "val_macro_f1" in version.tags:
         return float(version.tags["val_macro_f1"])
-    from complex_ner.data import read_conll
-    from complex_ner.models.tagger import Tagger
-    from complex_ner.train import evaluate_f1
+    from complex_ner.domain.data import read_conll
+    from complex_ner.domain.models.tagger import Tagger
+    from complex_ner.engines.train import evaluate_f1
 
     tagger = Tagger.load(resolve_tagger_dir(f"models:/{registered_name(lang)}/{version.version}"))
     val = read_conll(params.path(params.split.processed_dir) / lang / "val.conll")
@@ -532,7 +525,7 @@ def register_languages(params: Params, languages: list[str] | tuple[str, ...]) -
     The DVC stage, the CLI and the Prefect flow all call this, so the file always exists
     after a registration.
     """
-    from complex_ner.data import atomic_write_text
+    from complex_ner.core.io import atomic_write_text
 
     out = {lang: asdict(register_best(params, lang)) for lang in languages}
     path = params.path(params.register.output)

@@ -1,0 +1,77 @@
+"""Where every artifact lives: folder layout and file names, in one place.
+
+Params give the roots (``split.processed_dir``, ``train.output_dir`` ...); this module turns them
+into the per-language and per-architecture paths that the stages, engines, adapters, DVC
+(``dvc.yaml`` spells the same layout) and tests all use.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from complex_ner.core.config import Params
+
+# A trained run's folder: <train.output_dir>/<lang>/<arch>/
+BEST_DIR = "model"  # the best checkpoint on validation, a self-contained tagger folder
+CHECKPOINT_DIR = "checkpoint"  # resumable state (weights, optimizer, history)
+HISTORY_FILE = "history.json"  # one record per epoch
+RUN_FILE = "mlflow_run.json"  # the MLflow run that trained the model
+CURVES_FILE = "training_curves.png"
+
+# A tagger folder (see domain.models.tagger)
+TAGGER_FILE = "tagger.json"
+HEAD_FILE = "head.safetensors"
+
+# Inside a logged MLflow pyfunc model: the artifact key of the tagger folder
+TAGGER_ARTIFACT = "tagger"
+
+# Whole-word-masking pre-training: <pretrain.output_dir>/<lang>/
+SKIP_MARKER = "SKIPPED"  # written when pretrain.enabled is false (DVC needs an output)
+PRETRAIN_RESULT_FILE = "pretrain.json"
+
+# The validation gate's verdict, inside validate.report_dir
+VALIDATION_RESULTS_FILE = "results.json"
+
+# The registry: one registered model per language, BERT+CRF only (the paper's best head)
+REGISTERED_ARCH = "bert_crf"
+CHAMPION, CHALLENGER = "champion", "challenger"
+
+
+def registered_name(lang: str) -> str:
+    """The registry name of one language's model."""
+    return f"complex-ner-{lang}"
+
+
+def champion_uri(lang: str) -> str:
+    """The registry URI of one language's champion."""
+    return f"models:/{registered_name(lang)}@{CHAMPION}"
+
+
+def split_file(params: Params, lang: str, split: str) -> Path:
+    """A processed split: ``<split.processed_dir>/<lang>/<split>.conll``."""
+    return params.path(params.split.processed_dir) / lang / f"{split}.conll"
+
+
+def run_dir(params: Params, lang: str, arch: str) -> Path:
+    """Where the training run for one language and architecture lives."""
+    return params.path(params.train.output_dir) / lang / arch
+
+
+def best_model_dir(params: Params, lang: str, arch: str) -> Path:
+    """The saved best tagger of one run."""
+    return run_dir(params, lang, arch) / BEST_DIR
+
+
+def eval_dir(params: Params, lang: str, arch: str) -> Path:
+    """Evaluation reports of one language and architecture."""
+    return params.path(params.evaluate.report_dir) / lang / arch
+
+
+def pretrained_encoder_dir(params: Params, lang: str) -> Path:
+    """Where the WWM-adapted encoder of ``lang`` is written: ``<pretrain.output_dir>/<lang>``."""
+    return params.path(params.pretrain.output_dir) / lang
+
+
+def validation_results(params: Params) -> Path:
+    """The gate's verdict file (a DVC metric and the split stage's dependency)."""
+    return params.path(params.validate.report_dir) / VALIDATION_RESULTS_FILE
