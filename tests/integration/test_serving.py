@@ -13,9 +13,13 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+from typer.testing import CliRunner
 
-from tests.integration.test_deployment import free_port
-from tests.unit.test_predict import tagger_dir  # noqa: F401  (fixture)
+from complex_ner.adapters.registry import register_version, set_alias
+from complex_ner.adapters.tracking import start_run
+from complex_ner.cli import app
+from complex_ner.core.config import load_params
+from complex_ner.core.paths import CHAMPION
 
 pytestmark = pytest.mark.integration
 BIN = Path(sys.executable).parent
@@ -33,25 +37,19 @@ def post(url: str, payload: object) -> tuple[int, dict]:
 
 
 @pytest.fixture(scope="module")
-def registry(tmp_path_factory: pytest.TempPathFactory, tagger_dir: Path) -> Path:  # noqa: F811
-    import mlflow
-
-    from complex_ner.adapters.tracking import log_pyfunc, setup
-    from complex_ner.core.config import load_params
-    from complex_ner.core.paths import CHAMPION
-
+def registry(tmp_path_factory: pytest.TempPathFactory, trained_tagger_dir: Path) -> Path:
+    """A project whose MLflow registry holds the toy tagger as ``complex-ner-es@champion``."""
     root = tmp_path_factory.mktemp("registry")
     (root / "params.yaml").write_text("{}\n")
-    setup(load_params(root / "params.yaml"))
-    with mlflow.start_run():
-        info = log_pyfunc(tagger_dir)
-    mv = mlflow.register_model(info.model_uri, "complex-ner-es")
-    mlflow.MlflowClient().set_registered_model_alias("complex-ner-es", CHAMPION, mv.version)
+    params = load_params(root / "params.yaml")
+    with start_run(params, "serving-test", {}) as run:
+        info = run.log_pyfunc(trained_tagger_dir)
+    set_alias(params, "es", CHAMPION, register_version(params, "es", info.model_uri, {}))
     return root
 
 
-def test_serve_champion_over_http(registry: Path) -> None:
-    port = free_port()
+def test_serve_champion_over_http(registry: Path, free_port: int) -> None:
+    port = free_port
     env = {
         **os.environ,
         "MLFLOW_TRACKING_URI": f"sqlite:///{registry / 'mlruns' / 'mlflow.db'}",
@@ -113,10 +111,6 @@ def test_serve_champion_over_http(registry: Path) -> None:
 
 
 def test_unknown_alias_is_a_clear_error(registry: Path) -> None:
-    from typer.testing import CliRunner
-
-    from complex_ner.cli import app
-
     res = CliRunner().invoke(
         app,
         [
@@ -133,10 +127,6 @@ def test_unknown_alias_is_a_clear_error(registry: Path) -> None:
 
 
 def test_cli_predicts_with_the_registered_champion(registry: Path) -> None:
-    from typer.testing import CliRunner
-
-    from complex_ner.cli import app
-
     text = "Luis vive en Quito"
     res = CliRunner().invoke(
         app, ["predict", "--lang", "es", "-p", str(registry / "params.yaml"), text]

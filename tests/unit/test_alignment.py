@@ -19,26 +19,19 @@ from complex_ner.domain.alignment import (
     join_words,
     merge_windows,
 )
-from complex_ner.domain.encoders import load_encoder, load_tokenizer, minilm_dir, tiny_random_bert
-
-try:
-    from helpers_tokenizers import e5_tokenizer, minilm_tokenizer, read_conll
-except ImportError:  # tests/ laid out as a package
-    from tests.unit.helpers_tokenizers import e5_tokenizer, minilm_tokenizer, read_conll
+from complex_ner.domain.encoders import load_encoder, load_tokenizer
 
 BARE = "\u2581"
 
 
 @pytest.fixture(params=["minilm", "e5"])
-def tokenizer(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Any:
-    if request.param == "e5":
-        return e5_tokenizer(tmp_path_factory)
-    return minilm_tokenizer()
+def tokenizer(request: pytest.FixtureRequest) -> Any:
+    return request.getfixturevalue(f"{request.param}_tokenizer")  # tests/conftest.py
 
 
 @pytest.fixture(scope="module")
-def e5(tmp_path_factory: pytest.TempPathFactory) -> Any:
-    return e5_tokenizer(tmp_path_factory)
+def e5(e5_tokenizer: Any) -> Any:
+    return e5_tokenizer  # tests/conftest.py
 
 
 def _affixes(tokenizer: Any) -> tuple[list[int], list[int]]:
@@ -67,9 +60,9 @@ def _content_pieces(tokenizer: Any, alignment: Any, word: int) -> list[int]:
 @pytest.mark.parametrize("lang", ["es", "zh"])
 @pytest.mark.parametrize("label_piece", ["first", "last"])
 def test_every_word_gets_one_label_piece_inside_it(
-    tokenizer: Any, lang: str, label_piece: str
+    tokenizer: Any, lang: str, label_piece: str, conll_sample: Any
 ) -> None:
-    sentences, _ = read_conll(lang, 300)
+    sentences, _ = conll_sample(lang, 300)
     alignments = align_sentences(tokenizer, sentences, label_piece=label_piece)
     for words, alignment in zip(sentences, alignments, strict=True):
         assert len(alignment.label_pieces) == len(words)
@@ -90,8 +83,8 @@ def test_every_word_gets_one_label_piece_inside_it(
 
 
 @pytest.mark.parametrize("lang", ["es", "zh"])
-def test_windows_of_real_sentences_merge_back(tokenizer: Any, lang: str) -> None:
-    sentences, _ = read_conll(lang, 300)
+def test_windows_of_real_sentences_merge_back(tokenizer: Any, lang: str, conll_sample: Any) -> None:
+    sentences, _ = conll_sample(lang, 300)
     windows = encode_sentences(tokenizer, sentences, max_length=128, stride=32)
     alignments = align_sentences(tokenizer, sentences)
     for window in windows:
@@ -182,8 +175,8 @@ def test_dropped_word_borrows_nearest_piece_without_unknown_token(tokenizer: Any
 # --------------------------------------------------------------------------- long sentences
 
 
-def _long_sentence(n_words: int) -> list[str]:
-    sentences, _ = read_conll("es", 300)
+def _long_sentence(conll_sample: Any, n_words: int) -> list[str]:
+    sentences, _ = conll_sample("es", 300)
     words = [word for sentence in sentences for word in sentence]
     return words[:n_words]
 
@@ -196,8 +189,10 @@ def _context_score(window: EncodedWindow, position: int, prefix: int, suffix: in
 
 
 @pytest.mark.parametrize("label_piece", ["first", "last"])
-def test_long_sentence_windows_cover_every_word_once(tokenizer: Any, label_piece: str) -> None:
-    long = _long_sentence(500)
+def test_long_sentence_windows_cover_every_word_once(
+    tokenizer: Any, label_piece: str, conll_sample: Any
+) -> None:
+    long = _long_sentence(conll_sample, 500)
     assert len(long) == 500
     sentences = [["corto"], long, ["otra", "frase"]]
     windows = encode_sentences(tokenizer, sentences, 32, stride=8, label_piece=label_piece)
@@ -263,8 +258,8 @@ def test_empty_sentence_gets_no_window_and_merges_empty(tokenizer: Any) -> None:
 # --------------------------------------------------------------------------- tensors
 
 
-def test_collate_pads_and_gather_picks_label_pieces(tokenizer: Any) -> None:
-    sentences = [["el", "museo", "del", "prado"], ["hola"], _long_sentence(60)]
+def test_collate_pads_and_gather_picks_label_pieces(tokenizer: Any, conll_sample: Any) -> None:
+    sentences = [["el", "museo", "del", "prado"], ["hola"], _long_sentence(conll_sample, 60)]
     labels = [[1, 2, 3, 4], [5], list(range(60))]
     windows = encode_sentences(tokenizer, sentences, max_length=24, stride=6)
     pad_id = tokenizer.pad_token_id
@@ -292,11 +287,11 @@ def test_collate_pads_and_gather_picks_label_pieces(tokenizer: Any) -> None:
     assert torch.equal(words[..., 0].long(), batch.word_index)
 
 
-def test_tiny_encoder_end_to_end(tmp_path: Path) -> None:
-    folder = tiny_random_bert(minilm_dir(), tmp_path / "tiny")
+def test_tiny_encoder_end_to_end(tiny_bert_dir: Path, conll_sample: Any) -> None:
+    folder = tiny_bert_dir
     tokenizer = load_tokenizer(str(folder))
     model = load_encoder(str(folder)).eval()
-    sentences = [["el", "museo", "del", "prado"], _long_sentence(40)]
+    sentences = [["el", "museo", "del", "prado"], _long_sentence(conll_sample, 40)]
     windows = encode_sentences(tokenizer, sentences, max_length=20, stride=4)
     batch = collate(windows, tokenizer.pad_token_id)
     with torch.no_grad():
@@ -354,11 +349,10 @@ def test_merge_windows_checks_coverage() -> None:
 # --------------------------------------------------------------------------- measurements
 
 
-def test_measured_numbers_in_module_docstring(tmp_path_factory: pytest.TempPathFactory) -> None:
+def test_measured_numbers_in_module_docstring(e5: Any, real_sentences: Any) -> None:
     """Keeps the table in complex_ner.domain.alignment's docstring honest."""
-    e5 = e5_tokenizer(tmp_path_factory)
-    es, _ = read_conll("es", 300)
-    zh, zh_tags = read_conll("zh", 300)
+    es, _ = real_sentences("es", 300)
+    zh, zh_tags = real_sentences("zh", 300)
     es_stats = alignment_stats(e5, es)
     assert es_stats["words"] == 5317
     assert es_stats["pieces_per_word"] == pytest.approx(1.40, abs=0.005)

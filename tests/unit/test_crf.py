@@ -14,12 +14,12 @@ import pytest
 import torch
 from torchcrf import CRF
 
+from complex_ner.core.bio import parse_tag
 from complex_ner.domain.models import crf as crf_module
 from complex_ner.domain.models.crf import (
     ConstrainedCRF,
     bio_transition_masks,
     crf_marginals,
-    parse_bio_tag,
     viterbi_decode,
 )
 
@@ -47,7 +47,7 @@ def _single_thread() -> Iterator[None]:
 def is_valid_bio(path: list[int], tags: list[str]) -> bool:
     previous_type: str | None = None
     for tag_id in path:
-        prefix, entity_type = parse_bio_tag(tags[tag_id])
+        prefix, entity_type = parse_tag(tags[tag_id])
         if prefix == "I" and entity_type != previous_type:
             return False
         previous_type = entity_type

@@ -8,6 +8,7 @@ from complex_ner.domain.data import (
     DataFormatError,
     Sentence,
     format_conll,
+    iter_conll,
     parse_conll,
     read_conll,
     split_train,
@@ -135,8 +136,6 @@ def test_split_rejects_bad_fraction() -> None:
 
 
 def test_streaming_reader_matches_and_names_lines(tmp_path: Path) -> None:
-    from complex_ner.domain.data import iter_conll
-
     good = tmp_path / "good.conll"
     good.write_text("\ufeff" + SAMPLE.replace("\n", "\r\n"), encoding="utf-8")
     assert list(iter_conll(good)) == read_conll(good) == parse_conll(SAMPLE)

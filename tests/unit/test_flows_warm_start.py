@@ -7,14 +7,16 @@ import threading
 from pathlib import Path
 from typing import Any
 
+import flows.pipeline as pipeline
 import pytest
+from prefect.server.api.server import SubprocessASGIServer
+from prefect.settings import PREFECT_API_URL, temporary_settings
+
+from complex_ner.core.config import ConfigError
 
 
 @pytest.fixture
 def calls(monkeypatch: pytest.MonkeyPatch) -> dict[str, list[Any]]:
-    import flows.pipeline as pipeline
-    from prefect.server.api.server import SubprocessASGIServer
-
     seen: dict[str, list[Any]] = {"start": [], "setup": []}
 
     def fake_start(self: Any, timeout: int | None = None) -> None:
@@ -28,21 +30,15 @@ def calls(monkeypatch: pytest.MonkeyPatch) -> dict[str, list[Any]]:
 def test_starts_the_temporary_server_in_the_background(
     calls: dict[str, list[Any]], root: Path
 ) -> None:
-    from flows.pipeline import warm_start
-    from prefect.settings import PREFECT_API_URL, temporary_settings
-
     with temporary_settings(restore_defaults={PREFECT_API_URL}):
-        warm_start(str(root / "params.yaml"))
+        pipeline.warm_start(str(root / "params.yaml"))
     assert calls["start"] == [True]  # once, from another thread, joined before returning
     assert calls["setup"] == [root]
 
 
 def test_leaves_a_configured_server_alone(calls: dict[str, list[Any]], root: Path) -> None:
-    from flows.pipeline import warm_start
-    from prefect.settings import PREFECT_API_URL, temporary_settings
-
     with temporary_settings(updates={PREFECT_API_URL: "http://127.0.0.1:4200/api"}):
-        warm_start(str(root / "params.yaml"))
+        pipeline.warm_start(str(root / "params.yaml"))
     assert calls["start"] == []
     assert calls["setup"] == [root]
 
@@ -50,32 +46,23 @@ def test_leaves_a_configured_server_alone(calls: dict[str, list[Any]], root: Pat
 def test_a_failed_start_is_left_to_the_flow(
     monkeypatch: pytest.MonkeyPatch, calls: dict[str, list[Any]], root: Path
 ) -> None:
-    from flows.pipeline import warm_start
-    from prefect.server.api.server import SubprocessASGIServer
-    from prefect.settings import PREFECT_API_URL, temporary_settings
-
     def failing(self: Any, timeout: int | None = None) -> None:
         raise RuntimeError("Timed out while attempting to connect")
 
     monkeypatch.setattr(SubprocessASGIServer, "start", failing)
     with temporary_settings(restore_defaults={PREFECT_API_URL}):
-        warm_start(str(root / "params.yaml"))  # no raise: the flow's client retries
+        pipeline.warm_start(str(root / "params.yaml"))  # no raise: the flow's client retries
     assert calls["setup"] == [root]
 
 
 def test_a_bad_params_file_fails_before_any_server_starts(
     calls: dict[str, list[Any]], tmp_path: Path
 ) -> None:
-    from flows.pipeline import warm_start
-    from prefect.settings import PREFECT_API_URL, temporary_settings
-
-    from complex_ner.core.config import ConfigError
-
     bad = tmp_path / "params.yaml"
     bad.write_text("train: {epochs: -1}\n", encoding="utf-8")
     with (
         temporary_settings(restore_defaults={PREFECT_API_URL}),
         pytest.raises(ConfigError, match="epochs"),
     ):
-        warm_start(str(bad))
+        pipeline.warm_start(str(bad))
     assert calls["start"] == [] and calls["setup"] == []

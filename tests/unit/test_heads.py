@@ -1,4 +1,4 @@
-"""Tests of the tagging heads, the head registry and BIO repair."""
+"""Tests of the tagging heads and the head registry."""
 
 from __future__ import annotations
 
@@ -7,7 +7,8 @@ from collections.abc import Iterator
 import pytest
 import torch
 
-from complex_ner.domain.models.crf import parse_bio_tag
+from complex_ner.core.bio import parse_tag
+from complex_ner.core.config import HeadConfig
 from complex_ner.domain.models.heads import (
     HEADS,
     BiLSTMCRFHead,
@@ -15,7 +16,6 @@ from complex_ner.domain.models.heads import (
     Head,
     LinearHead,
     build_head,
-    repair_bio,
 )
 
 TAGS = [
@@ -42,7 +42,7 @@ def _single_thread() -> Iterator[None]:
 def is_valid_bio(path: list[int], tags: list[str]) -> bool:
     previous_type: str | None = None
     for tag_id in path:
-        prefix, entity_type = parse_bio_tag(tags[tag_id])
+        prefix, entity_type = parse_tag(tags[tag_id])
         if prefix == "I" and entity_type != previous_type:
             return False
         previous_type = entity_type
@@ -50,7 +50,7 @@ def is_valid_bio(path: list[int], tags: list[str]) -> bool:
 
 
 def make_head(name: str, dropout: float = 0.1) -> Head:
-    return build_head(name, HIDDEN, TAGS, dropout, lstm_hidden=8, fc_hidden=32)
+    return build_head(name, HIDDEN, TAGS, HeadConfig(dropout=dropout, lstm_hidden=8, fc_hidden=32))
 
 
 def batch(seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
@@ -72,22 +72,26 @@ def test_registry() -> None:
     assert isinstance(bilstm, BiLSTMCRFHead) and bilstm.lstm.hidden_size == 8
     linear = make_head("bert_linear")
     assert isinstance(linear, LinearHead) and linear.fc1.out_features == 32
-    assert build_head("bert_crf", HIDDEN, TAGS, 0.0, constrain=False).crf.constrain is False
+    unconstrained = build_head("bert_crf", HIDDEN, TAGS, HeadConfig(), constrain=False)
+    assert unconstrained.crf.constrain is False
 
 
 def test_unknown_head() -> None:
     with pytest.raises(ValueError) as info:
-        build_head("bert_gru", HIDDEN, TAGS, 0.1)
+        build_head("bert_gru", HIDDEN, TAGS, HeadConfig())
     assert str(info.value) == (
         "unknown head 'bert_gru'; expected one of bert_bilstm_crf, bert_crf, bert_linear"
     )
 
 
-def test_default_sizes() -> None:
-    bilstm = build_head("bert_bilstm_crf", HIDDEN, TAGS, 0.1)
-    assert bilstm.lstm.hidden_size == 256 and bilstm.emission.in_features == 512
-    linear = build_head("bert_linear", HIDDEN, TAGS, 0.1)
-    assert linear.fc1.out_features == 512 and linear.fc2.out_features == len(TAGS)
+def test_sizes_and_dropout_come_from_the_config() -> None:
+    config = HeadConfig(dropout=0.3, lstm_hidden=6, fc_hidden=10)
+    bilstm = build_head("bert_bilstm_crf", HIDDEN, TAGS, config)
+    assert bilstm.lstm.hidden_size == 6 and bilstm.emission.in_features == 12
+    assert bilstm.dropout.p == 0.3
+    linear = build_head("bert_linear", HIDDEN, TAGS, config)
+    assert linear.fc1.out_features == 10 and linear.fc2.out_features == len(TAGS)
+    assert linear.dropout.p == 0.3
 
 
 @pytest.mark.parametrize("name", sorted(HEADS))
@@ -134,7 +138,9 @@ def test_bilstm_ignores_padding() -> None:
 @pytest.mark.parametrize("name", sorted(HEADS))
 def test_head_overfits_fixed_batch(name: str) -> None:
     torch.manual_seed(0)
-    head = build_head(name, HIDDEN, SMALL_TAGS, 0.0, lstm_hidden=16, fc_hidden=32)
+    head = build_head(
+        name, HIDDEN, SMALL_TAGS, HeadConfig(dropout=0.0, lstm_hidden=16, fc_hidden=32)
+    )
     features, mask = batch(seed=1)
     gold = [
         [0, 1, 2, 2, 0, 3, 4],
@@ -191,53 +197,13 @@ def test_linear_loss_validation_and_value() -> None:
 
 
 def test_linear_decode_repairs_argmax() -> None:
-    head = LinearHead(HIDDEN, SMALL_TAGS, 0.0)
+    head = LinearHead(HIDDEN, SMALL_TAGS, 0.0, fc_hidden=8)
     # argmax: I-A, I-A, O, I-B, I-A
     emissions = torch.full((1, 5, 5), -5.0)
     for t, tag in enumerate([2, 2, 0, 4, 2]):
         emissions[0, t, tag] = 5.0
     paths = head.decode(emissions, torch.ones(1, 5, dtype=torch.bool))
     assert paths == [[1, 2, 0, 3, 1]]
-
-
-@pytest.mark.parametrize(
-    ("ids", "expected"),
-    [
-        ([], []),
-        ([0, 0], [0, 0]),
-        ([2], [1]),  # I-A at the start
-        ([0, 2, 2], [0, 1, 2]),  # I-A after O
-        ([1, 2, 2], [1, 2, 2]),  # already valid
-        ([1, 4], [1, 3]),  # I-B after B-A
-        ([3, 4, 2, 2], [3, 4, 1, 2]),  # I-A after I-B
-        ([1, 1, 2, 3, 0], [1, 1, 2, 3, 0]),
-    ],
-)
-def test_repair_bio(ids: list[int], expected: list[int]) -> None:
-    repaired = repair_bio(ids, SMALL_TAGS)
-    assert repaired == expected
-    assert is_valid_bio(repaired, SMALL_TAGS)
-
-
-def test_repair_bio_errors() -> None:
-    with pytest.raises(ValueError, match="tag id 5 out of range for 5 tags"):
-        repair_bio([0, 5], SMALL_TAGS)
-    with pytest.raises(ValueError, match="cannot repair 'I-C': tag set has no 'B-C'"):
-        repair_bio([1], ["O", "I-C"])
-    with pytest.raises(ValueError, match="invalid BIO tag 'X'"):
-        repair_bio([0], ["O", "X"])
-
-
-def test_repair_bio_random_always_valid() -> None:
-    generator = torch.Generator().manual_seed(2)
-    for _ in range(200):
-        ids = torch.randint(0, len(TAGS), (12,), generator=generator).tolist()
-        repaired = repair_bio(ids, TAGS)
-        assert is_valid_bio(repaired, TAGS)
-        # Only I- tags change, and only into the B- tag of their own type.
-        for before, after in zip(ids, repaired, strict=True):
-            if before != after:
-                assert TAGS[before][2:] == TAGS[after][2:] and TAGS[after].startswith("B-")
 
 
 def test_head_is_abstract() -> None:

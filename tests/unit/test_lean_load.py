@@ -1,43 +1,38 @@
 """The lean prediction load: raw tokenizer adapter and plain-torch BERT against transformers.
 
 Both must reproduce the transformers objects exactly (same pieces, offsets, windows; bit-equal
-hidden states), on real Spanish and Chinese MultiCoNER sentences and on long, windowed ones.
+hidden states), on synthetic Spanish and Chinese MultiCoNER-style sentences and on long, windowed
+ones (tests/integration/test_lean_load_real.py repeats the comparison on the real data).
 """
 
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import subprocess
-import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 import torch
 
+from complex_ner.core.config import ModelConfig
 from complex_ner.domain.alignment import align_sentences, collate, encode_sentences
-from complex_ner.domain.encoders import load_encoder, minilm_dir, tiny_random_bert
+from complex_ner.domain.encoders import load_encoder, minilm_dir
 from complex_ner.domain.models.bert_lite import LiteBertConfig, LiteBertModel, load_lite_encoder
 from complex_ner.domain.models.tagger import Tagger, build_model
 from complex_ner.domain.rawtok import RawTokenizer, load_raw_tokenizer
 
-try:
-    from helpers_tokenizers import e5_tokenizer, minilm_tokenizer, read_conll
-except ImportError:  # tests/ laid out as a package
-    from tests.unit.helpers_tokenizers import e5_tokenizer, minilm_tokenizer, read_conll
-
 TAGS = ("O", "B-PER", "I-PER", "B-LOC", "I-LOC")
-ROOT = Path(__file__).resolve().parents[2]
+Sample = Callable[[str, int], tuple[list[list[str]], list[list[str]]]]
 
 
-@pytest.fixture(params=["minilm", "e5"])
+@pytest.fixture(scope="module", params=["minilm", "e5"])
 def pair(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> tuple[Any, RawTokenizer]:
     """A transformers fast tokenizer and the adapter over the folder it saves (as Tagger.save)."""
-    hf = e5_tokenizer(tmp_path_factory) if request.param == "e5" else minilm_tokenizer()
+    hf = request.getfixturevalue(f"{request.param}_tokenizer")
     folder = tmp_path_factory.mktemp(f"saved-{request.param}")
     hf.save_pretrained(folder)
     raw = load_raw_tokenizer(folder)
@@ -46,16 +41,16 @@ def pair(
 
 
 def _long_sentences(sentences: list[list[str]]) -> list[list[str]]:
-    """Real sentences glued into ones far longer than a window."""
-    return [sum(sentences[i : i + 12], []) for i in range(0, 48, 12)]
+    """Sentences glued into ones far longer than a window."""
+    return [sum(sentences[i : i + 12], []) for i in range(0, min(len(sentences), 48), 12)]
 
 
 @pytest.mark.parametrize("lang", ["es", "zh"])
-def test_adapter_encodes_real_sentences_like_transformers(
-    pair: tuple[Any, RawTokenizer], lang: str
+def test_adapter_encodes_sentences_like_transformers(
+    pair: tuple[Any, RawTokenizer], lang: str, conll_sample: Sample
 ) -> None:
     hf, raw = pair
-    sentences, _ = read_conll(lang, limit=300)
+    sentences, _ = conll_sample(lang, 300)
     texts = [" ".join(words) for words in sentences] + ["", "  dos  espacios ", "<mask> x"]
     kwargs: dict[str, Any] = {
         "add_special_tokens": False,
@@ -89,10 +84,10 @@ def test_adapter_special_tokens_match(pair: tuple[Any, RawTokenizer]) -> None:
 @pytest.mark.parametrize("lang", ["es", "zh"])
 @pytest.mark.parametrize("join", ["space", "natural"])
 def test_adapter_aligns_and_windows_like_transformers(
-    pair: tuple[Any, RawTokenizer], lang: str, join: str
+    pair: tuple[Any, RawTokenizer], lang: str, join: str, conll_sample: Sample
 ) -> None:
     hf, raw = pair
-    sentences, _ = read_conll(lang, limit=300)
+    sentences, _ = conll_sample(lang, 300)
     sentences = sentences + _long_sentences(sentences) + [[]]
     assert align_sentences(raw, sentences, join=join) == align_sentences(hf, sentences, join=join)
     for max_length, stride in ((128, 32), (24, 6)):  # 24: most sentences need several windows
@@ -125,8 +120,7 @@ def test_adapter_refuses_truncation_and_padding() -> None:
 # --------------------------------------------------------------------------- encoder
 
 
-def _batches(tokenizer: Any) -> list[Any]:
-    sentences, _ = read_conll("es", limit=40)
+def _batches(tokenizer: Any, sentences: list[list[str]]) -> list[Any]:
     windows = encode_sentences(tokenizer, sentences + _long_sentences(sentences), 64, 16)
     pad = tokenizer.pad_token_id
     # One window alone (no padding: SDPA gets no mask) and mixed lengths (a boolean mask).
@@ -134,14 +128,16 @@ def _batches(tokenizer: Any) -> list[Any]:
 
 
 @pytest.mark.parametrize("source", ["minilm", "tiny"])
-def test_lite_bert_outputs_equal_transformers_bit_for_bit(source: str, tmp_path: Path) -> None:
-    folder = minilm_dir() if source == "minilm" else tiny_random_bert(minilm_dir(), tmp_path / "t")
+def test_lite_bert_outputs_equal_transformers_bit_for_bit(
+    source: str, request: pytest.FixtureRequest, minilm_tokenizer: Any, conll_sample: Sample
+) -> None:
+    folder = minilm_dir() if source == "minilm" else request.getfixturevalue("tiny_bert_dir")
     lite = load_lite_encoder(folder)
     assert isinstance(lite, LiteBertModel)
     hf = load_encoder(str(folder)).eval()
     assert lite.state_dict().keys() == hf.state_dict().keys()
     with torch.inference_mode():
-        for batch in _batches(minilm_tokenizer()):
+        for batch in _batches(minilm_tokenizer, conll_sample("es", 40)[0]):
             assert bool((batch.attention_mask == 0).any()) or batch.input_ids.size(0) == 1
             want = hf(input_ids=batch.input_ids, attention_mask=batch.attention_mask)
             got = lite(input_ids=batch.input_ids, attention_mask=batch.attention_mask)
@@ -159,9 +155,9 @@ def test_lite_bert_outputs_equal_transformers_bit_for_bit(source: str, tmp_path:
     ],
 )
 def test_lite_bert_declines_what_it_does_not_reproduce(
-    change: dict[str, Any], tmp_path: Path
+    change: dict[str, Any], tiny_bert_copy: Path, tmp_path: Path
 ) -> None:
-    folder = tiny_random_bert(minilm_dir(), tmp_path / "t")
+    folder = tiny_bert_copy
     raw = json.loads((folder / "config.json").read_text())
     assert LiteBertConfig.supported(raw) is not None
     assert LiteBertConfig.supported({**raw, **change}) is None
@@ -178,11 +174,12 @@ def tagger_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A saved bert_crf tagger (random head) over the real MiniLM encoder."""
     tmp = tmp_path_factory.mktemp("lean")
     torch.manual_seed(0)
-    return build_model(str(minilm_dir()), TAGS, "bert_crf", lang="es").save(tmp / "model")
+    tagger = build_model(str(minilm_dir()), TAGS, ModelConfig(arch="bert_crf"), "es")
+    return tagger.save(tmp / "model")
 
 
 def test_lean_tagger_predicts_exactly_like_the_transformers_load(
-    tagger_dir: Path, tmp_path: Path
+    tagger_dir: Path, tmp_path: Path, conll_sample: Sample
 ) -> None:
     lean, full = Tagger.load(tagger_dir), Tagger.load(tagger_dir, lean=False)
     assert isinstance(lean.tokenizer, RawTokenizer) and isinstance(lean.encoder, LiteBertModel)
@@ -190,7 +187,7 @@ def test_lean_tagger_predicts_exactly_like_the_transformers_load(
     assert lean.pad_id == full.pad_id
     a, b = lean.state_dict(), full.state_dict()
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
-    sentences, _ = read_conll("es", limit=60)
+    sentences, _ = conll_sample("es", 30)
     sentences = sentences + _long_sentences(sentences)
     assert lean.predict_ids(sentences, 16, with_marginals=True) == full.predict_ids(
         sentences, 16, with_marginals=True
@@ -215,20 +212,3 @@ def test_lean_load_falls_back_to_transformers(tagger_dir: Path, tmp_path: Path) 
     assert not isinstance(tagger.encoder, LiteBertModel)
     words = [["ana", "vive", "en", "lima"], ["hola", "mundo"]]
     assert tagger.encode(words) == Tagger.load(tagger_dir).encode(words)
-
-
-def test_predict_path_never_imports_transformers(tagger_dir: Path) -> None:
-    code = (
-        "import sys\n"
-        "from complex_ner.engines.predict import load_tagger, predict_entities\n"
-        f"tagger = load_tagger({str(tagger_dir)!r})\n"
-        "print(predict_entities(tagger, ['ana vive en lima']))\n"
-        "heavy = [m for m in ('transformers', 'torch._dynamo', 'pandas') if m in sys.modules]\n"
-        "print('HEAVY', heavy)\n"
-    )
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
-    proc = subprocess.run(
-        [sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True
-    )
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    assert proc.stdout.strip().splitlines()[-1] == "HEAVY []"

@@ -13,10 +13,8 @@ from complex_ner.domain.metrics import (
     entity_scores,
     paper_table,
     plot_confusion,
-    strict_spans,
     write_report,
 )
-from complex_ner.domain.stats import entity_spans
 
 TYPES = ["PER", "LOC", "GRP", "CORP", "PROD", "CW"]
 
@@ -63,24 +61,8 @@ def test_scores_match_seqeval_report(seed: int) -> None:
         assert ours["per_type"][t] == {"precision": 0.0, "recall": 0.0, "f1": 0.0, "support": 0}
 
 
-@pytest.mark.parametrize("seed", range(5))
-def test_strict_spans_match_seqeval_entities(seed: int) -> None:
-    from seqeval.scheme import IOB2, Entities
-
-    gold, _ = random_corpus(seed, TYPES[:3])
-    ref = Entities(gold, IOB2).entities
-    for i, sent in enumerate(gold):
-        assert strict_spans(sent) == [(e.tag, e.start, e.end) for e in ref[i]]
-
-
 def test_strict_mode_ignores_stray_inside_tags() -> None:
-    # seqeval strict IOB2: an entity must start with B-X, so I-PER I-PER is no entity at all,
-    # whereas the lenient stats helper would count it.
-    assert strict_spans(["I-PER", "I-PER", "O"]) == []
-    assert entity_spans(["I-PER", "I-PER", "O"]) == [("PER", 0, 2)]
-    # A type switch inside an entity ends it; the orphan I-LOC starts nothing.
-    assert strict_spans(["B-PER", "I-LOC", "I-LOC"]) == [("PER", 0, 1)]
-
+    # seqeval strict IOB2: an entity must start with B-X, so I-PER I-PER is no entity at all.
     stray_gold = entity_scores([["I-PER", "I-PER", "O"]], [["B-PER", "I-PER", "O"]], ["PER"])
     assert stray_gold["per_type"]["PER"] == {
         "precision": 0.0,

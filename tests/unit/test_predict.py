@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 from typer.testing import CliRunner
 
 from complex_ner.cli import app
+from complex_ner.core.config import DataConfig
 from complex_ner.domain.data import Sentence, format_conll, read_conll
 from complex_ner.domain.models.tagger import Tagger
 from complex_ner.engines.predict import (
@@ -18,24 +20,8 @@ from complex_ner.engines.predict import (
     predict_entities,
     tokenize,
 )
-from tests.unit.test_train import TAGS, TYPES, cfg, corpus
 
-
-@pytest.fixture(scope="module")
-def tagger_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    import torch
-
-    from complex_ner.domain.encoders import minilm_dir, tiny_random_bert
-    from complex_ner.domain.models.tagger import build_model
-    from complex_ner.engines.train import fit
-
-    tmp = tmp_path_factory.mktemp("pred")
-    tiny = tiny_random_bert(minilm_dir(), tmp / "bert", hidden=32)
-    torch.set_num_threads(1)
-    tagger = build_model(str(tiny), TAGS, "bert_crf", dropout=0.0, lang="es")
-    result = fit(tagger, corpus(20), corpus(20), cfg(), tmp / "run", TYPES, progress=False)
-    assert result.best_f1 == pytest.approx(1.0)
-    return tmp / "run" / "model"
+TAGS = DataConfig().tags
 
 
 def test_spanish_tokenization_keeps_offsets() -> None:
@@ -94,8 +80,8 @@ def test_entities_from_tags_offsets_and_confidence() -> None:
     assert ents[1].confidence == pytest.approx(0.75)
 
 
-def test_predict_entities_on_text_tokens_and_bad_input(tagger_dir: Path) -> None:
-    tagger = Tagger.load(tagger_dir)
+def test_predict_entities_on_text_tokens_and_bad_input(trained_tagger_dir: Path) -> None:
+    tagger = Tagger.load(trained_tagger_dir)
     text = "Luis vive en Quito y escucha Soda Stereo"
     out = predict_entities(tagger, [text, ["marta", "vive", "en", "lima"], "", "   "])
     assert [(e["text"], e["type"]) for e in out[0]] == [
@@ -118,28 +104,32 @@ def test_predict_entities_on_text_tokens_and_bad_input(tagger_dir: Path) -> None
         predict_entities(tagger, [["ok", ""]])
 
 
-def test_cli_predict_jsonl_conll_and_unknown_model(tagger_dir: Path, tmp_path: Path) -> None:
+def test_cli_predict_jsonl_conll_and_unknown_model(
+    trained_tagger_dir: Path, tmp_path: Path, toy_corpus: Any
+) -> None:
     runner = CliRunner()
-    res = runner.invoke(app, ["predict", "--model", str(tagger_dir), "Ana vive en Cusco"])
+    res = runner.invoke(app, ["predict", "--model", str(trained_tagger_dir), "Ana vive en Cusco"])
     assert res.exit_code == 0, res.output
     line = json.loads(res.stdout.strip().splitlines()[-1])
     assert [(e["text"], e["type"]) for e in line["entities"]] == [("Ana", "PER"), ("Cusco", "LOC")]
     src = tmp_path / "in.conll"
-    src.write_text(format_conll(corpus(3)), encoding="utf-8")
-    res = runner.invoke(app, ["predict", "-m", str(tagger_dir), "--file", str(src), "-f", "conll"])
+    src.write_text(format_conll(toy_corpus(3)), encoding="utf-8")
+    res = runner.invoke(
+        app, ["predict", "-m", str(trained_tagger_dir), "--file", str(src), "-f", "conll"]
+    )
     assert res.exit_code == 0, res.output
     out = tmp_path / "out.conll"
     out.write_text(res.stdout, encoding="utf-8")
-    assert [s.tags for s in read_conll(out)] == [s.tags for s in corpus(3)]
+    assert [s.tags for s in read_conll(out)] == [s.tags for s in toy_corpus(3)]
     res = runner.invoke(app, ["predict", "-m", str(tmp_path / "nope"), "hola"])
     assert res.exit_code == 1 and "no such model folder" in res.output
 
 
 def test_batch_prediction_resumes_without_redoing_chunks(
-    tagger_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    trained_tagger_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, toy_corpus: Any
 ) -> None:
-    tagger = Tagger.load(tagger_dir)
-    sents = [Sentence(f"t{i}", s.tokens, None, "test") for i, s in enumerate(corpus(20))]
+    tagger = Tagger.load(trained_tagger_dir)
+    sents = [Sentence(f"t{i}", s.tokens, None, "test") for i, s in enumerate(toy_corpus(20))]
     src = tmp_path / "test.conll"
     src.write_text(
         "".join(
@@ -167,5 +157,5 @@ def test_batch_prediction_resumes_without_redoing_chunks(
     assert calls == [6, 6, 6, 6, 2]  # the two finished chunks were not predicted again
     got = read_conll(out)
     assert [s.id for s in got] == [s.id for s in sents]
-    assert [s.tags for s in got] == [s.tags for s in corpus(20)]
+    assert [s.tags for s in got] == [s.tags for s in toy_corpus(20)]
     assert not out.with_name("sub.conll.parts").exists()

@@ -1,14 +1,15 @@
 """Whole-word-masking pretraining: word units, masking, the tied MLM head, and a tiny run.
 
-Masking is checked on real MultiCoNER sentences with the real e5 (XLM-R SentencePiece)
-tokenizer; the model side uses a tiny random BERT with that tokenizer's vocabulary.
+Masking is checked on synthetic MultiCoNER-style sentences (``conll_sample``) with the real e5
+(XLM-R SentencePiece) tokenizer; the model side uses tiny random BERTs, one with that
+tokenizer's 250k-piece vocabulary.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import json
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -21,46 +22,32 @@ from complex_ner.core.config import ConfigError, load_params
 from complex_ner.core.paths import SKIP_MARKER
 from complex_ner.domain.alignment import align_sentences
 from complex_ner.domain.data import Sentence, write_conll
-from complex_ner.domain.encoders import load_encoder, load_tokenizer, minilm_dir, tiny_random_bert
-from complex_ner.engines.pretrain import (
+from complex_ner.domain.encoders import load_encoder, load_tokenizer
+from complex_ner.domain.wwm import (
     IGNORE_INDEX,
     MaskingVocab,
     MaskStats,
+    _jieba,
     encode_examples,
     has_mlm_head,
     load_mlm_model,
     masked_lm_loss,
     masking_vocab,
-    pretrain_encoder,
-    pretrained_encoder,
-    run_pretrain,
     word_groups,
     wwm_mask,
 )
-from tests.unit.helpers_tokenizers import e5_tokenizer, e5_tokenizer_dir, read_conll
+from complex_ner.engines.pretrain import pretrain_encoder, pretrained_encoder, write_skip_marker
+from complex_ner.engines.trainer import Callback, StepInfo
 
 FRACTION = 0.15
-
-
-@pytest.fixture(scope="module")
-def e5(tmp_path_factory: pytest.TempPathFactory) -> Any:
-    return e5_tokenizer(tmp_path_factory)
-
-
-@pytest.fixture(scope="module")
-def tiny_e5(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A tiny random BERT (hidden 32) with the e5 tokenizer and its 250k-piece vocabulary."""
-    folder = e5_tokenizer_dir(tmp_path_factory)
-    return tiny_random_bert(folder, tmp_path_factory.mktemp("tiny-e5") / "bert", hidden=32)
+Sample = Callable[[str, int], tuple[list[list[str]], list[list[str]]]]  # conftest.conll_sample
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 def _jieba_words(text: str) -> list[str]:
-    from complex_ner.engines.pretrain import _jieba  # the shared, initialised jieba tokenizer
-
-    return list(_jieba().cut(text))
+    return list(_jieba().cut(text))  # the shared, initialised jieba tokenizer
 
 
 # --------------------------------------------------------------------------- words
@@ -114,26 +101,32 @@ def _check_whole_words(example: Any, masked: list[int], labels: list[int]) -> tu
 
 
 @pytest.mark.parametrize("lang", ["es", "zh"])
-def test_masking_keeps_words_whole_on_real_sentences(e5: Any, lang: str) -> None:
-    sentences, _ = read_conll(lang, limit=200)
-    examples = encode_examples(e5, sentences, lang, max_length=128)
+def test_masking_keeps_words_whole(e5_tokenizer: Any, conll_sample: Sample, lang: str) -> None:
+    sentences, _ = conll_sample(lang, 200)
+    examples = encode_examples(e5_tokenizer, sentences, lang, max_length=128)
     assert len(examples) == len(sentences)  # every sentence fits one 128-piece example
     rng = np.random.default_rng(7)
     for example in examples:
-        masked, labels, stats = wwm_mask(example.input_ids, example.word_ids, e5, FRACTION, rng)
+        masked, labels, stats = wwm_mask(
+            example.input_ids, example.word_ids, e5_tokenizer, FRACTION, rng
+        )
         n_words, n_masked = _check_whole_words(example, masked, labels)
         assert n_masked == stats.masked_words == max(1, round(FRACTION * n_words))
 
 
-def test_masked_chinese_word_masks_all_its_characters(e5: Any) -> None:
+def test_masked_chinese_word_masks_all_its_characters(
+    e5_tokenizer: Any, conll_sample: Sample
+) -> None:
     """Checked independently of the example's word ids: via the alignment of the characters."""
-    sentences, _ = read_conll("zh", limit=200)
-    alignments = align_sentences(e5, sentences)
-    examples = encode_examples(e5, sentences, "zh", max_length=128)
+    sentences, _ = conll_sample("zh", 200)
+    alignments = align_sentences(e5_tokenizer, sentences)
+    examples = encode_examples(e5_tokenizer, sentences, "zh", max_length=128)
     rng = np.random.default_rng(3)
     multi_char_masked = 0
     for tokens, alignment, example in zip(sentences, alignments, examples, strict=True):
-        _masked, labels, _stats = wwm_mask(example.input_ids, example.word_ids, e5, FRACTION, rng)
+        _masked, labels, _stats = wwm_mask(
+            example.input_ids, example.word_ids, e5_tokenizer, FRACTION, rng
+        )
         groups = word_groups(tokens, "zh")
         for group in set(groups):
             chars = [i for i, g in enumerate(groups) if g == group]
@@ -147,11 +140,13 @@ def test_masked_chinese_word_masks_all_its_characters(e5: Any) -> None:
     assert multi_char_masked > 50
 
 
-def test_natural_join_merges_words_that_share_a_piece(e5: Any) -> None:
+def test_natural_join_merges_words_that_share_a_piece(
+    e5_tokenizer: Any, conll_sample: Sample
+) -> None:
     """With join=natural a piece such as 北京 can span two jieba words: they become one unit."""
-    sentences, _ = read_conll("zh", limit=100)
-    alignments = align_sentences(e5, sentences, join="natural")
-    examples = encode_examples(e5, sentences, "zh", join="natural")
+    sentences, _ = conll_sample("zh", 100)
+    alignments = align_sentences(e5_tokenizer, sentences, join="natural")
+    examples = encode_examples(e5_tokenizer, sentences, "zh", join="natural")
     merged = 0
     for tokens, alignment, example in zip(sentences, alignments, examples, strict=True):
         groups = word_groups(tokens, "zh")
@@ -164,10 +159,10 @@ def test_natural_join_merges_words_that_share_a_piece(e5: Any) -> None:
     assert merged > 0
 
 
-def test_masking_rate_and_80_10_10_split(e5: Any) -> None:
-    sentences, _ = read_conll("es", limit=300)
-    examples = encode_examples(e5, sentences, "es", max_length=128)
-    vocab = masking_vocab(e5)
+def test_masking_rate_and_80_10_10_split(e5_tokenizer: Any, conll_sample: Sample) -> None:
+    sentences, _ = conll_sample("es", 300)
+    examples = encode_examples(e5_tokenizer, sentences, "es", max_length=128)
+    vocab = masking_vocab(e5_tokenizer)
     total = MaskStats()
     rng = np.random.default_rng(11)
     mask_seen = random_seen = 0
@@ -200,40 +195,42 @@ def test_random_tokens_are_never_special() -> None:
     assert {vocab.random_id(rng) for _ in range(200)} == {5, 6, 7}
 
 
-def test_masking_is_deterministic_under_a_seed(e5: Any) -> None:
-    sentences, _ = read_conll("zh", limit=50)
-    examples = encode_examples(e5, sentences, "zh")
+def test_masking_is_deterministic_under_a_seed(e5_tokenizer: Any, conll_sample: Sample) -> None:
+    sentences, _ = conll_sample("zh", 50)
+    examples = encode_examples(e5_tokenizer, sentences, "zh")
 
     def run(seed: int) -> list[tuple[list[int], list[int]]]:
         rng = np.random.default_rng(seed)
-        return [wwm_mask(e.input_ids, e.word_ids, e5, FRACTION, rng)[:2] for e in examples]
+        return [
+            wwm_mask(e.input_ids, e.word_ids, e5_tokenizer, FRACTION, rng)[:2] for e in examples
+        ]
 
     assert run(5) == run(5)
     assert run(5) != run(6)
 
 
-def test_one_word_sentence_gets_one_masked_word_and_no_word_none(e5: Any) -> None:
+def test_one_word_sentence_gets_one_masked_word_and_no_word_none(e5_tokenizer: Any) -> None:
     rng = np.random.default_rng(0)
-    _m, labels, stats = wwm_mask([0, 10, 11, 2], [None, 0, 0, None], e5, FRACTION, rng)
+    _m, labels, stats = wwm_mask([0, 10, 11, 2], [None, 0, 0, None], e5_tokenizer, FRACTION, rng)
     assert stats.masked_words == 1 and labels[1:3] == [10, 11]
-    _m, labels, stats = wwm_mask([0, 2], [None, None], e5, FRACTION, rng)
+    _m, labels, stats = wwm_mask([0, 2], [None, None], e5_tokenizer, FRACTION, rng)
     assert stats.words == 0 and labels == [IGNORE_INDEX] * 2
 
 
-def test_long_sentence_is_cut_between_words(e5: Any) -> None:
+def test_long_sentence_is_cut_between_words(e5_tokenizer: Any) -> None:
     words = ["palabra", "extraordinariamente", "larga"] * 40
-    examples = encode_examples(e5, [words], "es", max_length=32)
+    examples = encode_examples(e5_tokenizer, [words], "es", max_length=32)
     assert len(examples) > 1
     assert all(len(e.input_ids) <= 32 for e in examples)
     rebuilt = [i for e in examples for i in e.input_ids[1:-1]]
-    assert rebuilt == align_sentences(e5, [words])[0].piece_ids
+    assert rebuilt == align_sentences(e5_tokenizer, [words])[0].piece_ids
 
 
 # --------------------------------------------------------------------------- model
 
 
-def test_fresh_mlm_head_is_tied_to_the_embeddings(tmp_path: Path) -> None:
-    folder = tiny_random_bert(minilm_dir(), tmp_path / "bert", hidden=32)
+def test_fresh_mlm_head_is_tied_to_the_embeddings(tiny_bert_dir: Path, tmp_path: Path) -> None:
+    folder = tiny_bert_dir
     assert not has_mlm_head(str(folder))
     model, fresh = load_mlm_model(str(folder), seed=1)
     assert fresh
@@ -254,8 +251,8 @@ def test_fresh_mlm_head_is_tied_to_the_embeddings(tmp_path: Path) -> None:
     assert torch.equal(reloaded.state_dict()[head], model.state_dict()[head])
 
 
-def test_masked_only_loss_equals_the_full_loss(tmp_path: Path) -> None:
-    folder = tiny_random_bert(minilm_dir(), tmp_path / "bert", hidden=32)
+def test_masked_only_loss_equals_the_full_loss(tiny_bert_dir: Path) -> None:
+    folder = tiny_bert_dir
     model, _ = load_mlm_model(str(folder))
     model.eval()
     gen = torch.Generator().manual_seed(0)
@@ -275,8 +272,10 @@ def test_masked_only_loss_equals_the_full_loss(tmp_path: Path) -> None:
 # --------------------------------------------------------------------------- end to end
 
 
-def _project(tmp_path: Path, encoder: Path, lang: str, n: int = 20, **pretrain: Any) -> Path:
-    sentences, tags = read_conll(lang, limit=n)
+def _project(
+    sample: Sample, tmp_path: Path, encoder: Path, lang: str, n: int = 20, **pretrain: Any
+) -> Path:
+    sentences, tags = sample(lang, n)
     processed = tmp_path / "data" / "processed" / lang
     rows = [
         Sentence(id=f"s{i}", tokens=tuple(w), tags=tuple(t))
@@ -317,37 +316,48 @@ def _encoder_train_uses(params: Any, lang: str, monkeypatch: pytest.MonkeyPatch)
 
     monkeypatch.setattr(train, "build_model", fake_build)
     with pytest.raises(_Built):
-        train.train_model(params, lang, "bert_crf", progress=False)
+        train.train_model(params, lang, "bert_crf")
     return seen[0]
 
 
 def test_tiny_pretrain_writes_a_loadable_encoder_that_train_uses(
-    tiny_e5: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tiny_e5_bert_dir: Path, conll_sample: Sample, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     extra = tmp_path / "extra.txt"
     extra.write_text("北京大学的学生去了上海。\n\n他们喜欢iphone手机\n", encoding="utf-8")
-    params = load_params(_project(tmp_path, tiny_e5, "zh", extra_text_files=[str(extra)], seed=4))
-    steps: list[dict[str, float]] = []
-    result = pretrain_encoder(params, "zh", progress=False, on_step=steps.append)
+    params = load_params(
+        _project(
+            conll_sample, tmp_path, tiny_e5_bert_dir, "zh", extra_text_files=[str(extra)], seed=4
+        )
+    )
+    steps: list[StepInfo] = []
+
+    class Steps(Callback):
+        def on_step_end(self, step: StepInfo) -> None:
+            steps.append(step)
+
+    result = pretrain_encoder(params, "zh", callbacks=[Steps()])
     out = tmp_path / "models" / "encoders" / "wwm" / "zh"
     assert result.output_dir == out
     assert result.corpus.sentences == 22 and result.corpus.extra_sentences == 2
     assert result.corpus.words < result.corpus.tokens  # jieba words group characters
     assert result.steps == len(steps) == 3 and result.fresh_head
-    assert all(np.isfinite(s["loss"]) for s in steps)
+    assert [s.step for s in steps] == [1, 2, 3] and all(s.total_steps == 3 for s in steps)
+    assert [s.loss for s in steps] == result.losses and all(np.isfinite(result.losses))
+    assert steps[0].lr > 0
     for name in ("config.json", "model.safetensors", "tokenizer.json", "pretrain.json"):
         assert (out / name).is_file(), name
     assert not has_mlm_head(str(out))  # the encoder only, without the MLM head
     text = "北 京 大 学 iphone"
     assert (
         load_tokenizer(str(out))(text)["input_ids"]
-        == load_tokenizer(str(tiny_e5))(text)["input_ids"]
+        == load_tokenizer(str(tiny_e5_bert_dir))(text)["input_ids"]
     )
     summary = json.loads((out / "pretrain.json").read_text(encoding="utf-8"))
     assert summary["corpus"]["sentences"] == 22 and summary["steps"] == 3
     assert summary["masking"]["masked_word_share"] > 0.1
     adapted = load_encoder(str(out)).state_dict()
-    original = load_encoder(str(tiny_e5)).state_dict()
+    original = load_encoder(str(tiny_e5_bert_dir)).state_dict()
     assert adapted.keys() == original.keys()
     assert not torch.equal(
         adapted["encoder.layer.0.attention.self.query.weight"],
@@ -356,56 +366,31 @@ def test_tiny_pretrain_writes_a_loadable_encoder_that_train_uses(
     assert not [p for p in out.parent.iterdir() if p.name.startswith(".")]  # no staging left
 
     # Same seed, same run.
-    again = pretrain_encoder(params, "zh", progress=False)
+    again = pretrain_encoder(params, "zh")
     assert again.losses == result.losses
 
     # train_model picks the adapted encoder when enabled, model.encoder otherwise.
     assert Path(_encoder_train_uses(params, "zh", monkeypatch)) == out.resolve()
-    off = dataclasses.replace(params, pretrain=dataclasses.replace(params.pretrain, enabled=False))
-    assert Path(_encoder_train_uses(off, "zh", monkeypatch)) == tiny_e5.resolve()
-    other = dataclasses.replace(params, pretrain=dataclasses.replace(params.pretrain, languages=()))
-    assert Path(_encoder_train_uses(other, "zh", monkeypatch)) == tiny_e5.resolve()
-
-
-def test_tracked_run_logs_the_loss_curve_under_the_parent(
-    tiny_e5: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    import mlflow
-
-    from complex_ner.adapters import tracking
-    from complex_ner.engines.pretrain import pretrain_tracked
-
-    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
-    params = load_params(_project(tmp_path, tiny_e5, "es", n=12, batch_size=4))
-    exp_id = tracking.setup(params)
-    client = mlflow.MlflowClient()
-    parent = client.create_run(exp_id, run_name="pipeline").info.run_id
-    monkeypatch.setenv(tracking.PARENT_ENV, parent)
-    result = pretrain_tracked(params, "es", progress=False)
-    runs = client.search_runs([exp_id], filter_string="tags.kind = 'pretrain'")
-    assert len(runs) == 1
-    run = runs[0]
-    assert run.info.run_name == "pretrain-es"
-    assert run.data.tags["mlflow.parentRunId"] == parent
-    assert run.data.params["pretrain.mask_fraction"] == "0.15"
-    assert run.data.metrics["corpus_sentences"] == 12
-    assert 0.1 < run.data.metrics["masking_masked_word_share"] < 0.3
-    curve = client.get_metric_history(run.info.run_id, "loss")
-    assert [m.step for m in curve] == [1, 2, 3] == list(range(1, result.steps + 1))
-    summary = json.loads((result.output_dir / "pretrain.json").read_text(encoding="utf-8"))
-    assert summary["mlflow_run_id"] == run.info.run_id
+    off = params.model_copy(
+        update={"pretrain": params.pretrain.model_copy(update={"enabled": False})}
+    )
+    assert Path(_encoder_train_uses(off, "zh", monkeypatch)) == tiny_e5_bert_dir.resolve()
+    other = params.model_copy(
+        update={"pretrain": params.pretrain.model_copy(update={"languages": ()})}
+    )
+    assert Path(_encoder_train_uses(other, "zh", monkeypatch)) == tiny_e5_bert_dir.resolve()
 
 
 def test_disabled_writes_a_marker_and_enabled_train_names_the_command(
-    tiny_e5: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tiny_e5_bert_dir: Path, conll_sample: Sample, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    params = load_params(_project(tmp_path, tiny_e5, "es", n=5), ["pretrain.enabled=false"])
-    out = run_pretrain(params, "es", progress=False)
-    assert out["status"] == "skipped"
-    folder = Path(out["output_dir"])
+    params = load_params(
+        _project(conll_sample, tmp_path, tiny_e5_bert_dir, "es", n=5), ["pretrain.enabled=false"]
+    )
+    folder = write_skip_marker(params, "es")
     assert [p.name for p in folder.iterdir()] == [SKIP_MARKER]
-    enabled = dataclasses.replace(
-        params, pretrain=dataclasses.replace(params.pretrain, enabled=True)
+    enabled = params.model_copy(
+        update={"pretrain": params.pretrain.model_copy(update={"enabled": True})}
     )
     with pytest.raises(FileNotFoundError, match=r"SKIPPED.*complex-ner pretrain --lang es"):
         pretrained_encoder(enabled, "es")
@@ -414,13 +399,13 @@ def test_disabled_writes_a_marker_and_enabled_train_names_the_command(
 
 
 def test_cli_pretrain_disabled_is_quick_and_checks_the_language(
-    tiny_e5: Path, tmp_path: Path
+    tiny_e5_bert_dir: Path, conll_sample: Sample, tmp_path: Path
 ) -> None:
     from typer.testing import CliRunner
 
     from complex_ner.cli import app
 
-    path = _project(tmp_path, tiny_e5, "es", n=5)
+    path = _project(conll_sample, tmp_path, tiny_e5_bert_dir, "es", n=5)
     runner = CliRunner()
     result = runner.invoke(app, ["pretrain", "-p", str(path), "-S", "pretrain.enabled=false"])
     assert result.exit_code == 0, result.output

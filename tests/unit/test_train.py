@@ -2,41 +2,37 @@
 
 from __future__ import annotations
 
-import dataclasses
+import json
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
 
-from complex_ner.core.config import ARCHITECTURES, DataConfig, TrainConfig
+from complex_ner.core.config import ARCHITECTURES, DataConfig, ModelConfig, TrainConfig
 from complex_ner.domain.data import Sentence
-from complex_ner.domain.encoders import minilm_dir, tiny_random_bert
 from complex_ner.domain.models.tagger import Tagger, build_model
 from complex_ner.engines.train import fit
+from complex_ner.engines.trainer import Callback, ProgressLogger
 
 TYPES = DataConfig().entity_types
 TAGS = DataConfig().tags
-NAMES = ["ana", "luis", "marta", "pedro", "sofia"]
-PLACES = ["lima", "quito", "madrid", "bogota", "cusco"]
-BANDS = ["the beatles", "los prisioneros", "soda stereo"]
-
-
-def corpus(n: int = 20) -> list[Sentence]:
-    out = []
-    for i in range(n):
-        name, place, band = NAMES[i % 5], PLACES[(i * 2) % 5], BANDS[i % 3].split()
-        tokens = [name, "vive", "en", place, "y", "escucha", *band]
-        tags = ["B-PER", "O", "O", "B-LOC", "O", "O", "B-GRP"] + ["I-GRP"] * (len(band) - 1)
-        out.append(Sentence(id=f"s{i}", tokens=tuple(tokens), tags=tuple(tags)))
-    return out
-
-
-@pytest.fixture(scope="module")
-def tiny_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return tiny_random_bert(minilm_dir(), tmp_path_factory.mktemp("tiny") / "bert", hidden=32)
-
+ToyCorpus = Callable[[int], list[Sentence]]  # conftest.toy_corpus
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
+
+
+class StopAfter(Callback):
+    """Interrupts a run after ``epochs`` epochs of this call (as a killed job would)."""
+
+    def __init__(self, epochs: int) -> None:
+        self.epochs = epochs
+        self.seen = 0
+
+    def on_epoch_end(self, record: dict[str, Any]) -> bool:
+        self.seen += 1
+        return self.seen >= self.epochs
 
 
 def cfg(**kw) -> TrainConfig:
@@ -52,22 +48,28 @@ def cfg(**kw) -> TrainConfig:
         device="cpu",
         seed=3,
     )
-    return dataclasses.replace(base, **kw)
+    return base.model_copy(update=kw)
 
 
 @pytest.mark.parametrize("arch", ARCHITECTURES)
-def test_tiny_model_overfits_twenty_sentences(tiny_dir: Path, tmp_path: Path, arch: str) -> None:
-    data = corpus(20)
-    tagger = build_model(str(tiny_dir), TAGS, arch, dropout=0.0, lstm_hidden=16, fc_hidden=32)
-    result = fit(tagger, data, data, cfg(), tmp_path / arch, TYPES, progress=False)
+def test_tiny_model_overfits_twenty_sentences(
+    tiny_bert_dir: Path, toy_corpus: ToyCorpus, tmp_path: Path, arch: str
+) -> None:
+    data = toy_corpus(20)
+    model = ModelConfig(arch=arch, dropout=0.0, lstm_hidden=16, fc_hidden=32)
+    tagger = build_model(str(tiny_bert_dir), TAGS, model, "es")
+    result = fit(tagger, data, data, cfg(), tmp_path / arch, TYPES)
     assert result.best_f1 == pytest.approx(1.0)
     assert result.model_dir is not None and (result.model_dir / "tagger.json").is_file()
 
 
-def test_save_load_predict_identical(tiny_dir: Path, tmp_path: Path) -> None:
-    data = corpus(10)
-    tagger = build_model(str(tiny_dir), TAGS, "bert_bilstm_crf", lstm_hidden=8)
-    fit(tagger, data, data, cfg(epochs=3), tmp_path, TYPES, progress=False)
+def test_save_load_predict_identical(
+    tiny_bert_dir: Path, toy_corpus: ToyCorpus, tmp_path: Path
+) -> None:
+    data = toy_corpus(10)
+    model = ModelConfig(arch="bert_bilstm_crf", lstm_hidden=8)
+    tagger = build_model(str(tiny_bert_dir), TAGS, model, "es")
+    fit(tagger, data, data, cfg(epochs=3), tmp_path, TYPES)
     best = Tagger.load(tmp_path / "model")
     again = Tagger.load(tmp_path / "model")
     words = [list(s.tokens) for s in data] + [["palabra"] * 300]  # a long one is windowed
@@ -78,18 +80,22 @@ def test_save_load_predict_identical(tiny_dir: Path, tmp_path: Path) -> None:
     assert all(abs(sum(p) - 1.0) < 1e-4 for p in marg[0])
 
 
-def test_resume_equals_uninterrupted(tiny_dir: Path, tmp_path: Path) -> None:
-    data = corpus(12)
+def test_resume_equals_uninterrupted(
+    tiny_bert_dir: Path, toy_corpus: ToyCorpus, tmp_path: Path
+) -> None:
+    data = toy_corpus(12)
     c = cfg(epochs=3, schedule="cyclic", patience=10)
 
     def fresh() -> Tagger:
         torch.manual_seed(0)
-        return build_model(str(tiny_dir), TAGS, "bert_crf", dropout=0.1)
+        return build_model(
+            str(tiny_bert_dir), TAGS, ModelConfig(arch="bert_crf", dropout=0.1), "es"
+        )
 
-    full = fit(fresh(), data, data, c, tmp_path / "a", TYPES, progress=False)
-    part = fit(fresh(), data, data, c, tmp_path / "b", TYPES, progress=False, stop_after=1)
+    full = fit(fresh(), data, data, c, tmp_path / "a", TYPES)
+    part = fit(fresh(), data, data, c, tmp_path / "b", TYPES, callbacks=[StopAfter(1)])
     assert len(part.history) == 1
-    done = fit(fresh(), data, data, c, tmp_path / "b", TYPES, progress=False, resume=True)
+    done = fit(fresh(), data, data, c, tmp_path / "b", TYPES, resume=True)
     assert [h["loss"] for h in done.history] == [h["loss"] for h in full.history]
     assert not (tmp_path / "a" / "checkpoint").exists()  # removed once a run has finished
     a = Tagger.load(tmp_path / "a" / "model").state_dict()
@@ -99,9 +105,8 @@ def test_resume_equals_uninterrupted(tiny_dir: Path, tmp_path: Path) -> None:
 
 
 def test_initial_head_depends_on_seed_alone(
-    tiny_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tiny_bert_dir: Path, toy_corpus: ToyCorpus, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import complex_ner.domain.encoders as encoders
     import complex_ner.engines.train as train_module
     from complex_ner.core.config import Params
 
@@ -111,9 +116,11 @@ def test_initial_head_depends_on_seed_alone(
         heads.append({k: v.clone() for k, v in tagger.head.state_dict().items()})
 
     monkeypatch.setattr(train_module, "fit", capture)
-    monkeypatch.setattr(train_module, "load_training_data", lambda p, lang: (corpus(), corpus(2)))
-    monkeypatch.setattr(encoders, "resolve_encoder", lambda name, root=None: str(tiny_dir))
-    params = dataclasses.replace(Params(), root=tmp_path)
+    monkeypatch.setattr(
+        train_module, "load_training_data", lambda p, lang: (toy_corpus(20), toy_corpus(2))
+    )
+    monkeypatch.setattr(train_module, "resolve_encoder", lambda name, root=None: str(tiny_bert_dir))
+    params = Params(root=tmp_path)
     before = torch.random.get_rng_state()
     train_module.train_model(params, "es", "bert_linear")
     torch.rand(1000)  # whatever the process drew in between must not matter
@@ -123,3 +130,55 @@ def test_initial_head_depends_on_seed_alone(
     torch.random.set_rng_state(before)
     train_module.train_model(params, "es", "bert_linear")
     assert torch.equal(torch.random.get_rng_state(), before)  # the global RNG is left alone
+
+
+def test_patience_stops_early_and_a_resume_does_not_continue(
+    tiny_bert_dir: Path, toy_corpus: ToyCorpus, tmp_path: Path
+) -> None:
+    data = toy_corpus(8)
+    # A rate of zero never improves on the first epoch's F1: patience 2 stops after epoch 3.
+    c = cfg(epochs=6, lr_encoder=1e-12, lr_min=1e-12, lr_head=1e-12, patience=2)
+    c = c.model_copy(update={"keep_checkpoint": True})
+    model = ModelConfig(arch="bert_linear", dropout=0.0)
+    result = fit(build_model(str(tiny_bert_dir), TAGS, model, "es"), data, data, c, tmp_path, TYPES)
+    assert result.stopped_early and result.best_epoch == 1
+    assert [h["epoch"] for h in result.history] == [1, 2, 3]
+    again = fit(
+        build_model(str(tiny_bert_dir), TAGS, model, "es"),
+        data,
+        data,
+        c,
+        tmp_path,
+        TYPES,
+        resume=True,
+    )
+    assert again.stopped_early and [h["epoch"] for h in again.history] == [1, 2, 3]
+    saved = json.loads((tmp_path / "history.json").read_text(encoding="utf-8"))
+    assert [h["epoch"] for h in saved] == [1, 2, 3]
+
+
+def test_callbacks_see_validation_records_and_progress_lines(
+    tiny_bert_dir: Path, toy_corpus: ToyCorpus, tmp_path: Path
+) -> None:
+    data = toy_corpus(8)
+    records: list[dict[str, Any]] = []
+    lines: list[str] = []
+
+    class Records(Callback):
+        def on_epoch_end(self, record: dict[str, Any]) -> None:
+            records.append(record)
+
+    model = ModelConfig(arch="bert_crf", dropout=0.0)
+    tagger = build_model(str(tiny_bert_dir), TAGS, model, "es")
+    callbacks = [ProgressLogger("es bert_crf", lines.append), Records()]
+    result = fit(tagger, data, data, cfg(epochs=2), tmp_path, TYPES, callbacks=callbacks)
+    assert records == result.history
+    for record in records:
+        assert {"loss", "lr", "val_macro_f1", "val_micro_f1", "val_f1_PER", "pad_share"} <= set(
+            record
+        )
+    # One line per epoch (steps are quicker than the 30 s between step lines).
+    assert len(lines) == 2
+    assert lines[0].startswith("es bert_crf epoch 1/2 step 1/2 loss ")
+    assert "val-F1 " in lines[0] and "(best)" in lines[0]
+    assert lines[1].startswith("es bert_crf epoch 2/2 step 2/2 ")

@@ -1,199 +1,255 @@
 """Typed, frozen view of ``params.yaml``: read once, validated here, passed everywhere.
 
-Every section maps to one dataclass; unknown keys and wrong types fail with the dotted field name,
-so a typo in ``params.yaml`` never silently falls back to a default.
+Every section maps to one pydantic model. Types are strict (a bool is not an int, a string is
+not a number), unknown keys are rejected, and every error names the params file and the dotted
+field, so a typo in ``params.yaml`` never silently falls back to a default. The defaults below
+are the one declaration of each setting; the model code takes its hyperparameters from here.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import os
-import types
-import typing
-from dataclasses import dataclass, field, fields
+import re
+import warnings
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal, get_args
 
 import yaml
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+
+from complex_ner.core.bio import tag_set
+from complex_ner.core.lang import CHAR_TOKENIZED_LANGUAGES
 
 #: Overrides ``data.source_dir`` without editing params.yaml (CI, other checkouts).
 SOURCE_ENV = "COMPLEX_NER_DATA_SOURCE"
 
 
 class ConfigError(ValueError):
-    """A params file or override that cannot be used; the message names the field."""
+    """A params file or override that cannot be used; the message names the file and field."""
 
 
-@dataclass(frozen=True)
-class DataConfig:
+# ---------------------------------------------------------------------------- field types
+
+
+def _as_tuple(value: Any) -> Any:
+    # YAML gives lists; tuples keep the frozen sections immutable and hashable.
+    return tuple(value) if isinstance(value, list) else value
+
+
+def _language_code(value: str) -> str:
+    if not value.isalpha():
+        raise ValueError("not a language code")
+    return value
+
+
+def _entity_type(value: str) -> str:
+    # "-" would make "B-X" ambiguous and "O" is the outside tag.
+    if not value or "-" in value or value == "O" or any(c.isspace() for c in value):
+        raise ValueError("not a valid entity type (non-empty, not 'O', no '-' or spaces)")
+    return value
+
+
+def _non_empty_path(value: str) -> str:
+    if not value.strip():
+        raise ValueError("empty path")
+    return value
+
+
+def _device(value: str) -> str:
+    if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", value):
+        raise ValueError("expected auto, cpu, cuda or cuda:N")
+    return value
+
+
+def _unique(value: tuple[Any, ...]) -> tuple[Any, ...]:
+    duplicates = sorted({v for v in value if value.count(v) > 1})
+    if duplicates:
+        raise ValueError(f"duplicates: {', '.join(map(str, duplicates))}")
+    return value
+
+
+def _not_empty(value: tuple[Any, ...]) -> tuple[Any, ...]:
+    if not value:
+        raise ValueError("at least one value is required")
+    return value
+
+
+Arch = Literal["bert_crf", "bert_bilstm_crf", "bert_linear"]
+#: The head architectures, in the order of :data:`Arch`.
+ARCHITECTURES: tuple[str, ...] = get_args(Arch)
+LabelPiece = Literal["first", "last"]
+JoinMode = Literal["space", "natural"]
+
+PositiveInt = Annotated[int, Field(ge=1)]
+#: A cap where 0 means "no cap".
+Cap = Annotated[int, Field(ge=0)]
+PositiveFloat = Annotated[float, Field(gt=0.0)]
+#: Strictly inside (0, 1).
+OpenFraction = Annotated[float, Field(gt=0.0, lt=1.0)]
+#: In [0, 1).
+Rate = Annotated[float, Field(ge=0.0, lt=1.0)]
+#: At least 8 pieces: [CLS], [SEP] and room for words.
+WindowLength = Annotated[int, Field(ge=8)]
+LanguageCode = Annotated[str, AfterValidator(_language_code)]
+EntityType = Annotated[str, AfterValidator(_entity_type)]
+NonEmptyPath = Annotated[str, AfterValidator(_non_empty_path)]
+Device = Annotated[str, AfterValidator(_device)]
+
+Languages = Annotated[tuple[LanguageCode, ...], BeforeValidator(_as_tuple), AfterValidator(_unique)]
+#: A list of strings, read into a tuple.
+StrTuple = Annotated[tuple[str, ...], BeforeValidator(_as_tuple)]
+
+
+class _Section(BaseModel):
+    """Frozen, strict, closed: the shape every section shares."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", strict=True, validate_default=True)
+
+
+# ---------------------------------------------------------------------------- sections
+
+
+class DataConfig(_Section):
     """Where MultiCoNER comes from and which languages and entity types are used."""
 
     source_dir: str = "../shared/data/multiconer"
-    languages: tuple[str, ...] = ("es", "zh")
+    languages: Annotated[Languages, AfterValidator(_not_empty)] = ("es", "zh")
     raw_dir: str = "data/raw"
-    entity_types: tuple[str, ...] = ("PER", "LOC", "GRP", "CORP", "PROD", "CW")
+    entity_types: Annotated[
+        tuple[EntityType, ...],
+        BeforeValidator(_as_tuple),
+        AfterValidator(_not_empty),
+        AfterValidator(_unique),
+    ] = ("PER", "LOC", "GRP", "CORP", "PROD", "CW")
 
     @property
     def tags(self) -> tuple[str, ...]:
         """The BIO tag set, ``O`` first (13 tags for MultiCoNER)."""
-        return ("O",) + tuple(f"{p}-{t}" for t in self.entity_types for p in ("B", "I"))
-
-    def validate(self) -> None:
-        if not self.languages:
-            raise ConfigError("data.languages: at least one language is required")
-        if len(set(self.languages)) != len(self.languages):
-            raise ConfigError(f"data.languages: duplicates in {list(self.languages)}")
-        for lang in self.languages:
-            if not lang.isalpha():
-                raise ConfigError(f"data.languages: {lang!r} is not a language code")
-        if not self.entity_types:
-            raise ConfigError("data.entity_types: at least one entity type is required")
-        for t in self.entity_types:
-            if not t or "-" in t or t == "O" or any(c.isspace() for c in t):
-                raise ConfigError(f"data.entity_types: {t!r} is not a valid entity type")
-        if len(set(self.entity_types)) != len(self.entity_types):
-            raise ConfigError(f"data.entity_types: duplicates in {list(self.entity_types)}")
+        return tag_set(self.entity_types)
 
 
-@dataclass(frozen=True)
-class SplitConfig:
+class SplitConfig(_Section):
     """Seeded hold-out of train used for model selection when no dev file exists."""
 
-    val_fraction: float = 0.1
+    val_fraction: OpenFraction = 0.1
     seed: int = 13
     processed_dir: str = "data/processed"
 
-    def validate(self) -> None:
-        if not 0.0 < self.val_fraction < 1.0:
-            raise ConfigError(f"split.val_fraction: must be in (0, 1), got {self.val_fraction}")
 
-
-@dataclass(frozen=True)
-class ValidateConfig:
+class ValidateConfig(_Section):
     """Bounds and outputs of the Great Expectations gate."""
 
-    min_sentence_length: int = 1
+    min_sentence_length: PositiveInt = 1
     max_sentence_length: int = 200
     report_dir: str = "reports/validation"
-    max_examples: int = 5
+    max_examples: PositiveInt = 5
 
-    def validate(self) -> None:
-        if self.min_sentence_length < 1:
-            raise ConfigError("validate.min_sentence_length: must be >= 1")
-        if self.max_sentence_length < self.min_sentence_length:
-            raise ConfigError(
-                "validate.max_sentence_length: must be >= validate.min_sentence_length"
-            )
-        if self.max_examples < 1:
-            raise ConfigError("validate.max_examples: must be >= 1")
+    @field_validator("max_sentence_length")
+    @classmethod
+    def _max_not_below_min(cls, value: int, info: ValidationInfo) -> int:
+        low = info.data.get("min_sentence_length")
+        if low is not None and value < low:
+            raise ValueError(f"must be >= validate.min_sentence_length ({low})")
+        return value
 
 
-@dataclass(frozen=True)
-class StatsConfig:
+class StatsConfig(_Section):
     """Where the data statistics go."""
 
     report_dir: str = "reports"
 
 
-ARCHITECTURES = ("bert_crf", "bert_bilstm_crf", "bert_linear")
-
-
-@dataclass(frozen=True)
-class EncoderConfig:
+class EncoderConfig(_Section):
     """The offline default encoder that ``complex-ner encoder provision`` materialises."""
 
     output_dir: str = "models/encoders/multilingual-e5-small"
 
 
-@dataclass(frozen=True)
-class ModelConfig:
+class HeadConfig(_Section):
+    """Hyperparameters of a tagging head (the head itself is chosen by ``arch``)."""
+
+    dropout: Rate = 0.2
+    lstm_hidden: PositiveInt = 256
+    fc_hidden: PositiveInt = 512
+
+
+class WindowConfig(_Section):
+    """How sentences become encoder windows."""
+
+    max_length: WindowLength = 128
+    stride: Annotated[int, Field(ge=0)] = 32
+    join: JoinMode = "space"
+
+    @field_validator("stride")
+    @classmethod
+    def _stride_below_half_window(cls, value: int, info: ValidationInfo) -> int:
+        # Consecutive windows must advance by more than the context they share.
+        max_length = info.data.get("max_length")
+        if max_length is not None and value >= max_length // 2:
+            raise ValueError(f"must be < max_length / 2 ({max_length // 2})")
+        return value
+
+
+class ModelConfig(HeadConfig, WindowConfig):
     """Encoder plus head. ``encoder`` is a hub name or a local folder (relative to the project)."""
 
     encoder: str = "models/encoders/multilingual-e5-small"
-    arch: str = "bert_crf"
-    dropout: float = 0.2
-    lstm_hidden: int = 256
-    fc_hidden: int = 512
-    max_length: int = 128
-    stride: int = 32
-    label_piece: str = "first"
-    label_piece_zh: str = "last"
-    join: str = "space"
+    arch: Arch = "bert_crf"
+    label_piece: LabelPiece = "first"
+    label_piece_zh: LabelPiece = "last"
 
     def piece_for(self, lang: str) -> str:
-        """Which piece of a word carries its label for this language."""
-        return self.label_piece_zh if lang == "zh" else self.label_piece
-
-    def validate(self) -> None:
-        if self.arch not in ARCHITECTURES:
-            raise ConfigError(f"model.arch: {self.arch!r} is not one of {', '.join(ARCHITECTURES)}")
-        if not 0.0 <= self.dropout < 1.0:
-            raise ConfigError(f"model.dropout: must be in [0, 1), got {self.dropout}")
-        for name in ("label_piece", "label_piece_zh"):
-            if getattr(self, name) not in ("first", "last"):
-                raise ConfigError(f"model.{name}: expected 'first' or 'last'")
-        if self.join not in ("space", "natural"):
-            raise ConfigError("model.join: expected 'space' or 'natural'")
-        if self.max_length < 8:
-            raise ConfigError("model.max_length: must be >= 8")
-        if not 0 <= self.stride < self.max_length // 2:
-            raise ConfigError("model.stride: must be in [0, max_length / 2)")
-        if self.lstm_hidden < 1 or self.fc_hidden < 1:
-            raise ConfigError("model.lstm_hidden and model.fc_hidden must be >= 1")
+        """Which piece of a word carries its label: per-character languages have their own
+        setting (their first piece is often a bare word-start marker)."""
+        return self.label_piece_zh if lang in CHAR_TOKENIZED_LANGUAGES else self.label_piece
 
 
-@dataclass(frozen=True)
-class TrainConfig:
+class TrainConfig(_Section):
     """Optimisation; the paper: Adam, cyclic LR between 1e-6 and 1e-4, about 10 epochs."""
 
-    languages: tuple[str, ...] = ("es", "zh")
-    archs: tuple[str, ...] = ("bert_crf",)
-    epochs: int = 2
-    batch_size: int = 16
-    lr_encoder: float = 1e-4
-    lr_min: float = 1e-6
-    lr_head: float = 5e-3
-    schedule: str = "cyclic"
-    warmup_fraction: float = 0.1
+    languages: Languages = ("es", "zh")
+    archs: Annotated[tuple[Arch, ...], BeforeValidator(_as_tuple)] = ("bert_crf",)
+    epochs: PositiveInt = 2
+    batch_size: PositiveInt = 16
+    lr_encoder: PositiveFloat = 1e-4
+    lr_min: PositiveFloat = 1e-6
+    lr_head: PositiveFloat = 5e-3
+    schedule: Literal["cyclic", "linear", "constant"] = "cyclic"
+    warmup_fraction: Rate = 0.1
     weight_decay: float = 0.01
     clip_norm: float = 1.0
-    patience: int = 3
+    patience: PositiveInt = 3
     seed: int = 13
-    max_train_sentences: int = 0
-    max_val_sentences: int = 0
+    max_train_sentences: Cap = 0
+    max_val_sentences: Cap = 0
     freeze_embeddings: bool = True
-    device: str = "auto"
-    precision: str = "auto"
+    device: Device = "auto"
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
     threads: int = 0
     keep_checkpoint: bool = False
     output_dir: str = "models/trained"
 
-    def validate(self) -> None:
-        for a in self.archs:
-            if a not in ARCHITECTURES:
-                raise ConfigError(f"train.archs: {a!r} is not one of {', '.join(ARCHITECTURES)}")
-        if self.epochs < 1 or self.batch_size < 1:
-            raise ConfigError("train.epochs and train.batch_size must be >= 1")
-        if not 0 < self.lr_min <= self.lr_encoder:
-            raise ConfigError("train.lr_min: must be > 0 and <= train.lr_encoder")
-        if self.lr_head <= 0:
-            raise ConfigError("train.lr_head: must be > 0")
-        if self.schedule not in ("cyclic", "linear", "constant"):
-            raise ConfigError("train.schedule: expected 'cyclic', 'linear' or 'constant'")
-        if not 0.0 <= self.warmup_fraction < 1.0:
-            raise ConfigError("train.warmup_fraction: must be in [0, 1)")
-        if self.patience < 1:
-            raise ConfigError("train.patience: must be >= 1")
-        if self.max_train_sentences < 0 or self.max_val_sentences < 0:
-            raise ConfigError("train.max_*_sentences: must be >= 0 (0 means all)")
-        if self.device not in ("auto", "cpu", "cuda") and not self.device.startswith("cuda:"):
-            raise ConfigError("train.device: expected auto, cpu, cuda or cuda:N")
-        if self.precision not in ("auto", "fp32", "bf16", "fp16"):
-            raise ConfigError("train.precision: expected auto, fp32, bf16 or fp16")
+    @field_validator("lr_min")
+    @classmethod
+    def _min_not_above_peak(cls, value: float, info: ValidationInfo) -> float:
+        peak = info.data.get("lr_encoder")
+        if peak is not None and value > peak:
+            raise ValueError(f"must be <= train.lr_encoder ({peak})")
+        return value
 
 
-@dataclass(frozen=True)
-class PretrainConfig:
+class PretrainConfig(_Section):
     """Whole-word-masking continued pre-training of the encoder (``complex-ner pretrain``).
 
     When ``enabled``, training uses ``<output_dir>/<lang>`` instead of ``model.encoder`` for the
@@ -201,45 +257,20 @@ class PretrainConfig:
     """
 
     enabled: bool = False
-    languages: tuple[str, ...] = ("es", "zh")
-    extra_text_files: tuple[str, ...] = ()
-    mask_fraction: float = 0.15
-    epochs: int = 1
-    batch_size: int = 16
-    lr: float = 5e-5
-    max_sentences: int = 0
-    max_length: int = 128
+    languages: Languages = ("es", "zh")
+    extra_text_files: Annotated[tuple[NonEmptyPath, ...], BeforeValidator(_as_tuple)] = ()
+    mask_fraction: OpenFraction = 0.15
+    epochs: PositiveInt = 1
+    batch_size: PositiveInt = 16
+    lr: PositiveFloat = 5e-5
+    max_sentences: Cap = 0
+    max_length: WindowLength = 128
     seed: int = 13
     freeze_embeddings: bool = True
-    output_dir: str = "models/encoders/wwm"
-
-    def validate(self) -> None:
-        if len(set(self.languages)) != len(self.languages):
-            raise ConfigError(f"pretrain.languages: duplicates in {list(self.languages)}")
-        for lang in self.languages:
-            if not lang.isalpha():
-                raise ConfigError(f"pretrain.languages: {lang!r} is not a language code")
-        for i, name in enumerate(self.extra_text_files):
-            if not name.strip():
-                raise ConfigError(f"pretrain.extra_text_files[{i}]: empty path")
-        if not 0.0 < self.mask_fraction < 1.0:
-            raise ConfigError(
-                f"pretrain.mask_fraction: must be in (0, 1), got {self.mask_fraction}"
-            )
-        if self.epochs < 1 or self.batch_size < 1:
-            raise ConfigError("pretrain.epochs and pretrain.batch_size must be >= 1")
-        if self.lr <= 0:
-            raise ConfigError("pretrain.lr: must be > 0")
-        if self.max_sentences < 0:
-            raise ConfigError("pretrain.max_sentences: must be >= 0 (0 means all)")
-        if self.max_length < 8:
-            raise ConfigError("pretrain.max_length: must be >= 8")
-        if not self.output_dir.strip():
-            raise ConfigError("pretrain.output_dir: empty path")
+    output_dir: NonEmptyPath = "models/encoders/wwm"
 
 
-@dataclass(frozen=True)
-class EvaluateConfig:
+class EvaluateConfig(_Section):
     """Where evaluation reports go."""
 
     report_dir: str = "reports/eval"
@@ -247,111 +278,213 @@ class EvaluateConfig:
     batch_size: int = 64
 
 
-@dataclass(frozen=True)
-class RegisterConfig:
+class RegisterConfig(_Section):
     """Where the registry outcome is recorded."""
 
     output: str = "reports/registry.json"
 
 
-@dataclass(frozen=True)
-class Params:
-    """All of ``params.yaml``. Paths in it are relative to ``root`` (the project folder)."""
+# The "validate" and "register" sections shadow BaseModel.validate (a deprecated v1 classmethod)
+# and ABCMeta.register, neither of which pydantic v2 calls on a model; on instances the fields win,
+# so the warnings are noise here.
+with warnings.catch_warnings():
+    warnings.filterwarnings("ignore", r'Field name "(validate|register)"', UserWarning)
 
-    data: DataConfig = field(default_factory=DataConfig)
-    split: SplitConfig = field(default_factory=SplitConfig)
-    validate: ValidateConfig = field(default_factory=ValidateConfig)
-    stats: StatsConfig = field(default_factory=StatsConfig)
-    encoder: EncoderConfig = field(default_factory=EncoderConfig)
-    model: ModelConfig = field(default_factory=ModelConfig)
-    train: TrainConfig = field(default_factory=TrainConfig)
-    pretrain: PretrainConfig = field(default_factory=PretrainConfig)
-    evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
-    register: RegisterConfig = field(default_factory=RegisterConfig)
-    root: Path = field(default=Path("."), compare=False)
+    class Params(_Section):
+        """All of ``params.yaml``. Paths in it are relative to ``root`` (the project folder).
 
-    def path(self, relative: str | Path) -> Path:
-        """Resolve a params path against the project root."""
-        p = Path(relative)
-        return p if p.is_absolute() else self.root / p
+        ``root`` is where the file was read from, not a setting: it is not part of equality, the
+        hash or :meth:`model_dump`, and a params file cannot set it.
+        """
 
-    @property
-    def source_dir(self) -> Path:
-        """The MultiCoNER source folder, ``$COMPLEX_NER_DATA_SOURCE`` taking precedence."""
-        env = os.environ.get(SOURCE_ENV)
-        return Path(env) if env else self.path(self.data.source_dir)
+        data: DataConfig = DataConfig()
+        split: SplitConfig = SplitConfig()
+        validate: ValidateConfig = ValidateConfig()  # type: ignore[assignment]
+        stats: StatsConfig = StatsConfig()
+        encoder: EncoderConfig = EncoderConfig()
+        model: ModelConfig = ModelConfig()
+        train: TrainConfig = TrainConfig()
+        pretrain: PretrainConfig = PretrainConfig()
+        evaluate: EvaluateConfig = EvaluateConfig()
+        register: RegisterConfig = RegisterConfig()
+        root: Path = Field(default=Path("."), exclude=True, strict=False)
 
+        @model_validator(mode="before")
+        @classmethod
+        def _empty_sections(cls, data: Any) -> Any:
+            # A section written as "train:" with nothing under it reads as None: use the defaults.
+            if isinstance(data, dict):
+                return {k: {} if v is None and k in _SECTIONS else v for k, v in data.items()}
+            return data
 
-def _coerce(value: Any, annotation: Any, where: str) -> Any:
-    """Check ``value`` against a (simple) type annotation, converting lists to tuples."""
-    origin = typing.get_origin(annotation)
-    if annotation is float:
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            raise ConfigError(f"{where}: expected a number, got {value!r}")
-        return float(value)
-    if annotation is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise ConfigError(f"{where}: expected an integer, got {value!r}")
-        return value
-    if annotation is bool:
-        if not isinstance(value, bool):
-            raise ConfigError(f"{where}: expected true or false, got {value!r}")
-        return value
-    if annotation is str:
-        if not isinstance(value, str):
-            raise ConfigError(f"{where}: expected a string, got {value!r}")
-        return value
-    if origin is tuple:
-        if not isinstance(value, list | tuple):
-            raise ConfigError(f"{where}: expected a list, got {value!r}")
-        (item_type, _ellipsis) = typing.get_args(annotation)
-        return tuple(_coerce(v, item_type, f"{where}[{i}]") for i, v in enumerate(value))
-    if origin in (typing.Union, types.UnionType):
-        args = [a for a in typing.get_args(annotation) if a is not type(None)]
-        if value is None:
-            return None
-        return _coerce(value, args[0], where)
-    if isinstance(annotation, type) and dataclasses.is_dataclass(annotation):
-        return _build(annotation, value, where)
-    raise ConfigError(f"{where}: unsupported type {annotation!r}")  # pragma: no cover
+        def _settings(self) -> tuple[BaseModel, ...]:
+            return tuple(getattr(self, name) for name in _SECTIONS)
+
+        def __eq__(self, other: object) -> bool:
+            if not isinstance(other, Params):
+                return NotImplemented
+            return self._settings() == other._settings()
+
+        def __hash__(self) -> int:
+            return hash(self._settings())
+
+        @classmethod
+        def defaults(cls, root: Path) -> Params:
+            """Every setting at its default, paths relative to ``root`` (no params file)."""
+            return cls().model_copy(update={"root": root.resolve()})
+
+        def path(self, relative: str | Path) -> Path:
+            """Resolve a params path against the project root."""
+            p = Path(relative)
+            return p if p.is_absolute() else self.root / p
+
+        @property
+        def source_dir(self) -> Path:
+            """The MultiCoNER source folder, ``$COMPLEX_NER_DATA_SOURCE`` taking precedence."""
+            env = os.environ.get(SOURCE_ENV)
+            return Path(env) if env else self.path(self.data.source_dir)
 
 
-def _build(cls: type, raw: Any, where: str) -> Any:
-    if raw is None:
-        raw = {}
-    if not isinstance(raw, dict):
-        raise ConfigError(f"{where}: expected a mapping, got {raw!r}")
-    hints = typing.get_type_hints(cls)
-    known = {f.name for f in fields(cls) if f.init and f.name != "root"}
-    unknown = sorted(set(raw) - known)
-    if unknown:
-        raise ConfigError(
-            f"{where}.{unknown[0]}: unknown field (known: {', '.join(sorted(known))})"
-        )
-    kwargs = {k: _coerce(v, hints[k], f"{where}.{k}") for k, v in raw.items()}
-    obj = cls(**kwargs)
-    check = getattr(obj, "validate", None)
-    if callable(check) and not isinstance(obj, Params):
-        check()
-    return obj
+_SECTIONS: tuple[str, ...] = tuple(name for name in Params.model_fields if name != "root")
+
+
+# ---------------------------------------------------------------------------- errors
+
+
+_TYPE_MESSAGES = {
+    "int_type": "expected an integer",
+    "float_type": "expected a number",
+    "bool_type": "expected true or false",
+    "string_type": "expected a string",
+    "tuple_type": "expected a list",
+    "model_type": "expected a mapping",
+    "dict_type": "expected a mapping",
+    "finite_number": "expected a finite number",
+}
+
+_BOUND_MESSAGES = {
+    "greater_than_equal": ("ge", ">="),
+    "greater_than": ("gt", ">"),
+    "less_than_equal": ("le", "<="),
+    "less_than": ("lt", "<"),
+}
+
+
+def _dotted(loc: Sequence[str | int]) -> str:
+    """``("pretrain", "extra_text_files", 0)`` -> ``pretrain.extra_text_files[0]``."""
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else f".{part}" if out else str(part)
+    return out
+
+
+def _known_fields(model: type[BaseModel], loc: Sequence[str | int]) -> list[str]:
+    """The field names of the section of ``model`` that ``loc`` (an unknown key) sits in."""
+    for part in loc[:-1]:
+        field = model.model_fields.get(str(part))
+        annotation = field.annotation if field else None
+        if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
+            return []
+        model = annotation
+    return sorted(name for name in model.model_fields if name != "root")
+
+
+def _message(model: type[BaseModel], error: Any) -> str:
+    """One pydantic error in the words of a params file."""
+    kind, ctx, got = error["type"], error.get("ctx") or {}, error.get("input")
+    if kind == "extra_forbidden":
+        return f"unknown field (known: {', '.join(_known_fields(model, error['loc']))})"
+    if kind in _TYPE_MESSAGES:
+        text = _TYPE_MESSAGES[kind]
+    elif kind in _BOUND_MESSAGES:
+        key, op = _BOUND_MESSAGES[kind]
+        text = f"must be {op} {ctx.get(key)}"
+    elif kind == "literal_error":
+        text = f"expected {ctx.get('expected')}"
+    elif kind == "value_error":
+        text = str(ctx.get("error", error["msg"]))
+    else:
+        text = error["msg"]
+    if isinstance(got, tuple):
+        got = list(got)
+    return f"{text} (got {got!r})"
+
+
+def _overlaps(key: str, where: str) -> bool:
+    """Whether an override of ``key`` set the field ``where`` or a section holding it."""
+    return bool(re.match(rf"{re.escape(key)}\b", where) or re.match(rf"{re.escape(where)}\b", key))
+
+
+def config_error(
+    source: str | Path,
+    model: type[BaseModel],
+    exc: ValidationError,
+    overrides: Mapping[str, str] | None = None,
+) -> ConfigError:
+    """Translate a validation error of ``model`` read from ``source`` into a :class:`ConfigError`.
+
+    Args:
+        source: The file the data came from; every line of the message starts with it.
+        model: The model that was validated (to list the known fields of an unknown key).
+        exc: The pydantic error.
+        overrides: Dotted key -> override text, to say which override set a bad field.
+
+    Returns:
+        One line per error: ``<source>: <dotted.field[i]>: <what is wrong> (got <value>)``.
+    """
+    lines = []
+    for error in exc.errors(include_url=False):
+        where = _dotted(error["loc"])
+        line = f"{source}: {where}: {_message(model, error)}"
+        setting = next((t for k, t in (overrides or {}).items() if _overlaps(k, where)), None)
+        if setting is not None:
+            line += f", from override {setting!r}"
+        lines.append(line)
+    return ConfigError("\n".join(lines))
+
+
+# ---------------------------------------------------------------------------- loading
 
 
 def parse_override(text: str) -> tuple[list[str], Any]:
-    """Parse ``section.key=value`` (value in YAML syntax) into a key path and a value."""
+    """Parse ``section.key=value`` (value in YAML syntax) into a key path and a value.
+
+    Raises:
+        ConfigError: not ``section.key=value``, or a value that is not valid YAML.
+    """
     if "=" not in text:
         raise ConfigError(f"override {text!r}: expected section.key=value")
     key, value = text.split("=", 1)
     parts = key.strip().split(".")
     if len(parts) < 2 or not all(parts):
         raise ConfigError(f"override {text!r}: expected section.key=value")
-    return parts, yaml.safe_load(value)
+    try:
+        return parts, yaml.safe_load(value)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"override {text!r}: {key.strip()}: not valid YAML: {exc}") from None
 
 
-def load_params(path: str | Path = "params.yaml", overrides: typing.Sequence[str] = ()) -> Params:
+def _apply_override(raw: dict[str, Any], text: str) -> str:
+    """Set one ``section.key=value`` in ``raw``; return the dotted key."""
+    parts, value = parse_override(text)
+    node = raw
+    for i, part in enumerate(parts[:-1]):
+        child = node.get(part)
+        if child is None:
+            child = node[part] = {}
+        if not isinstance(child, dict):
+            raise ConfigError(f"override {text!r}: {'.'.join(parts[: i + 1])} is not a section")
+        node = child
+    node[parts[-1]] = value
+    return ".".join(parts)
+
+
+def load_params(path: str | Path = "params.yaml", overrides: Sequence[str] = ()) -> Params:
     """Read and validate ``params.yaml``; ``overrides`` are ``section.key=value`` strings.
 
     Raises:
-        ConfigError: a missing file, bad YAML, an unknown field or an invalid value.
+        ConfigError: a missing file, bad YAML, an unknown field, an invalid value or a bad
+            override; the message names the file and the dotted field.
     """
     path = Path(path)
     if not path.is_file():
@@ -362,16 +495,16 @@ def load_params(path: str | Path = "params.yaml", overrides: typing.Sequence[str
         raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: expected a mapping of sections")
+    applied: dict[str, str] = {}
     for text in overrides:
-        parts, value = parse_override(text)
-        node = raw
-        for p in parts[:-1]:
-            node = node.setdefault(p, {})
-            if not isinstance(node, dict):
-                raise ConfigError(f"override {text!r}: {p} is not a section")
-        node[parts[-1]] = value
+        try:
+            applied[_apply_override(raw, text)] = text
+        except ConfigError as exc:
+            raise ConfigError(f"{path}: {exc}") from None
+    if "root" in raw:
+        raise ConfigError(f"{path}: root: unknown field (known: {', '.join(sorted(_SECTIONS))})")
     try:
-        params = _build(Params, raw, path.name)
-    except ConfigError as exc:
-        raise ConfigError(f"{path}: {exc}") from None
-    return dataclasses.replace(params, root=path.resolve().parent)
+        params = Params.model_validate(raw)
+    except ValidationError as exc:
+        raise config_error(path, Params, exc, applied) from None
+    return params.model_copy(update={"root": path.resolve().parent})

@@ -11,6 +11,7 @@ import json
 import os
 import shutil
 import tempfile
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -54,13 +55,27 @@ def write_json(path: Path, payload: dict[str, Any]) -> None:
 
 
 def replace_dir(tmp: Path, folder: Path) -> None:
-    """Swap a finished temporary folder in place of ``folder`` (the old one goes last)."""
-    old = folder.with_name(f".{folder.name}.old")
-    if old.exists():
-        shutil.rmtree(old)
-    if folder.exists():
-        os.replace(folder, old)
-    os.replace(tmp, folder)
+    """Swap a finished temporary folder in place of ``folder``; it is never left half-written.
+
+    rename(2) cannot replace a non-empty folder, so the old one is first renamed aside (under a
+    unique name, so concurrent writers do not collide), put back if the swap fails, and removed
+    last.
+
+    Raises:
+        NotADirectoryError: ``folder`` exists and is not a folder.
+    """
+    if folder.exists() and not folder.is_dir():
+        raise NotADirectoryError(f"{folder} exists and is not a folder")
+    if not folder.exists():
+        os.replace(tmp, folder)
+        return
+    old = folder.with_name(f".{folder.name}.old-{uuid.uuid4().hex[:8]}")
+    os.replace(folder, old)
+    try:
+        os.replace(tmp, folder)
+    except BaseException:
+        os.replace(old, folder)
+        raise
     shutil.rmtree(old, ignore_errors=True)
 
 

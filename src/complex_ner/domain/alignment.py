@@ -13,8 +13,9 @@ How words become pieces
     - ``join="space"`` (default) puts one space between all words. A piece then never spans two
       words. For Chinese every character becomes a bare ``▁`` piece plus the character.
     - ``join="natural"`` leaves out the space between two words when both sides of the boundary
-      are CJK characters (how Chinese is written, and what the encoder was trained on): fewer
-      pieces, but a multi-character piece such as 北京 can span two words.
+      are CJK characters (:func:`complex_ner.core.lang.joins_without_space`; how Chinese is
+      written, and what the encoder was trained on): fewer pieces, but a multi-character piece
+      such as 北京 can span two words.
     - Pieces with empty offsets (special tokens) carry no word. A standalone ``▁`` piece (or one
       covering only whitespace; its offsets may overlap the next piece) is used for a word only
       if the word has no other piece.
@@ -59,13 +60,15 @@ Measured (transformers 5.24; first 300 training sentences per language; ``max_le
 from __future__ import annotations
 
 import math
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Literal, TypeVar
+from typing import Any, TypeVar
 
 import torch
 from torch import Tensor
+
+from complex_ner.core.config import JoinMode, LabelPiece
+from complex_ner.core.lang import joins_without_space
 
 __all__ = [
     "Batch",
@@ -81,15 +84,7 @@ __all__ = [
 ]
 
 T = TypeVar("T")
-JoinMode = Literal["space", "natural"]
-LabelPiece = Literal["first", "last"]
 
-# Scripts written without spaces between words: CJK radicals, punctuation, kana, ideographs
-# (Hangul, which Korean writes with spaces, is left out), compatibility ideographs, fullwidth
-# forms and the supplementary ideograph planes.
-_NO_SPACE_CHAR = re.compile(
-    "[\u2e80-\u312f\u3190-\u9fff\uf900-\ufaff\ufe30-\ufe4f\uff00-\uffef\U00020000-\U0003ffff]"
-)
 # SentencePiece's and byte-level BPE's word-start markers: a piece of only these is bare.
 _SPACE_MARKERS = "\u2581\u0120 "
 
@@ -120,12 +115,6 @@ class WordAlignment:
     dropped_words: list[int]
 
 
-def _no_space_boundary(left: str, right: str) -> bool:
-    return bool(
-        left and right and _NO_SPACE_CHAR.match(left[-1]) and _NO_SPACE_CHAR.match(right[0])
-    )
-
-
 def join_words(words: Sequence[str], join: JoinMode = "space") -> tuple[str, list[tuple[int, int]]]:
     """Join words into one text; return it with each word's ``(start, end)`` character span.
 
@@ -140,7 +129,7 @@ def join_words(words: Sequence[str], join: JoinMode = "space") -> tuple[str, lis
     spans: list[tuple[int, int]] = []
     position = 0
     for index, word in enumerate(words):
-        if index and not (join == "natural" and _no_space_boundary(words[index - 1], word)):
+        if index and not (join == "natural" and joins_without_space(words[index - 1], word)):
             parts.append(" ")
             position += 1
         spans.append((position, position + len(word)))

@@ -20,18 +20,16 @@ import importlib.metadata
 import importlib.util
 import inspect
 import json
-import os
 import shutil
 import struct
 import tempfile
-import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from complex_ner.core.io import staging_dir, write_json
+from complex_ner.core.io import replace_dir, staging_dir, write_json
 
 __all__ = [
     "DEFAULT_ENCODER_DIR",
@@ -409,32 +407,6 @@ def _write_model(image: _E5Image, folder: Path) -> None:
     write_json(folder / "config.json", _model_config(image))
 
 
-# --------------------------------------------------------------------------- atomic folders
-
-
-def _publish_dir(staging: Path, out_dir: Path) -> None:
-    """Move a finished ``staging`` folder to ``out_dir``, replacing any old one.
-
-    rename(2) cannot replace a non-empty folder, so the old one is first renamed aside; if the
-    second rename fails the old folder is put back, so ``out_dir`` is never half-written.
-    """
-    if out_dir.exists() and not out_dir.is_dir():
-        shutil.rmtree(staging, ignore_errors=True)
-        raise ValueError(f"{out_dir} exists and is not a folder")
-    if not out_dir.exists():
-        os.replace(staging, out_dir)
-        return
-    old = out_dir.with_name(f".{out_dir.name}.old-{uuid.uuid4().hex[:8]}")
-    os.replace(out_dir, old)
-    try:
-        os.replace(staging, out_dir)
-    except BaseException:
-        os.replace(old, out_dir)
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
-    shutil.rmtree(old, ignore_errors=True)
-
-
 def _read_provenance(folder: Path) -> dict[str, Any] | None:
     try:
         return json.loads((folder / _PROVENANCE).read_text(encoding="utf-8"))
@@ -476,7 +448,7 @@ def _provision(out_dir: Path, force: bool, with_model: bool) -> Path:
             # Another process finished the same folder meanwhile: keep theirs.
             shutil.rmtree(staging, ignore_errors=True)
             return out_dir
-        _publish_dir(staging, out_dir)
+        replace_dir(staging, out_dir)
     return out_dir
 
 
@@ -654,5 +626,5 @@ def tiny_random_bert(
     with staging_dir(out_dir) as staging:
         model.save_pretrained(staging)
         tokenizer.save_pretrained(staging)
-        _publish_dir(staging, out_dir)
+        replace_dir(staging, out_dir)
     return out_dir

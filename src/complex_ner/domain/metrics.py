@@ -13,36 +13,13 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from complex_ner.core.bio import entity_spans
 from complex_ner.core.io import atomic_write_text, pyplot, save_png
 
 NONE_ROW = "(none)"
 BOUNDARY_COL = "boundary"
 MISSED_COL = "missed"
 _METRICS = ("precision", "recall", "f1")
-
-
-def strict_spans(tags: Sequence[str]) -> list[tuple[str, int, int]]:
-    """Entity spans as seqeval's strict IOB2 mode sees them.
-
-    Unlike ``complex_ner.domain.stats.entity_spans`` (lenient, conlleval-like), an ``I-X`` that does
-    not continue an open ``X`` entity is dropped, so confusion counts agree with the scores.
-
-    Args:
-        tags: IOB2 tags of one sentence.
-
-    Returns:
-        ``(type, start, end_exclusive)`` for every entity, in order.
-    """
-    spans: list[tuple[str, int, int]] = []
-    start, kind = -1, ""
-    for i, tag in enumerate([*tags, "O"]):
-        prefix, _, etype = tag.partition("-")
-        if start >= 0 and prefix == "I" and etype == kind:
-            continue
-        if start >= 0:
-            spans.append((kind, start, i))
-        start, kind = (i, etype) if prefix == "B" else (-1, "")
-    return spans
 
 
 def _check_lengths(gold: Sequence[Sequence[str]], pred: Sequence[Sequence[str]]) -> None:
@@ -105,7 +82,7 @@ def entity_scores(
     # seqeval's report lacks prediction counts, which decide whether a type enters the macro.
     predicted = {t: 0 for t in entity_types}
     for sent in pred_l:
-        for kind, _, _ in strict_spans(sent):
+        for kind, _, _ in entity_spans(sent):
             if kind in predicted:
                 predicted[kind] += 1
 
@@ -162,7 +139,7 @@ def confusion_counts(
         ValueError: If the sentence counts or any sentence's lengths differ.
     """
     _check_lengths(gold, pred)
-    pairs = [(strict_spans(g), strict_spans(p)) for g, p in zip(gold, pred, strict=True)]
+    pairs = [(entity_spans(g), entity_spans(p)) for g, p in zip(gold, pred, strict=True)]
     seen = {k for gs, ps in pairs for k, _, _ in (*gs, *ps)}
     types = [*entity_types, *sorted(seen - set(entity_types))]
     counts = {

@@ -8,24 +8,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from complex_ner.core.bio import entity_spans
 from complex_ner.core.config import Params
 from complex_ner.core.io import atomic_write_text, pyplot, save_png
 from complex_ner.domain.data import Sentence, load_splits
-
-
-def entity_spans(tags: Sequence[str]) -> list[tuple[str, int, int]]:
-    """Strict IOB2 spans ``(type, start, end_exclusive)``; a stray ``I-X`` starts a span."""
-    spans: list[tuple[str, int, int]] = []
-    start, kind = -1, ""
-    for i, tag in enumerate([*tags, "O"]):
-        prefix, _, etype = tag.partition("-")
-        continues = prefix == "I" and etype == kind and start >= 0
-        if start >= 0 and not continues:
-            spans.append((kind, start, i))
-            start, kind = -1, ""
-        if prefix in ("B", "I") and not continues:
-            start, kind = i, etype
-    return spans
 
 
 def split_stats(sentences: Sequence[Sentence], entity_types: Sequence[str]) -> dict[str, Any]:

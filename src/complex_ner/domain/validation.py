@@ -8,7 +8,6 @@ Each row carries the file and line it came from, so a failure names where to loo
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import tempfile
 from collections.abc import Sequence
@@ -16,16 +15,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from complex_ner.core.bio import entity_spans, transition_table
 from complex_ner.core.config import Params
 from complex_ner.core.io import atomic_write_text, replace_dir, sha256_file
+from complex_ner.core.lang import CJK_IDEOGRAPH_REGEX, IDEOGRAPHIC_LANGUAGES
 from complex_ner.core.paths import VALIDATION_RESULTS_FILE, validation_results
 from complex_ner.domain.data import Sentence, load_splits, raw_files
-from complex_ner.domain.stats import entity_spans
 
+#: The previous tag of a sentence's first token in the ``transition`` column.
 START = "<START>"
-#: Languages whose sentences must contain CJK ideographs.
-CJK_LANGUAGES = frozenset({"zh"})
-CJK_REGEX = r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]"
 
 
 class ValidationFailed(RuntimeError):
@@ -55,13 +53,9 @@ def allowed_bio_transitions(tags: Sequence[str]) -> list[str]:
     One string column instead of GX's column-pair expectation, which iterates rows in Python
     (100 s on the Spanish train split against under a second for a set lookup).
     """
-    pairs = []
-    for prev in (START, *tags):
-        for tag in tags:
-            if tag.startswith("I-") and prev not in (f"B-{tag[2:]}", tag):
-                continue
-            pairs.append(f"{prev} {tag}")
-    return pairs
+    table = transition_table(tags)
+    rows = [(START, table.start), *zip(tags, table.pairs, strict=True)]
+    return [f"{prev} {tag}" for prev, row in rows for tag, ok in zip(tags, row, strict=True) if ok]
 
 
 def build_tables(splits: dict[str, list[Sentence]], lang: str) -> dict[str, Any]:
@@ -122,8 +116,10 @@ def build_suites(params: Params, lang: str) -> dict[str, list[Any]]:
         gxe.ExpectCompoundColumnsToBeUnique(column_list=["split", "sentence_id"]),
         gxe.ExpectColumnValuesToBeUnique(column="sentence_id"),  # across splits
     ]
-    if lang in CJK_LANGUAGES:
-        sentence_checks.append(gxe.ExpectColumnValuesToMatchRegex(column="text", regex=CJK_REGEX))
+    if lang in IDEOGRAPHIC_LANGUAGES:
+        sentence_checks.append(
+            gxe.ExpectColumnValuesToMatchRegex(column="text", regex=CJK_IDEOGRAPH_REGEX)
+        )
     return {
         "tokens": [
             gxe.ExpectColumnValuesToBeInSet(column="tag", value_set=tags),
@@ -202,8 +198,7 @@ def _outcomes(table: str, df: Any, result: Any, max_examples: int) -> list[Expec
 
 
 def import_gx() -> Any:
-    """``great_expectations``, imported with its analytics off unless the user set them."""
-    os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
+    """``great_expectations``, imported lazily (2.4 s; analytics are off: core/env.py)."""
     import great_expectations
 
     return great_expectations

@@ -22,6 +22,11 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from complex_ner.core.config import Params
+from complex_ner.core.io import replace_dir, staging_dir, write_json
+from complex_ner.domain.alignment import join_words
+from complex_ner.domain.data import read_conll
+
 TOKENIZER_FILE = "tokenizer.json"
 WEIGHTS_FILE = "model.safetensors"
 _METASPACE = "\u2581"
@@ -198,8 +203,6 @@ def trim_encoder(
     from safetensors.torch import load_file, save_file
     from tokenizers import Tokenizer
 
-    from complex_ner.core.io import replace_dir, staging_dir, write_json
-
     source, output = Path(source), Path(output)
     if not texts:
         raise ValueError("trim_encoder: the corpus is empty")
@@ -279,11 +282,8 @@ def trim_encoder(
     return report
 
 
-def corpus_texts(params: Any, languages: Sequence[str]) -> list[str]:
+def corpus_texts(params: Params, languages: Sequence[str]) -> list[str]:
     """Every sentence of the processed splits of ``languages``, joined as the model joins it."""
-    from complex_ner.domain.alignment import join_words
-    from complex_ner.domain.data import read_conll
-
     texts: list[str] = []
     for lang in languages:
         folder = params.path(params.split.processed_dir) / lang

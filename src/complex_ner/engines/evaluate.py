@@ -9,8 +9,8 @@ from typing import Any
 from complex_ner.core.config import Params
 from complex_ner.core.device import pick_device
 from complex_ner.core.io import atomic_write_text
-from complex_ner.core.paths import BEST_DIR, eval_dir, run_dir
-from complex_ner.domain.data import read_conll, write_conll
+from complex_ner.core.paths import best_model_dir, eval_dir, split_file
+from complex_ner.domain.data import Sentence, read_conll, write_conll
 from complex_ner.domain.metrics import (
     confusion_counts,
     entity_scores,
@@ -18,6 +18,16 @@ from complex_ner.domain.metrics import (
     plot_confusion,
     write_report,
 )
+from complex_ner.domain.models.tagger import Tagger
+
+
+def evaluate_f1(
+    tagger: Tagger, sentences: Sequence[Sentence], entity_types: Sequence[str], batch_size: int
+) -> dict[str, Any]:
+    """Entity-level scores of ``tagger`` on labelled sentences (macro, micro and per type)."""
+    pred = tagger.predict([s.tokens for s in sentences], batch_size=batch_size)
+    gold = [list(s.tags or ()) for s in sentences]
+    return entity_scores(gold, pred, entity_types)
 
 
 def evaluate_model(params: Params, lang: str, arch: str) -> dict[str, Any]:
@@ -26,19 +36,16 @@ def evaluate_model(params: Params, lang: str, arch: str) -> dict[str, Any]:
     Writes ``metrics.json``, ``metrics.md``, ``confusion.png`` and ``predictions.conll`` (the
     official format, keyed by sentence id) per split, and returns ``{split: scores}``.
     """
-    from complex_ner.domain.models.tagger import Tagger
-
-    folder = run_dir(params, lang, arch) / BEST_DIR
+    folder = best_model_dir(params, lang, arch)
     if not folder.is_dir():
         raise FileNotFoundError(
             f"{folder}: no trained model; run `complex-ner train --lang {lang} --arch {arch}`"
         )
     tagger = Tagger.load(folder, device=pick_device(params.train.device))
-    base = params.path(params.split.processed_dir) / lang
     out = eval_dir(params, lang, arch)
     results: dict[str, Any] = {}
     for split in ("val", "dev", "test"):
-        path = base / f"{split}.conll"
+        path = split_file(params, lang, split)
         if not path.is_file():
             continue
         sents = read_conll(path, labeled=split != "test")

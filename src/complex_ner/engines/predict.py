@@ -6,20 +6,19 @@ and its cold start is measured.
 
 from __future__ import annotations
 
-import re
+import shutil
 import unicodedata
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-# Spanish (and other space-separated languages): words, numbers and single punctuation marks,
-# as MultiCoNER splits them ("el" "rey" "," "dijo" ...).
-_WORD = re.compile(r"\w+(?:[-'’.]\w+)*|[^\w\s]", re.UNICODE)
-# Chinese: one token per CJK character; Latin-script words and numbers stay whole.
-_ZH = re.compile(r"[A-Za-z0-9\u00c0-\u024f]+(?:[-'.][A-Za-z0-9\u00c0-\u024f]+)*|\S", re.UNICODE)
-CHAR_LANGUAGES = frozenset({"zh", "ja"})
-#: Name of the tagger folder inside a logged pyfunc model.
+from complex_ner.core.bio import entity_spans
+from complex_ner.core.io import atomic_path, atomic_write_text
+from complex_ner.core.lang import token_spans
+from complex_ner.core.paths import BEST_DIR, TAGGER_FILE
+from complex_ner.domain.data import Sentence, format_conll, iter_conll
+from complex_ner.domain.models.tagger import Tagger
 
 
 @dataclass(frozen=True)
@@ -50,13 +49,13 @@ class Entity:
 def tokenize(text: str, lang: str) -> list[Token]:
     """Split raw text the way MultiCoNER's data is split, keeping character offsets.
 
-    Offsets index the original string, so ``text[t.start:t.end]`` is the token before
-    lowercasing (see :func:`model_words`).
+    The rule per language is :func:`complex_ner.core.lang.token_spans`. Offsets index the
+    original string, so ``text[t.start:t.end]`` is the token before lowercasing (see
+    :func:`model_words`).
     """
     if not isinstance(text, str):
         raise TypeError(f"expected a string, got {type(text).__name__}")
-    pattern = _ZH if lang in CHAR_LANGUAGES else _WORD
-    return [Token(m.group(0), m.start(), m.end()) for m in pattern.finditer(text)]
+    return [Token(text[start:end], start, end) for start, end in token_spans(text, lang)]
 
 
 def model_words(tokens: Sequence[Token], lang: str) -> list[str]:
@@ -72,7 +71,7 @@ def entities_from_tags(
     tag_index: dict[str, int] | None = None,
     words: Sequence[str] | None = None,
 ) -> list[Entity]:
-    """Strict IOB2 entities of one sentence with their offsets and confidence.
+    """Strict IOB2 entities (:func:`complex_ner.core.bio.entity_spans`) with offsets and confidence.
 
     Confidence is the mean, over the entity's tokens, of the marginal probability of the
     predicted tag (CRF forward-backward or softmax); 1.0 when no marginals are given.
@@ -91,15 +90,7 @@ def entities_from_tags(
     if len(tokens) != len(tags):
         raise ValueError(f"{len(tags)} tags for {len(tokens)} tokens")
     out: list[Entity] = []
-    i = 0
-    while i < len(tags):
-        tag = tags[i]
-        if not tag.startswith("B-"):
-            i += 1  # strict IOB2: decoding never emits a stray I-X
-            continue
-        kind, j = tag[2:], i + 1
-        while j < len(tags) and tags[j] == f"I-{kind}":
-            j += 1
+    for kind, i, j in entity_spans(tags):
         conf = 1.0
         if marginals is not None and tag_index is not None:
             probs = [marginals[k][tag_index[tags[k]]] for k in range(i, j)]
@@ -107,7 +98,6 @@ def entities_from_tags(
         start, end = tokens[i].start, tokens[j - 1].end
         span = text[start:end] if text is not None else " ".join(t.text for t in tokens[i:j])
         out.append(Entity(span, kind, start, end, i, j, round(conf, 6)))
-        i = j
     return out
 
 
@@ -195,26 +185,19 @@ def predict_entities(
 # --------------------------------------------------------------------------- models and files
 
 
-def load_tagger(model: str, root: Path | None = None) -> Any:
-    """A tagger from a local model folder or a registry URI (``models:/name@alias``).
+def load_tagger(folder: str | Path) -> Tagger:
+    """A tagger from a saved tagger folder, or from a training run's folder holding ``model/``.
+
+    Registry URIs (``models:/name@alias``) are resolved to a folder by the application layer.
 
     Raises:
-        FileNotFoundError: the folder does not exist.
-        LookupError: the registered model, version or alias does not exist.
+        FileNotFoundError: the folder does not exist or holds no tagger.
     """
-    from complex_ner.domain.models.tagger import Tagger
-
-    if model.startswith("models:/") or model.startswith("runs:/"):
-        from complex_ner.adapters.tracking import resolve_tagger_dir
-
-        return Tagger.load(resolve_tagger_dir(model, root))
-    path = Path(model)
-    if not path.is_absolute() and root is not None and (root / path).exists():
-        path = root / path
-    if not path.is_dir():
-        raise FileNotFoundError(f"{model}: no such model folder")
-    if (path / "model" / "tagger.json").is_file():  # a training run's folder
-        path = path / "model"
+    path = Path(folder)
+    if (path / BEST_DIR / TAGGER_FILE).is_file():  # a training run's folder
+        path = path / BEST_DIR
+    if not (path / TAGGER_FILE).is_file():
+        raise FileNotFoundError(f"{folder}: no such model folder (no {TAGGER_FILE})")
     return Tagger.load(path)
 
 
@@ -235,11 +218,6 @@ def predict_conll_batched(
     Returns:
         ``{"sentences": n, "chunks": k, "reused_chunks": r}``.
     """
-    import shutil
-
-    from complex_ner.core.io import atomic_path, atomic_write_text
-    from complex_ner.domain.data import format_conll, iter_conll
-
     parts = output_path.with_name(output_path.name + ".parts")
     parts.mkdir(parents=True, exist_ok=True)
     stamp = parts / "input.json"
@@ -275,3 +253,14 @@ def predict_conll_batched(
             out.write((parts / f"chunk-{i:06d}.conll").read_bytes())
     shutil.rmtree(parts)
     return {"sentences": n, "chunks": k, "reused_chunks": reused}
+
+
+def as_sentences(rows: Sequence[str | Sequence[str]], lang: str) -> list[Sentence]:
+    """Unlabelled sentences from raw lines (tokenized as MultiCoNER does, lowercased like the
+    training data) or from token lists; rows without a word are dropped."""
+    out = []
+    for i, row in enumerate(rows):
+        words = list(row) if not isinstance(row, str) else model_words(tokenize(row, lang), lang)
+        if words:
+            out.append(Sentence(id=f"line-{i + 1}", tokens=tuple(words), tags=None))
+    return out

@@ -18,13 +18,14 @@ import torch
 from torch import Tensor, nn
 from torchcrf import CRF
 
+from complex_ner.core.bio import transition_table
+
 __all__ = [
     "FORBIDDEN_SCORE",
     "ConstrainedCRF",
     "as_bool_mask",
     "bio_transition_masks",
     "crf_marginals",
-    "parse_bio_tag",
     "viterbi_decode",
 ]
 
@@ -34,30 +35,11 @@ __all__ = [
 FORBIDDEN_SCORE: float = -1e9
 
 
-def parse_bio_tag(tag: str) -> tuple[str, str | None]:
-    """Split a BIO tag into its prefix and entity type.
-
-    Args:
-        tag: ``"O"``, ``"B-<type>"`` or ``"I-<type>"``.
-
-    Returns:
-        ``("O", None)`` or ``(prefix, type)`` with prefix ``"B"`` or ``"I"``.
-
-    Raises:
-        ValueError: If the tag does not follow the BIO scheme.
-    """
-    if tag == "O":
-        return "O", None
-    if len(tag) > 2 and tag[0] in ("B", "I") and tag[1] == "-":
-        return tag[0], tag[2:]
-    raise ValueError(f"invalid BIO tag {tag!r}; expected 'O', 'B-<type>' or 'I-<type>'")
-
-
 def bio_transition_masks(tags: Sequence[str]) -> tuple[Tensor, Tensor, Tensor]:
-    """Build the allowed start, transition and end masks of the BIO scheme.
+    """The BIO scheme's allowed start, transition and end table as boolean masks.
 
-    Forbidden: start -> I-X, O -> I-X, B-X -> I-Y and I-X -> I-Y for X != Y. Ending is always
-    allowed.
+    The rule itself is :func:`complex_ner.core.bio.transition_table`; this only moves it onto
+    tensors so decoding can mask scores.
 
     Args:
         tags: The tag names, indexed by tag id.
@@ -69,23 +51,13 @@ def bio_transition_masks(tags: Sequence[str]) -> tuple[Tensor, Tensor, Tensor]:
     Raises:
         ValueError: If ``tags`` is empty, has duplicates or holds a non-BIO tag.
     """
-    if len(tags) == 0:
-        raise ValueError("tags must not be empty")
-    if len(set(tags)) != len(tags):
-        raise ValueError(f"tags must be unique, got {list(tags)}")
-    parsed = [parse_bio_tag(tag) for tag in tags]
-    num_tags = len(parsed)
+    table = transition_table(tags)
     # shape: (num_tags,)
-    start_allowed = torch.tensor([prefix != "I" for prefix, _ in parsed], dtype=torch.bool)
+    start_allowed = torch.tensor(table.start, dtype=torch.bool)
     # shape: (num_tags, num_tags)
-    trans_allowed = torch.ones(num_tags, num_tags, dtype=torch.bool)
-    for i, (prev_prefix, prev_type) in enumerate(parsed):
-        for j, (prefix, entity_type) in enumerate(parsed):
-            # An I- tag may only continue a span of its own type; prev_type is None after O.
-            if prefix == "I" and (prev_prefix == "O" or prev_type != entity_type):
-                trans_allowed[i, j] = False
+    trans_allowed = torch.tensor(table.pairs, dtype=torch.bool)
     # shape: (num_tags,)
-    end_allowed = torch.ones(num_tags, dtype=torch.bool)
+    end_allowed = torch.tensor(table.end, dtype=torch.bool)
     return start_allowed, trans_allowed, end_allowed
 
 
@@ -172,6 +144,7 @@ def viterbi_decode(
     start_allowed: Tensor | None = None,
     trans_allowed: Tensor | None = None,
     end_allowed: Tensor | None = None,
+    backend: str = "auto",
 ) -> list[list[int]]:
     """Find the best tag path of every sequence with a batched Viterbi.
 
@@ -194,13 +167,19 @@ def viterbi_decode(
         start_allowed: Optional bool mask ``(num_tags,)``; disallowed starts are forbidden.
         trans_allowed: Optional bool mask ``(num_tags, num_tags)``.
         end_allowed: Optional bool mask ``(num_tags,)``.
+        backend: ``"auto"`` (the choice above), ``"torch"`` (always the torch loop) or
+            ``"compiled"`` (always the kernel, loading it if needed; for benchmarks and tests).
 
     Returns:
         One list of tag ids per sequence, of length ``mask[b].sum()``.
 
     Raises:
-        ValueError: On inconsistent shapes or an invalid mask.
+        ValueError: On inconsistent shapes, an invalid mask, an unknown ``backend``, or
+            ``backend="compiled"`` for inputs the kernel cannot decode (CUDA tensors, dtypes
+            other than float32/float64, non-finite scores, no usable numba).
     """
+    if backend not in ("auto", "torch", "compiled"):
+        raise ValueError(f"backend: expected 'auto', 'torch' or 'compiled', got {backend!r}")
     _check_emissions(emissions)
     batch_size, seq_len, num_tags = emissions.shape
     mask = as_bool_mask(mask, (batch_size, seq_len))
@@ -215,7 +194,14 @@ def viterbi_decode(
     )
     if batch_size == 0:
         return []
-    if emissions.device.type == "cpu" and _use_compiled(batch_size):
+    if backend == "compiled":
+        paths = None
+        if emissions.device.type == "cpu":
+            paths = _viterbi_compiled(emissions, mask, start, trans, end)
+        if paths is None:
+            raise ValueError("backend='compiled': the kernel cannot decode these inputs")
+        return paths
+    if backend == "auto" and emissions.device.type == "cpu" and _use_compiled(batch_size):
         paths = _viterbi_compiled(emissions, mask, start, trans, end)
         if paths is not None:
             return paths

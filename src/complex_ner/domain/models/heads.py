@@ -9,14 +9,15 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
-from functools import lru_cache
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
-from complex_ner.domain.models.crf import ConstrainedCRF, as_bool_mask, parse_bio_tag
+from complex_ner.core.bio import repair, transition_table
+from complex_ner.core.config import HeadConfig
+from complex_ner.domain.models.crf import ConstrainedCRF, as_bool_mask
 
 __all__ = [
     "HEADS",
@@ -25,51 +26,7 @@ __all__ = [
     "Head",
     "LinearHead",
     "build_head",
-    "repair_bio",
 ]
-
-
-@lru_cache(maxsize=64)
-def _repair_table(
-    tags: tuple[str, ...],
-) -> tuple[tuple[tuple[str, str | None], ...], dict[str, int]]:
-    parsed = tuple(parse_bio_tag(tag) for tag in tags)
-    begin_ids = {entity_type: i for i, (prefix, entity_type) in enumerate(parsed) if prefix == "B"}
-    return parsed, begin_ids
-
-
-def repair_bio(tag_ids: Sequence[int], tags: Sequence[str]) -> list[int]:
-    """Turn a tag-id sequence into valid BIO with the standard fix.
-
-    An ``I-X`` that follows the start, ``O`` or a tag of another type becomes ``B-X``.
-
-    Args:
-        tag_ids: Tag ids of one sequence.
-        tags: Tag names indexed by tag id.
-
-    Returns:
-        The repaired tag ids (a new list).
-
-    Raises:
-        ValueError: If an id is out of range, a tag is not BIO, or an ``I-X`` needing repair
-            has no ``B-X`` in ``tags``.
-    """
-    parsed, begin_ids = _repair_table(tuple(tags))
-    repaired: list[int] = []
-    previous_type: str | None = None  # None at the start and after O
-    for tag_id in tag_ids:
-        if not 0 <= tag_id < len(parsed):
-            raise ValueError(f"tag id {tag_id} out of range for {len(parsed)} tags")
-        prefix, entity_type = parsed[tag_id]
-        if prefix == "I" and entity_type != previous_type:
-            if entity_type not in begin_ids:
-                raise ValueError(
-                    f"cannot repair {tags[tag_id]!r}: tag set has no 'B-{entity_type}'"
-                )
-            tag_id = begin_ids[entity_type]
-        repaired.append(tag_id)
-        previous_type = entity_type
-    return repaired
 
 
 class Head(nn.Module, ABC):
@@ -183,7 +140,7 @@ class BiLSTMCRFHead(_CRFHeadBase):
         hidden_size: int,
         tags: Sequence[str],
         dropout: float,
-        lstm_hidden: int = 256,
+        lstm_hidden: int,
         constrain: bool = True,
     ) -> None:
         super().__init__(hidden_size, tags, constrain=constrain)
@@ -212,8 +169,8 @@ class BiLSTMCRFHead(_CRFHeadBase):
 class LinearHead(Head):
     """BERT+Linear: two fully connected layers and token-level softmax.
 
-    Decoding takes the per-token argmax and repairs it with :func:`repair_bio`, so the output
-    is always valid BIO.
+    Decoding takes the per-token argmax and repairs it with
+    :func:`complex_ner.core.bio.repair`, so the output is always valid BIO.
 
     Args:
         hidden_size: Size of the input features.
@@ -223,11 +180,11 @@ class LinearHead(Head):
     """
 
     def __init__(
-        self, hidden_size: int, tags: Sequence[str], dropout: float, fc_hidden: int = 512
+        self, hidden_size: int, tags: Sequence[str], dropout: float, fc_hidden: int
     ) -> None:
         super().__init__(hidden_size, tags)
         # Fail at construction rather than at the first decode on a non-BIO tag set.
-        _repair_table(self.tags)
+        transition_table(self.tags)
         self.fc_hidden = fc_hidden
         self.fc1 = nn.Linear(hidden_size, fc_hidden)
         self.activation = nn.GELU()
@@ -260,7 +217,7 @@ class LinearHead(Head):
         best = emissions.argmax(dim=-1)
         lengths = mask.sum(dim=1).tolist()
         return [
-            repair_bio(row[:length], self.tags)
+            repair(row[:length], self.tags)
             for row, length in zip(best.tolist(), lengths, strict=True)
         ]
 
@@ -283,9 +240,7 @@ def build_head(
     name: str,
     hidden_size: int,
     tags: Sequence[str],
-    dropout: float,
-    lstm_hidden: int = 256,
-    fc_hidden: int = 512,
+    config: HeadConfig,
     constrain: bool = True,
 ) -> Head:
     """Build a head by name.
@@ -294,9 +249,8 @@ def build_head(
         name: One of :data:`HEADS`.
         hidden_size: Size of the input features.
         tags: BIO tag names indexed by tag id.
-        dropout: Dropout probability.
-        lstm_hidden: LSTM hidden size per direction (``bert_bilstm_crf`` only).
-        fc_hidden: Intermediate layer size (``bert_linear`` only).
+        config: Dropout, and the LSTM (``bert_bilstm_crf``) or intermediate layer
+            (``bert_linear``) size.
         constrain: BIO-constrained CRF decoding (CRF heads only).
 
     Returns:
@@ -308,10 +262,13 @@ def build_head(
     if name not in HEADS:
         raise ValueError(f"unknown head {name!r}; expected one of {', '.join(sorted(HEADS))}")
     head_cls = HEADS[name]
+    dropout = config.dropout
     if issubclass(head_cls, BiLSTMCRFHead):
-        return head_cls(hidden_size, tags, dropout, lstm_hidden=lstm_hidden, constrain=constrain)
+        return head_cls(
+            hidden_size, tags, dropout, lstm_hidden=config.lstm_hidden, constrain=constrain
+        )
     if issubclass(head_cls, LinearHead):
-        return head_cls(hidden_size, tags, dropout, fc_hidden=fc_hidden)
+        return head_cls(hidden_size, tags, dropout, fc_hidden=config.fc_hidden)
     if issubclass(head_cls, CRFHead):
         return head_cls(hidden_size, tags, dropout, constrain=constrain)
     return head_cls(hidden_size, tags, dropout)  # type: ignore[call-arg]

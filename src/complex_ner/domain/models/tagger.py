@@ -8,18 +8,26 @@ safetensors, so it never unpickles anything and needs no params.yaml.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import shutil
 import tempfile
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
+from pydantic import ValidationError
 from torch import Tensor, nn
 
+from complex_ner.core.config import (
+    Arch,
+    HeadConfig,
+    LabelPiece,
+    ModelConfig,
+    StrTuple,
+    WindowConfig,
+    config_error,
+)
 from complex_ner.core.device import autocast_context
 from complex_ner.core.io import replace_dir
 from complex_ner.core.paths import HEAD_FILE, TAGGER_FILE
@@ -31,37 +39,61 @@ from complex_ner.domain.alignment import (
     gather_words,
     merge_windows,
 )
+from complex_ner.domain.encoders import load_encoder, load_tokenizer
+from complex_ner.domain.models.bert_lite import load_lite_encoder
 from complex_ner.domain.models.heads import Head, build_head
+from complex_ner.domain.rawtok import load_raw_tokenizer
 
+#: Version of the ``tagger.json`` layout: a flat ``spec`` (tags, arch, head hyperparameters,
+#: window settings, label_piece, lang, encoder_name).
 FORMAT_VERSION = 1
 
 
-@dataclass(frozen=True)
-class TaggerSpec:
-    """Everything needed to rebuild a tagger besides its weights."""
+class TaggerSpec(HeadConfig, WindowConfig):
+    """Everything needed to rebuild a tagger besides its weights.
 
-    tags: tuple[str, ...]
-    arch: str
-    dropout: float = 0.2
-    lstm_hidden: int = 256
-    fc_hidden: int = 512
-    max_length: int = 128
-    stride: int = 32
-    label_piece: str = "first"
-    join: str = "space"
-    lang: str = ""
-    encoder_name: str = ""
+    The head hyperparameters and window settings are those of :class:`ModelConfig` (inherited,
+    so they are declared once); the rest is fixed when the tagger is built.
+    """
 
-    def to_json(self) -> dict[str, Any]:
-        return {**dataclasses.asdict(self), "tags": list(self.tags)}
+    tags: StrTuple
+    arch: Arch
+    label_piece: LabelPiece
+    lang: str
+    encoder_name: str
 
     @classmethod
-    def from_json(cls, raw: dict[str, Any]) -> TaggerSpec:
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(raw) - known)
-        if unknown:
-            raise ValueError(f"{TAGGER_FILE}: unknown field {unknown[0]!r}")
-        return cls(**{**raw, "tags": tuple(raw["tags"])})
+    def from_config(
+        cls, model: ModelConfig, tags: Sequence[str], lang: str, encoder_name: str
+    ) -> TaggerSpec:
+        """The spec of a tagger built from ``model`` for ``lang`` with this encoder."""
+        # Head and window settings by name; the label piece is resolved for the language.
+        shared = model.model_dump(include=set(cls.model_fields))
+        return cls.model_validate(
+            {
+                **shared,
+                "label_piece": model.piece_for(lang),
+                "tags": tuple(tags),
+                "lang": lang,
+                "encoder_name": encoder_name,
+            }
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        """The flat JSON object stored under ``spec`` in ``tagger.json``."""
+        return self.model_dump(mode="json")
+
+    @classmethod
+    def from_json(cls, raw: Any, source: str | Path = TAGGER_FILE) -> TaggerSpec:
+        """Read :meth:`to_json`'s object (any ``FORMAT_VERSION`` 1 file).
+
+        Raises:
+            ConfigError: an unknown or missing field or a bad value, named with ``source``.
+        """
+        try:
+            return cls.model_validate(raw)
+        except ValidationError as exc:
+            raise config_error(source, cls, exc) from None
 
 
 class Tagger(nn.Module):
@@ -75,14 +107,7 @@ class Tagger(nn.Module):
         self.tags = spec.tags
         self.tag_to_id = {t: i for i, t in enumerate(spec.tags)}
         hidden = int(encoder.config.hidden_size)
-        self.head: Head = build_head(
-            spec.arch,
-            hidden,
-            spec.tags,
-            spec.dropout,
-            lstm_hidden=spec.lstm_hidden,
-            fc_hidden=spec.fc_hidden,
-        )
+        self.head: Head = build_head(spec.arch, hidden, spec.tags, spec)
 
     @property
     def pad_id(self) -> int:
@@ -121,8 +146,8 @@ class Tagger(nn.Module):
             sentences,
             max_length=self.spec.max_length,
             stride=self.spec.stride,
-            label_piece=self.spec.label_piece,  # type: ignore[arg-type]
-            join=self.spec.join,  # type: ignore[arg-type]
+            label_piece=self.spec.label_piece,
+            join=self.spec.join,
         )
 
     @torch.inference_mode()
@@ -200,16 +225,19 @@ class Tagger(nn.Module):
             folder: The model folder.
             device: Where to put the model.
             lean: Prediction's fast path: read ``tokenizer/tokenizer.json`` with the raw
-                ``tokenizers`` library (:mod:`complex_ner.domain.rawtok`) and a plain BERT encoder with
-                :mod:`complex_ner.domain.models.bert_lite`, so transformers is never imported (about
-                10 s of the CLI's cold start). Both give the same pieces and outputs as the
-                transformers objects; whatever they do not support (no ``tokenizer.json``, not
-                a plain BERT) is loaded through transformers. ``False`` always uses
-                transformers.
+                ``tokenizers`` library (:mod:`complex_ner.domain.rawtok`) and a plain BERT
+                encoder with :mod:`complex_ner.domain.models.bert_lite`, so transformers is never
+                imported (about 10 s of the CLI's cold start). Both give the same pieces and
+                outputs as the transformers objects; whatever they do not support (no
+                ``tokenizer.json``, not a plain BERT) is loaded through transformers. ``False``
+                always uses transformers.
+
+        Raises:
+            FileNotFoundError: ``folder`` has no ``tagger.json``.
+            ValueError: an unsupported ``format_version``, or a bad ``spec`` (a
+                :class:`~complex_ner.core.config.ConfigError` naming the field).
         """
         from safetensors.torch import load_file
-
-        from complex_ner.domain.encoders import load_encoder, load_tokenizer
 
         folder = Path(folder)
         meta_path = folder / TAGGER_FILE
@@ -220,13 +248,10 @@ class Tagger(nn.Module):
             raise ValueError(
                 f"{meta_path}: unsupported format_version {meta.get('format_version')}"
             )
-        spec = TaggerSpec.from_json(meta["spec"])
+        spec = TaggerSpec.from_json(meta.get("spec"), meta_path)
         encoder: Any = None
         tokenizer: Any = None
         if lean:
-            from complex_ner.domain.models.bert_lite import load_lite_encoder
-            from complex_ner.domain.rawtok import load_raw_tokenizer
-
             encoder = load_lite_encoder(folder / "encoder")
             tokenizer = load_raw_tokenizer(folder / "tokenizer")
         if encoder is None:
@@ -238,37 +263,20 @@ class Tagger(nn.Module):
         return tagger.to(device).eval()
 
 
-def build_model(
-    encoder_name: str,
-    tags: Sequence[str],
-    arch: str,
-    *,
-    dropout: float = 0.2,
-    lstm_hidden: int = 256,
-    fc_hidden: int = 512,
-    max_length: int = 128,
-    stride: int = 32,
-    label_piece: str = "first",
-    join: str = "space",
-    lang: str = "",
-) -> Tagger:
-    """Build a tagger: the encoder by hub name or local path, the head by name."""
-    from complex_ner.domain.encoders import load_encoder, load_tokenizer
+def build_model(encoder_name: str, tags: Sequence[str], model: ModelConfig, lang: str) -> Tagger:
+    """Build a fresh tagger for ``lang``: the encoder by hub name or local path, the head by
+    ``model.arch`` with ``model``'s hyperparameters.
 
-    spec = TaggerSpec(
-        tags=tuple(tags),
-        arch=arch,
-        dropout=dropout,
-        lstm_hidden=lstm_hidden,
-        fc_hidden=fc_hidden,
-        max_length=max_length,
-        stride=stride,
-        label_piece=label_piece,
-        join=join,
-        lang=lang,
-        encoder_name=encoder_name,
-    )
-    return Tagger(load_encoder(encoder_name, dropout=dropout), load_tokenizer(encoder_name), spec)
+    Args:
+        encoder_name: Hub name or local folder of the encoder (``model.encoder`` is not used:
+            callers resolve it, or pick a pre-trained one).
+        tags: BIO tag names indexed by tag id.
+        model: Head, window and alignment settings.
+        lang: The language trained on (chooses the label piece).
+    """
+    spec = TaggerSpec.from_config(model, tags, lang, encoder_name)
+    encoder = load_encoder(encoder_name, dropout=spec.dropout)
+    return Tagger(encoder, load_tokenizer(encoder_name), spec)
 
 
 def iter_batches(

@@ -1,0 +1,159 @@
+"""The MLflow model registry: versions, the champion/challenger aliases, model folders.
+
+One registered model per language (``complex-ner-<lang>``), aliases ``champion`` and
+``challenger`` (no deprecated stages). Only MLflow's public client API is used; the decision
+of which alias a new version gets is :func:`alias_for`, composed with re-scoring in the
+application layer.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import unquote, urlparse
+
+import yaml
+
+from complex_ner.adapters.tracking import setup
+from complex_ner.core.config import Params
+from complex_ner.core.paths import CHALLENGER, CHAMPION, TAGGER_ARTIFACT, registered_name
+
+_MODEL_URI = re.compile(r"models:/([^/@]+)(?:@([^/]+)|/(\d+))")
+
+
+@dataclass(frozen=True)
+class Registration:
+    """The outcome of registering one language's best BERT+CRF run."""
+
+    lang: str
+    version: str
+    alias: str
+    val_macro_f1: float
+    champion_f1: float | None
+    run_id: str
+
+
+@dataclass(frozen=True)
+class RunSummary:
+    """What the registry needs to know about a training run."""
+
+    run_id: str
+    tags: dict[str, str]
+    metrics: dict[str, float]
+    model_uri: str | None
+
+
+def alias_for(candidate_f1: float, champion_f1: float | None) -> str:
+    """The champion/challenger rule: a new version must strictly beat the champion's score on
+    the same data to take the ``champion`` alias; the first version always does."""
+    return CHAMPION if champion_f1 is None or candidate_f1 > champion_f1 else CHALLENGER
+
+
+def run_summary(params: Params, run_id: str) -> RunSummary:
+    """Tags, metrics and the logged pyfunc model of one run."""
+    import mlflow
+
+    setup(params)
+    client = mlflow.MlflowClient()
+    run = client.get_run(run_id)
+    models = mlflow.search_logged_models(
+        experiment_ids=[run.info.experiment_id],
+        filter_string=f"source_run_id = '{run_id}'",
+        output_format="list",
+    )
+    uri = f"models:/{models[0].model_id}" if models else None
+    return RunSummary(run_id, dict(run.data.tags), dict(run.data.metrics), uri)
+
+
+def register_version(params: Params, lang: str, model_uri: str, tags: dict[str, str]) -> str:
+    """A new version of ``complex-ner-<lang>`` (the registered model is created if needed)."""
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    setup(params)
+    client = mlflow.MlflowClient()
+    name = registered_name(lang)
+    try:
+        client.get_registered_model(name)
+    except MlflowException:
+        client.create_registered_model(
+            name, description=f"complex-ner {lang}: best BERT+CRF on MultiCoNER"
+        )
+    return str(mlflow.register_model(model_uri, name, tags=tags).version)
+
+
+def version_by_alias(params: Params, lang: str, alias: str) -> tuple[str, dict[str, str]] | None:
+    """``(version, tags)`` holding ``alias``, or None."""
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    setup(params)
+    try:
+        mv = mlflow.MlflowClient().get_model_version_by_alias(registered_name(lang), alias)
+    except MlflowException:
+        return None
+    return str(mv.version), dict(mv.tags)
+
+
+def set_alias(params: Params, lang: str, alias: str, version: str) -> None:
+    """Point ``alias`` at ``version``."""
+    import mlflow
+
+    setup(params)
+    mlflow.MlflowClient().set_registered_model_alias(registered_name(lang), alias, version)
+
+
+def resolve_tagger_dir(uri: str, params: Params) -> Path:
+    """The local tagger folder behind ``models:/name@alias``, ``models:/name/3`` or ``runs:/``.
+
+    A version stored in a local artifact store is used in place; others are downloaded.
+
+    Raises:
+        LookupError: the registered model, version, alias or run does not exist.
+    """
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    setup(params)
+    match = _MODEL_URI.fullmatch(uri)
+    try:
+        if match is not None:
+            client = mlflow.MlflowClient()
+            name, alias, version = match.groups()
+            if alias is not None:
+                version = client.get_model_version_by_alias(name, alias).version
+            location = client.get_model_version_download_uri(name, version)
+            local = _local_path(location)
+            if local is None:
+                local = Path(mlflow.artifacts.download_artifacts(artifact_uri=location))
+        else:
+            local = Path(mlflow.artifacts.download_artifacts(artifact_uri=uri))
+    except (MlflowException, OSError) as exc:
+        raise LookupError(f"{uri}: no such registered model, alias or version ({exc})") from None
+    folder = tagger_folder(local)
+    if folder is None:
+        raise LookupError(f"{uri}: not a complex-ner model (no {TAGGER_ARTIFACT!r} artifact)")
+    return folder
+
+
+def _local_path(location: str) -> Path | None:
+    parsed = urlparse(location)
+    if parsed.scheme == "file" or (not parsed.scheme and location.startswith("/")):
+        path = Path(unquote(parsed.path))
+        return path if path.is_dir() else None
+    return None
+
+
+def tagger_folder(model_dir: Path) -> Path | None:
+    """The tagger folder inside a pyfunc model folder, as its MLmodel file records it."""
+    mlmodel = model_dir / "MLmodel"
+    if not mlmodel.is_file():
+        return None
+    meta: dict[str, Any] = yaml.safe_load(mlmodel.read_text(encoding="utf-8")) or {}
+    pyfunc = meta.get("flavors", {}).get("python_function", {})
+    entry = (pyfunc.get("artifacts") or {}).get(TAGGER_ARTIFACT)
+    if not entry or not (model_dir / entry["path"]).is_dir():
+        return None
+    return model_dir / entry["path"]

@@ -1,0 +1,325 @@
+"""The application layer: every pipeline step, composed once.
+
+"Train and log to MLflow", "evaluate and log", "register" and the rest are written here and
+nowhere else. The CLI calls these functions; the DVC stages run the CLI; the Prefect tasks run
+the DVC stages (``app/pipeline.py``). Engines get MLflow only as callbacks built here.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from complex_ner.adapters import registry, tracking
+from complex_ner.core.config import Params
+from complex_ner.core.io import atomic_write_text
+from complex_ner.core.paths import (
+    CURVES_FILE,
+    HISTORY_FILE,
+    PRETRAIN_RESULT_FILE,
+    REGISTERED_ARCH,
+    RUN_FILE,
+    best_model_dir,
+    eval_dir,
+    pretrained_encoder_dir,
+    registered_name,
+    run_dir,
+    split_file,
+)
+from complex_ner.domain import data, validation, vocab
+from complex_ner.domain import stats as corpus_stats
+from complex_ner.domain.data import Sentence
+from complex_ner.domain.encoders import provision_default_encoder, resolve_encoder
+from complex_ner.domain.models.tagger import Tagger
+from complex_ner.engines import evaluate as evaluation
+from complex_ner.engines import predict as prediction
+from complex_ner.engines import pretrain as pretraining
+from complex_ner.engines import train as training
+from complex_ner.engines.trainer import default_callbacks
+
+Log = Callable[[str], None]
+
+# --------------------------------------------------------------------------- data
+
+
+def ingest(params: Params) -> dict[str, dict[str, str]]:
+    """Copy the MultiCoNER source files into ``data.raw_dir``; sha256 per file."""
+    return data.ingest(params)
+
+
+def validate(params: Params) -> dict[str, Any]:
+    """Run the Great Expectations gate; raises ``ValidationFailed`` with a readable summary."""
+    return validation.validate_data(params)
+
+
+def split(params: Params) -> dict[str, dict[str, int]]:
+    """Refuse data the gate did not pass, then write the train/val(/dev/test) splits."""
+    validation.require_validated(params)
+    return data.write_splits(params)
+
+
+def stats(params: Params) -> dict[str, Any]:
+    """Sentences, tokens and entities per type, per language and split (JSON, table, plot)."""
+    return corpus_stats.write_stats(params)
+
+
+# --------------------------------------------------------------------------- encoders
+
+
+def provision(params: Params, force: bool = False) -> Path:
+    """Materialise the offline default encoder (multilingual-e5-small) as a HuggingFace folder."""
+    return provision_default_encoder(params.path(params.encoder.output_dir), force=force)
+
+
+def trim(params: Params, out: Path, languages: Sequence[str]) -> vocab.TrimReport:
+    """A copy of ``model.encoder`` keeping only the pieces the processed splits use."""
+    source = Path(resolve_encoder(params.model.encoder, params.root))
+    if not source.is_dir():
+        raise FileNotFoundError(
+            f"model.encoder: {source} is not a local folder (provision or download it)"
+        )
+    return vocab.trim_encoder(source, vocab.corpus_texts(params, languages), params.path(out))
+
+
+def pretrain(params: Params, lang: str, log: Log | None = print) -> dict[str, Any]:
+    """Whole-word-masking pre-training of one language's encoder, tracked in MLflow.
+
+    With ``pretrain.enabled`` false only the ``SKIPPED`` marker is written (DVC needs the
+    stage's output either way).
+    """
+    if not params.pretrain.enabled:
+        folder = pretraining.write_skip_marker(params, lang)
+        return {"lang": lang, "status": "skipped", "output_dir": str(folder)}
+    tags = tracking.lineage_tags(params, "pretrain", lang=lang, encoder=params.model.encoder)
+    logged = {f"pretrain.{k}": v for k, v in params.pretrain.model_dump().items()}
+    logged.update({"model.encoder": params.model.encoder, "model.join": params.model.join})
+    logged = {
+        k: json.dumps(v) if isinstance(v, list | tuple) else str(v) for k, v in logged.items()
+    }
+    with tracking.start_run(params, f"pretrain-{lang}", tags, log_params=logged) as run:
+        callbacks = default_callbacks(f"{lang} pretrain", log, on_steps=run.log_steps)
+        result = pretraining.pretrain_encoder(
+            params, lang, callbacks=callbacks, extra={"mlflow_run_id": run.run_id}
+        )
+        run.log_metrics(result.metrics())
+        run.log_artifact(result.output_dir / PRETRAIN_RESULT_FILE, "pretrain")
+    return {
+        "lang": lang,
+        "status": "pretrained",
+        "output_dir": str(pretrained_encoder_dir(params, lang)),
+        "steps": result.steps,
+        "seconds": round(result.seconds, 1),
+        "final_loss": result.final_loss,
+        "sentences": result.corpus.sentences,
+        "masked_word_share": result.masking.summary()["masked_word_share"],
+    }
+
+
+# --------------------------------------------------------------------------- training
+
+
+@dataclass(frozen=True)
+class TrainedRun:
+    """What a tracked training produced (also written to the run folder's ``RUN_FILE``)."""
+
+    lang: str
+    arch: str
+    run_id: str
+    best_f1: float
+    best_epoch: int
+    model_dir: str
+
+
+def encoder_label(params: Params, lang: str) -> str:
+    """The encoder a run starts from, as a person reads it."""
+    if params.pretrain.enabled and lang in params.pretrain.languages:
+        return f"{params.pretrain.output_dir}/{lang} (WWM-adapted {params.model.encoder})"
+    return params.model.encoder
+
+
+def train(
+    params: Params, lang: str, arch: str, *, resume: bool = False, log: Log | None = print
+) -> TrainedRun:
+    """Train one language x architecture inside an MLflow run; per-epoch metrics, curves."""
+    tags = tracking.lineage_tags(
+        params,
+        "train",
+        lang=lang,
+        arch=arch,
+        encoder=encoder_label(params, lang),
+        val_data_hash=tracking.eval_data_hash(params, lang),
+    )
+    logged = {**tracking.flat_params(params), "model.arch": arch}
+    with tracking.start_run(params, f"{lang}-{arch}", tags, log_params=logged) as run:
+        callbacks = default_callbacks(f"{lang} {arch}", log, on_epoch_end=run.epoch_logger())
+        result = training.train_model(params, lang, arch, resume=resume, callbacks=callbacks)
+        out = run_dir(params, lang, arch)
+        run.log_metrics(
+            {"best_val_macro_f1": result.best_f1, "best_epoch": float(result.best_epoch)}
+        )
+        if result.history:
+            tracking.plot_history(result.history, out / CURVES_FILE)
+            run.log_artifact(out / CURVES_FILE, "training")
+            run.log_artifact(out / HISTORY_FILE, "training")
+        trained = TrainedRun(lang, arch, run.run_id, result.best_f1, result.best_epoch, str(out))
+        atomic_write_text(out / RUN_FILE, json.dumps(asdict(trained), indent=2) + "\n")
+    return trained
+
+
+def recorded_run_id(params: Params, lang: str, arch: str) -> str | None:
+    """The MLflow run that trained the saved ``lang``/``arch`` model, if any."""
+    path = run_dir(params, lang, arch) / RUN_FILE
+    if not path.is_file():
+        return None
+    return json.loads(path.read_text(encoding="utf-8")).get("run_id")
+
+
+# --------------------------------------------------------------------------- evaluation
+
+
+def evaluate(params: Params, lang: str, arch: str) -> dict[str, Any]:
+    """Score the saved model on every labelled split, write the reports, and attach scores,
+    reports and the pyfunc model to the run that trained it."""
+    scores = evaluation.evaluate_model(params, lang, arch)
+    run_id = recorded_run_id(params, lang, arch)
+    if run_id is None:
+        return scores
+    with tracking.start_run(params, f"{lang}-{arch}", {}, run_id=run_id) as run:
+        for name, s in scores.items():
+            run.log_metrics(
+                {
+                    f"eval_{name}_macro_f1": s["macro"]["f1"],
+                    f"eval_{name}_micro_f1": s["micro"]["f1"],
+                    **{f"eval_{name}_f1_{t}": v["f1"] for t, v in s["per_type"].items()},
+                }
+            )
+        run.log_artifact(eval_dir(params, lang, arch), "evaluation")
+        run.log_pyfunc(best_model_dir(params, lang, arch))
+    return scores
+
+
+def tables(
+    params: Params, languages: Sequence[str] | None = None, archs: Sequence[str] | None = None
+) -> dict[str, Any]:
+    """Paper-style tables and the DVC metrics summary over what has been evaluated."""
+    return evaluation.write_tables(
+        params, languages or params.train.languages, archs or params.train.archs
+    )
+
+
+# --------------------------------------------------------------------------- registry
+
+
+def _champion_f1_on(params: Params, lang: str, version: str, tags: dict[str, str]) -> float:
+    """The champion's macro-F1 on the current validation data (re-scored if the data changed)."""
+    current = tracking.eval_data_hash(params, lang)
+    if tags.get("val_data_hash") == current and "val_macro_f1" in tags:
+        return float(tags["val_macro_f1"])
+    folder = registry.resolve_tagger_dir(f"models:/{registered_name(lang)}/{version}", params)
+    tagger = Tagger.load(folder)
+    sentences = data.read_conll(split_file(params, lang, "val"))
+    return float(
+        evaluation.evaluate_f1(tagger, sentences, params.data.entity_types, 64)["macro"]["f1"]
+    )
+
+
+def register_best(
+    params: Params, lang: str, run_ids: Sequence[str] | None = None
+) -> registry.Registration:
+    """Register the best BERT+CRF run of ``lang``: ``champion`` only if it beats the current
+    champion on the same validation data, otherwise ``challenger``.
+
+    Raises:
+        LookupError: no candidate run with a logged model and a validation score.
+    """
+    if run_ids is None:
+        rid = recorded_run_id(params, lang, REGISTERED_ARCH)
+        run_ids = [rid] if rid else []
+    candidates = []
+    for rid in run_ids:
+        run = registry.run_summary(params, rid)
+        if run.tags.get("arch") != REGISTERED_ARCH or run.tags.get("lang") != lang:
+            continue
+        f1 = run.metrics.get("eval_val_macro_f1")
+        if f1 is not None and run.model_uri is not None:
+            candidates.append((f1, run))
+    if not candidates:
+        raise LookupError(
+            f"no {REGISTERED_ARCH} run for {lang!r} with a logged model and eval_val_macro_f1; "
+            "run train and evaluate first"
+        )
+    f1, best = max(candidates, key=lambda c: c[0])
+    tags = {
+        # Full precision: a rounded tag would make an equal model look better than the champion.
+        "val_macro_f1": repr(float(f1)),
+        "val_micro_f1": repr(float(best.metrics.get("eval_val_micro_f1", float("nan")))),
+        "val_data_hash": tracking.eval_data_hash(params, lang),
+        "data_version": best.tags.get("data_version", "unknown"),
+        "encoder": best.tags.get("encoder", "unknown"),
+        "arch": REGISTERED_ARCH,
+        "lang": lang,
+        "git_commit": best.tags.get("git_commit", "unknown"),
+    }
+    assert best.model_uri is not None
+    version = registry.register_version(params, lang, best.model_uri, tags)
+    current = registry.version_by_alias(params, lang, registry.CHAMPION)
+    champion_f1 = None
+    if current is not None and current[0] != version:
+        champion_f1 = _champion_f1_on(params, lang, *current)
+    alias = registry.alias_for(float(f1), champion_f1)
+    registry.set_alias(params, lang, alias, version)
+    return registry.Registration(lang, version, alias, float(f1), champion_f1, best.run_id)
+
+
+def register(params: Params, languages: Sequence[str] | None = None) -> dict[str, Any]:
+    """Register every language's best BERT+CRF run; record the outcome in ``register.output``
+    (the file exists after every registration: DVC tracks it)."""
+    langs = languages or params.train.languages
+    out = {lang: asdict(register_best(params, lang)) for lang in langs}
+    atomic_write_text(params.path(params.register.output), json.dumps(out, indent=2) + "\n")
+    return out
+
+
+# --------------------------------------------------------------------------- prediction
+
+
+def load_model(model: str, params: Params) -> Tagger:
+    """A tagger from a registry URI (``models:/name@alias``, ``runs:/...``) or a folder."""
+    if model.startswith(("models:/", "runs:/")):
+        return prediction.load_tagger(registry.resolve_tagger_dir(model, params))
+    path = Path(model)
+    if not path.is_absolute() and (params.root / path).exists():
+        path = params.root / path
+    return prediction.load_tagger(path)
+
+
+def predict(tagger: Tagger, rows: Sequence[Any], batch_size: int = 64) -> list[list[dict]]:
+    """Entities for raw sentences (strings) or pre-tokenized rows (lists of words)."""
+    return prediction.predict_entities(tagger, list(rows), batch_size)
+
+
+def predict_conll(
+    tagger: Tagger, rows: Sequence[Any], lang: str, batch_size: int = 64
+) -> tuple[list[Sentence], list[list[str]]]:
+    """Sentences and their predicted BIO tags, ready for ``format_conll``: raw lines are
+    tokenized as MultiCoNER does; empty lines are dropped."""
+    sentences = prediction.as_sentences(rows, lang)
+    tags = tagger.predict([s.tokens for s in sentences], batch_size=batch_size)
+    return sentences, tags
+
+
+def predict_file(
+    tagger: Tagger,
+    input_path: Path,
+    output: Path,
+    chunk_size: int = 2000,
+    batch_size: int = 64,
+    progress: Callable[[int], None] | None = None,
+) -> dict[str, int]:
+    """Tag a (large) MultiCoNER file in resumable chunks; the submission file is atomic."""
+    return prediction.predict_conll_batched(
+        tagger, input_path, output, chunk_size, batch_size, progress=progress
+    )

@@ -1,0 +1,68 @@
+"""Language rules: scripts written without spaces, CJK character classes, word tokenizers.
+
+Every per-language rule lives here once: how raw text is split into MultiCoNER-style tokens,
+which characters are joined without a space, which languages are segmented into words for
+whole-word masking, and which must be written in CJK ideographs.
+"""
+
+from __future__ import annotations
+
+import re
+
+__all__ = [
+    "CHAR_TOKENIZED_LANGUAGES",
+    "CJK_IDEOGRAPH_REGEX",
+    "IDEOGRAPHIC_LANGUAGES",
+    "SEGMENTED_LANGUAGES",
+    "joins_without_space",
+    "token_spans",
+]
+
+#: Languages written without spaces between words: MultiCoNER-style tokenization gives one token
+#: per character (Latin-script words and numbers stay whole).
+CHAR_TOKENIZED_LANGUAGES = frozenset({"zh", "ja"})
+#: Languages whose per-character tokens are grouped into words by a segmenter (jieba, which
+#: knows Chinese only), so pre-training can mask whole words.
+SEGMENTED_LANGUAGES = frozenset({"zh"})
+#: Languages written in CJK ideographs: every sentence holds at least one (a data-gate check).
+IDEOGRAPHIC_LANGUAGES = frozenset({"zh"})
+
+# CJK ideographs: extension A, the unified block, compatibility ideographs and the
+# supplementary ideographic planes (extensions B and later).
+_IDEOGRAPHS = "\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\U00020000-\U0003ffff"
+# Everything else written without spaces: CJK radicals, punctuation, kana, bopomofo, kanbun,
+# strokes, enclosed and compatibility forms, Yijing symbols, vertical and fullwidth forms.
+# Hangul is left out: Korean is written with spaces.
+_OTHER_NO_SPACE = "\u2e80-\u312f\u3190-\u33ff\u4dc0-\u4dff\ufe30-\ufe4f\uff00-\uffef"
+
+#: A regex matching one CJK ideograph (a string, so Great Expectations can carry it).
+CJK_IDEOGRAPH_REGEX = f"[{_IDEOGRAPHS}]"
+_NO_SPACE_CHAR = re.compile(f"[{_IDEOGRAPHS}{_OTHER_NO_SPACE}]")
+
+# Space-separated languages: words (inner hyphens, apostrophes and dots kept, "3-2", "d'Or"),
+# numbers and single punctuation marks, as MultiCoNER splits them ("el" "rey" "," "dijo").
+_WORD_TOKEN = re.compile(r"\w+(?:[-'’.]\w+)*|[^\w\s]")
+# Languages tokenized per character: one token per non-space character, except that Latin-script
+# words and numbers stay whole ("iPhone", "15").
+_CHAR_TOKEN = re.compile(r"[A-Za-z0-9\u00c0-\u024f]+(?:[-'.][A-Za-z0-9\u00c0-\u024f]+)*|\S")
+
+
+def joins_without_space(left: str, right: str) -> bool:
+    """Whether two adjacent words are written without a space between them.
+
+    True when the last character of ``left`` and the first of ``right`` both belong to scripts
+    written without spaces (so two Chinese characters join, a Chinese and a Latin word do not).
+    """
+    return bool(
+        left and right and _NO_SPACE_CHAR.match(left[-1]) and _NO_SPACE_CHAR.match(right[0])
+    )
+
+
+def token_spans(text: str, lang: str) -> list[tuple[int, int]]:
+    """Split raw text the way MultiCoNER's data of ``lang`` is split.
+
+    Returns:
+        The ``(start, end)`` character span in ``text`` of each token, in order.
+    """
+    pattern = _CHAR_TOKEN if lang in CHAR_TOKENIZED_LANGUAGES else _WORD_TOKEN
+    return [m.span() for m in pattern.finditer(text)]

@@ -1,0 +1,75 @@
+"""Fixtures of the pipeline tests: a committed git + DVC copy of the project on a tiny budget."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import pytest
+import yaml
+
+from complex_ner.domain.data import format_conll, read_conll
+
+BIN = Path(sys.executable).parent
+
+
+def run(
+    cmd: Sequence[str], cwd: Path, env: dict[str, str] | None = None, timeout: float = 900
+) -> str:
+    """Run a command; fail the test with its output when it exits non-zero."""
+    done = subprocess.run(
+        list(cmd), cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout
+    )
+    assert done.returncode == 0, f"{' '.join(cmd)}:\n{done.stdout}\n{done.stderr}"
+    return done.stdout
+
+
+@pytest.fixture
+def sh() -> Callable[..., str]:
+    """``sh(cmd, cwd, env=None, timeout=900)``: run a command, return its stdout; a non-zero
+    exit fails the test with the command's output."""
+    return run
+
+
+@pytest.fixture
+def dvc_project(tmp_path: Path, root: Path, multiconer_dir: Path, tiny_bert_dir: Path) -> Path:
+    """A committed git + DVC copy of the project (its tracked and not-ignored files, without
+    dvc.lock) whose params.yaml trains the tiny BERT for one epoch on the first 80 real
+    sentences of each language. Its DVC remote is a folder inside the copy."""
+    repo = tmp_path / "repo"
+    files = run(["git", "ls-files", "--cached", "--others", "--exclude-standard"], root).split()
+    for rel in files:
+        if rel == "dvc.lock" or not (root / rel).is_file():
+            continue
+        (repo / rel).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(root / rel, repo / rel)
+    source = tmp_path / "multiconer"
+    for lang in ("es", "zh"):
+        sentences = read_conll(multiconer_dir / lang / "train.conll")[:80]
+        (source / lang).mkdir(parents=True)
+        (source / lang / "train.conll").write_text(format_conll(sentences), encoding="utf-8")
+    params = yaml.safe_load((repo / "params.yaml").read_text(encoding="utf-8"))
+    params["data"]["source_dir"] = str(source)
+    params["split"]["val_fraction"] = 0.25
+    params["model"].update(encoder=str(tiny_bert_dir), max_length=64, stride=16, dropout=0.1)
+    params["train"].update(
+        epochs=1,
+        batch_size=16,
+        lr_encoder=2.0e-3,
+        lr_min=1.0e-4,
+        lr_head=1.0e-2,
+        schedule="constant",
+        freeze_embeddings=False,
+        threads=1,
+    )
+    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False), encoding="utf-8")
+    env = {**os.environ, "GIT_AUTHOR_NAME": "test", "GIT_AUTHOR_EMAIL": "test@example.com"}
+    env.update(GIT_COMMITTER_NAME="test", GIT_COMMITTER_EMAIL="test@example.com")
+    run(["git", "init", "-q"], repo, env)
+    run(["git", "add", "-A"], repo, env)
+    run(["git", "commit", "-q", "-m", "tiny project"], repo, env)
+    return repo
