@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import torch
 
 import complex_ner  # noqa: F401  (applies the offline environment defaults)
 from complex_ner.core.config import SOURCE_ENV, DataConfig, ModelConfig, TrainConfig, load_params
@@ -50,12 +51,10 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         if integration in item.path.parents:
             item.add_marker(pytest.mark.integration)
     gpu = [item for item in items if item.get_closest_marker("gpu")]
-    if gpu:
-        import torch
-
-        if not torch.cuda.is_available():
-            for item in gpu:
-                item.add_marker(pytest.mark.skip(reason="gpu: no CUDA device"))
+    # Asked only when a gpu test was collected: the query initialises the CUDA driver.
+    if gpu and not torch.cuda.is_available():
+        for item in gpu:
+            item.add_marker(pytest.mark.skip(reason="gpu: no CUDA device"))
 
 
 @pytest.fixture(scope="session")
@@ -67,8 +66,6 @@ def root() -> Path:
 @pytest.fixture
 def one_thread() -> Iterator[None]:
     """One torch thread for the test (timings and float reductions stable on a shared host)."""
-    import torch
-
     before = torch.get_num_threads()
     torch.set_num_threads(1)
     yield
@@ -307,14 +304,30 @@ def tiny_e5_bert_dir(tmp_path_factory: pytest.TempPathFactory, e5_tokenizer_dir:
 
 
 @pytest.fixture(scope="session")
+def toy_train_config() -> TrainConfig:
+    """Settings under which a tiny BERT learns :func:`toy_corpus` in seconds, on the CPU."""
+    return TrainConfig(
+        epochs=25,
+        batch_size=8,
+        lr_encoder=3e-3,
+        lr_min=1e-4,
+        lr_head=3e-2,
+        schedule="constant",
+        patience=100,
+        freeze_embeddings=False,
+        device="cpu",
+        seed=3,
+    )
+
+
+@pytest.fixture(scope="session")
 def trained_tagger_dir(
     tmp_path_factory: pytest.TempPathFactory,
     tiny_bert_dir: Path,
     toy_corpus: Callable[[int], list[Sentence]],
+    toy_train_config: TrainConfig,
 ) -> Path:
     """A saved bert_crf tagger over :func:`tiny_bert_dir` that tags :func:`toy_corpus` exactly."""
-    import torch
-
     out = tmp_path_factory.mktemp("trained") / "run"
     before = torch.get_num_threads()
     torch.set_num_threads(1)
@@ -322,19 +335,8 @@ def trained_tagger_dir(
         tagger = build_model(
             str(tiny_bert_dir), DataConfig().tags, ModelConfig(dropout=0.0), lang="es"
         )
-        cfg = TrainConfig(
-            epochs=25,
-            batch_size=8,
-            lr_encoder=3e-3,
-            lr_min=1e-4,
-            lr_head=3e-2,
-            schedule="constant",
-            patience=100,
-            freeze_embeddings=False,
-            device="cpu",
-            seed=3,
-        )
-        result = fit(tagger, toy_corpus(20), toy_corpus(20), cfg, out, DataConfig().entity_types)
+        corpus = toy_corpus(20)
+        result = fit(tagger, corpus, corpus, toy_train_config, out, DataConfig().entity_types)
     finally:
         torch.set_num_threads(before)
     assert result.best_f1 == pytest.approx(1.0), "the toy tagger did not learn the toy corpus"

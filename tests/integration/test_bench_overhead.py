@@ -31,7 +31,7 @@ def test_overhead_quick(
         # Every stage of dvc.yaml ran on both sides: called by the loop, or as a Prefect task.
         assert all(side[f"stage:{s}"] is not None for s in stages)
     assert bare["prefect_before_flow"] is None and pipe["prefect_before_flow"] is not None
-    # The bare loop's stages account for its work; nothing ran outside them.
-    assert sum(bare[f"stage:{s}"] for s in stages) == pytest.approx(bare["work"], rel=0.05)
+    # The bare loop's stages account for its work (reading DVC's graph aside).
+    assert 0.8 * bare["work"] <= sum(bare[f"stage:{s}"] for s in stages) <= bare["work"]
     assert record["overhead_s"] == pytest.approx(pipe["wall"] - bare["wall"])
     assert {row["metric"] for row in record["summary"]} >= {"fixed cost (s)"}

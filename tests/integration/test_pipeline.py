@@ -52,7 +52,7 @@ def test_plain_run_then_an_experiment(
     assert first["experiment"] is None and first["pushed"]
     assert "up to date" in sh([DVC, "status"], repo)
     assert "Running stage" not in sh([DVC, "repro"], repo)
-    assert "up to date" in sh([DVC, "status", "--cloud"], repo)  # the remote holds it all
+    assert "in sync" in sh([DVC, "status", "--cloud"], repo)  # the remote holds it all
 
     setup(load_params(params_file))
     client = mlflow.MlflowClient()
@@ -64,7 +64,12 @@ def test_plain_run_then_an_experiment(
 
     # Other settings: a DVC experiment that shows them; params.yaml is put back as it was.
     before = params_file.read_bytes()
-    overrides = ["train.epochs=2", "train.lr_head=1.0e-7", "train.lr_encoder=1.0e-7"]
+    overrides = [
+        "train.epochs=2",
+        "train.lr_head=1.0e-7",
+        "train.lr_encoder=1.0e-7",
+        "train.lr_min=1.0e-8",
+    ]
     second = pipeline(str(params_file), overrides, experiment="weak-head")
     assert params_file.read_bytes() == before
     ran = {n for n, s in second["stages"].items() if s["status"] == "ran"}

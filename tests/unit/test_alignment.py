@@ -12,7 +12,6 @@ import torch
 from complex_ner.domain.alignment import (
     EncodedWindow,
     align_sentences,
-    alignment_stats,
     collate,
     encode_sentences,
     gather_words,
@@ -344,35 +343,3 @@ def test_merge_windows_checks_coverage() -> None:
         merge_windows([window, window], [["O", "O"], ["O", "O"]], 1, [2])
     with pytest.raises(ValueError, match="lengths"):
         merge_windows([window], [["O", "O"]], 2, [2])
-
-
-# --------------------------------------------------------------------------- measurements
-
-
-def test_measured_numbers_in_module_docstring(e5: Any, real_sentences: Any) -> None:
-    """Keeps the table in complex_ner.domain.alignment's docstring honest."""
-    es, _ = real_sentences("es", 300)
-    zh, zh_tags = real_sentences("zh", 300)
-    es_stats = alignment_stats(e5, es)
-    assert es_stats["words"] == 5317
-    assert es_stats["pieces_per_word"] == pytest.approx(1.40, abs=0.005)
-    assert es_stats["sentences_over_one_window"] == 0
-    zh_space = alignment_stats(e5, zh)
-    assert zh_space["pieces_per_word"] == pytest.approx(1.88, abs=0.005)
-    assert zh_space["words_sharing_label_piece"] == 0
-    assert alignment_stats(e5, zh, max_length=64, stride=16)["sentences_over_one_window"] == 58
-    zh_natural = alignment_stats(e5, zh, join="natural")
-    assert zh_natural["pieces_per_word"] == pytest.approx(0.86, abs=0.005)
-    assert zh_natural["words_sharing_label_piece"] == 3499
-    for stats in (es_stats, zh_space, zh_natural):
-        assert stats["dropped_words"] == 0
-        assert stats["windows"] == 300
-    # Shared pieces rarely straddle an entity boundary or the start of an entity.
-    pairs = crossing = 0
-    for alignment, tags in zip(align_sentences(e5, zh, join="natural"), zh_tags, strict=True):
-        for word in range(len(tags) - 1):
-            if alignment.label_pieces[word] == alignment.label_pieces[word + 1]:
-                pairs += 1
-                nxt = tags[word + 1]
-                crossing += nxt.startswith("B-") or (tags[word] == "O") != (nxt == "O")
-    assert (pairs, crossing) == (1863, 2)

@@ -287,42 +287,40 @@ def test_gpu_smoke_loads_agree_on_the_cpu(
 # --------------------------------------------------------------------------- overhead's set-up
 
 
-def test_stage_calls_follow_dvc_yaml_with_items_as_arguments(tmp_path: Path) -> None:
+def dvc_project(folder: Path, stages: str) -> Path:
+    """A DVC repository (no git) with this ``stages:`` block and a params file."""
     from dvc.repo import Repo
 
-    (tmp_path / "params.yaml").write_text("langs: [es, zh]\narchs: [bert_crf]\n")
-    (tmp_path / "dvc.yaml").write_text(
-        "stages:\n"
-        "  ingest: {cmd: 'true'}\n"
-        "  pretrain:\n"
-        "    foreach: ${langs}\n"
-        "    do: {cmd: 'true'}\n"
+    (folder / "params.yaml").write_text("langs: [es, zh]\narchs: [bert_crf]\n")
+    (folder / "dvc.yaml").write_text("stages:\n" + stages)
+    Repo.init(str(folder), no_scm=True).close()
+    return folder
+
+
+def test_stage_commands_follow_the_graph_with_items_expanded(tmp_path: Path) -> None:
+    project = dvc_project(
+        tmp_path,
+        "  register: {cmd: complex-ner register, deps: [trained]}\n"
+        "  ingest: {cmd: complex-ner ingest, outs: [raw]}\n"
         "  train:\n"
         "    matrix: {lang: '${langs}', arch: '${archs}'}\n"
-        "    cmd: 'true'\n"
-        "  register: {cmd: 'true'}\n"
+        "    cmd: complex-ner train --lang ${item.lang} --arch ${item.arch}\n"
+        "    deps: [raw]\n"
+        "    outs: ['trained/${item.lang}']\n",
     )
-    Repo.init(str(tmp_path), no_scm=True).close()
-    calls = bench_overhead.stage_calls(tmp_path)
-    assert [c.stage for c in calls] == [
-        "ingest",
-        "pretrain@es",
-        "pretrain@zh",
-        "train@es-bert_crf",
-        "train@zh-bert_crf",
-        "register",
+    commands = bench_overhead.stage_commands(project)
+    assert commands == [
+        ("ingest", ["ingest"]),
+        ("train@es-bert_crf", ["train", "--lang", "es", "--arch", "bert_crf"]),
+        ("train@zh-bert_crf", ["train", "--lang", "zh", "--arch", "bert_crf"]),
+        ("register", ["register"]),  # after the stages whose outputs it reads
     ]
-    assert calls[1].args == ("es",) and calls[3].kwargs == {"lang": "es", "arch": "bert_crf"}
-    assert all(c.function == c.stage.partition("@")[0] for c in calls)
 
 
-def test_stage_calls_name_a_stage_without_an_application_function(tmp_path: Path) -> None:
-    from dvc.repo import Repo
-
-    (tmp_path / "dvc.yaml").write_text("stages:\n  no_such_step: {cmd: 'true'}\n")
-    Repo.init(str(tmp_path), no_scm=True).close()
-    with pytest.raises(AttributeError, match="no_such_step"):
-        bench_overhead.stage_calls(tmp_path)
+def test_stage_commands_refuse_a_stage_that_is_not_a_cli_command(tmp_path: Path) -> None:
+    project = dvc_project(tmp_path, "  shell: {cmd: echo hi}\n")
+    with pytest.raises(ValueError, match="'shell' runs 'echo hi'"):
+        bench_overhead.stage_commands(project)
 
 
 def test_project_params_carry_the_overrides(tmp_path: Path) -> None:

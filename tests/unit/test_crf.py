@@ -587,7 +587,7 @@ def test_numba_is_not_imported_at_module_import() -> None:
     assert "numba" not in top_level and "llvmlite" not in top_level
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
+@pytest.mark.gpu
 def test_cuda_tensors_use_the_torch_loop(monkeypatch: pytest.MonkeyPatch) -> None:
     def not_for_cuda(*args: object) -> None:
         raise AssertionError("the compiled kernel is CPU-only")

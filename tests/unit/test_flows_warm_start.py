@@ -17,13 +17,14 @@ from complex_ner.core.config import ConfigError
 
 @pytest.fixture
 def calls(monkeypatch: pytest.MonkeyPatch) -> dict[str, list[Any]]:
-    seen: dict[str, list[Any]] = {"start": [], "setup": []}
+    seen: dict[str, list[Any]] = {"start": [], "warm_up": []}
 
     def fake_start(self: Any, timeout: int | None = None) -> None:
         seen["start"].append(threading.current_thread() is not threading.main_thread())
 
     monkeypatch.setattr(SubprocessASGIServer, "start", fake_start)
-    monkeypatch.setattr(pipeline.tracking, "setup", lambda p: seen["setup"].append(p.root))
+    # The MLflow store and DVC imports are not under test here: record the call only.
+    monkeypatch.setattr(pipeline.app, "warm_up", lambda path: seen["warm_up"].append(Path(path)))
     return seen
 
 
@@ -33,14 +34,14 @@ def test_starts_the_temporary_server_in_the_background(
     with temporary_settings(restore_defaults={PREFECT_API_URL}):
         pipeline.warm_start(str(root / "params.yaml"))
     assert calls["start"] == [True]  # once, from another thread, joined before returning
-    assert calls["setup"] == [root]
+    assert calls["warm_up"] == [root / "params.yaml"]
 
 
 def test_leaves_a_configured_server_alone(calls: dict[str, list[Any]], root: Path) -> None:
     with temporary_settings(updates={PREFECT_API_URL: "http://127.0.0.1:4200/api"}):
         pipeline.warm_start(str(root / "params.yaml"))
     assert calls["start"] == []
-    assert calls["setup"] == [root]
+    assert calls["warm_up"] == [root / "params.yaml"]
 
 
 def test_a_failed_start_is_left_to_the_flow(
@@ -52,7 +53,7 @@ def test_a_failed_start_is_left_to_the_flow(
     monkeypatch.setattr(SubprocessASGIServer, "start", failing)
     with temporary_settings(restore_defaults={PREFECT_API_URL}):
         pipeline.warm_start(str(root / "params.yaml"))  # no raise: the flow's client retries
-    assert calls["setup"] == [root]
+    assert calls["warm_up"] == [root / "params.yaml"]
 
 
 def test_a_bad_params_file_fails_before_any_server_starts(
@@ -65,4 +66,4 @@ def test_a_bad_params_file_fails_before_any_server_starts(
         pytest.raises(ConfigError, match="epochs"),
     ):
         pipeline.warm_start(str(bad))
-    assert calls["start"] == [] and calls["setup"] == []
+    assert calls["start"] == [] and calls["warm_up"] == []

@@ -34,7 +34,9 @@ from complex_ner.core.io import atomic_write_text
 Log = Callable[[str], None]
 
 #: What DVC prints when another DVC process holds a lock it needs (repository or output lock).
-LOCK_MESSAGES = ("Unable to acquire lock", "is being used by another DVC process")
+LOCK_MESSAGES = ("Unable to acquire lock", "is busy, it is being blocked by")
+#: DVC's hint after each stage; the pipeline pushes once at its end.
+PUSH_HINT = "Use `dvc push` to send your updates to remote storage."
 #: Output lines kept for the error message of a failed command.
 TAIL_LINES = 40
 #: Seconds a stopped command gets to clean up (DVC releases its locks) before it is killed.
@@ -250,7 +252,8 @@ def run_stage(
 
     def keep(line: str) -> None:
         lines.append(line)
-        log(line)
+        if line != PUSH_HINT:
+            log(line)
 
     args = [dvc_executable(), "--wait-for-lock", "repro", "--single-item", name]
     stream(args, root, keep, env, timeout)

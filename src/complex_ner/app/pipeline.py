@@ -158,9 +158,15 @@ class Session:
     env: dict[str, str] = field(default_factory=dict)
 
     def stages(self, targets: Sequence[str] = ()) -> list[dvc.Stage]:
-        """DVC's stages in run order; with ``targets`` (stage names, or a ``foreach``/``matrix``
-        group such as ``pretrain``) only those and the stages they depend on."""
-        return select(dvc.stage_graph(self.plan.root), targets)
+        """The stages of this run (see :func:`stages`), with its params file in place."""
+        return stages(self.plan.root, targets)
+
+
+def stages(root: str | Path, targets: Sequence[str] = ()) -> list[dvc.Stage]:
+    """DVC's stages of the project at ``root`` in run order (each after its upstream stages);
+    with ``targets`` (stage names, or a ``foreach``/``matrix`` group such as ``pretrain``) only
+    those and the stages they depend on."""
+    return select(dvc.stage_graph(Path(root)), targets)
 
 
 def select(stages: Sequence[dvc.Stage], targets: Sequence[str]) -> list[dvc.Stage]:

@@ -35,26 +35,8 @@ Long sentences
     earlier window). Nothing is truncated; a single word longer than a window keeps only the
     pieces nearest its label piece.
 
-Measured (transformers 5.24; first 300 training sentences per language; ``max_length=128``)
-    ===================  =====  ========  ===============  ===========  ======================
-    tokenizer, join      words  pieces    words sharing    max pieces   windows (sentences
-                                per word  a label piece    (sentence)   with 2+) at 128 / 64
-    ===================  =====  ========  ===============  ===========  ======================
-    e5 es, space         5,317  1.40      0                46           300 (0) / 300 (0)
-    e5 zh, space         7,324  1.88      0                112          300 (0) / 359 (58)
-    e5 zh, natural       7,324  0.86      3,499 (47.8%)    51           300 (0) / 300 (0)
-    MiniLM es, space     5,317  1.64      0                57           300 (0) / 300 (0)
-    MiniLM zh, space     7,324  1.02      0                60           300 (0) / 300 (0)
-    ===================  =====  ========  ===============  ===========  ======================
-
-    Windows at 64 use ``stride=16``. No word is dropped by either tokenizer, but MiniLM labels
-    63% of the Chinese characters with ``[UNK]``. With ``natural``, 1,863 adjacent character
-    pairs share a label piece and only 2 of them straddle an entity boundary or start a new
-    entity; the rest lie inside one entity or outside entities. On the full files (es 15,300,
-    zh 2,466 sentences) the longest sentence has 110 (es) and 116 (zh, space) e5 pieces, so
-    every sentence fits one 128 window; encoding all of Spanish takes about 5 s on 2 CPU cores.
-    ``space`` stays the default; whether ``natural`` (half the pieces, natural Chinese text)
-    tags Chinese better is for training to show.
+How the two joins compare on the data (pieces per word, windows, shared label pieces):
+``docs/results.md``, section "Word-piece alignment".
 """
 
 from __future__ import annotations
