@@ -29,36 +29,8 @@ Output
     loss, seconds), written in a folder beside it and renamed into place. With pretraining
     disabled the command only writes a ``SKIPPED`` marker there (DVC needs the stage's output).
 
-Measured (e5 tokenizer, ``join: space``, ``data/processed`` train files, one masking pass)
-    ====  =========  =======  =======  =======  =======  =======  ============
-    lang  sentences  tokens   words    pieces   masked   masked   80/10/10 (%)
-                                                words    pieces
-    ====  =========  =======  =======  =======  =======  =======  ============
-    es    13,770     240,259  240,259  336,465  15.1%    15.1%    80.3/9.9/9.8
-    zh    2,219      55,134   33,872   103,868  15.2%    15.2%    80.1/10.4/9.6
-    ====  =========  =======  =======  =======  =======  =======  ============
-
-    Tokens are MultiCoNER's (characters for Chinese), words the masking units (jieba words
-    for Chinese), pieces the content pieces without special tokens.
-
-    Building the corpus takes 13 s (es) and 6 s (zh, with jieba's start-up); no sentence
-    exceeds 128 pieces (longest 112 and 118). One optimiser step of the e5 encoder (118M
-    parameters, 96M of them the tied embedding/decoder), batch 16 x 27 pieces, 64 predicted,
-    on the development machine (2 CPU cores, one busy with another job), ``torch`` 1 thread:
-
-    =========================================================  ===========
-    loss                                                       s per step
-    =========================================================  ===========
-    head on the predicted positions only (this module)         4.4-5.2
-    full-vocabulary logits at every position (HF ``labels=``)  9.4-9.6
-    predicted positions only, embeddings (= decoder) frozen    1.8-2.0
-    =========================================================  ===========
-
-    With 2 threads while the other core was busy a step took about 16 s (threads spinning on a
-    shared core): set ``train.threads: 1`` on a shared machine. Of a 4.2-5.2 s step the encoder
-    forward is about 0.5 s, the head 0.5 s, backward 2.1 s, clipping plus AdamW 1.1-2 s. One
-    epoch is 861 steps (es) and 139 (zh) at batch 16: about an hour for es on this CPU, a job
-    for a GPU.
+Corpus sizes, masking shares and seconds per step: ``docs/results.md``, section "WWM corpus
+and step cost".
 """
 
 from __future__ import annotations

@@ -296,15 +296,12 @@ def _backtrack_numpy(
     return [row[:length] for row, length in zip(best.T.tolist(), lengths, strict=True)]
 
 
-# Smallest batch decoded by the compiled kernel once it is loaded. Measured on the 2-core dev
-# host, 1 thread, 48 words x 13 tags: kernel call 0.01-0.06 ms against 0.6-0.7 ms for the torch
-# loop at batch 1, so the kernel wins at every batch size.
+# Smallest batch decoded by the compiled kernel once it is loaded: once loaded it beats the torch
+# loop at every batch size (docs/benchmarks.md, CRF decoding).
 _COMPILED_MIN_BATCH = 1
-# Smallest batch that loads the kernel. Loading is a one-off cost, measured on that host under
-# load (benchmarks/bench_crf.py): import numba 0.5-0.7 s, then the first call 1.2-1.3 s when it
-# finds numba's disk cache and 3.4-4.8 s when it compiles (cold cache). A single-sentence
-# `complex-ner predict` decodes batch 1 and keeps its cold start; bulk decoding (`predict_ids`
-# batches of up to 64) pays it once and then saves ~6 ms (1 thread) per 64x48 batch.
+# Smallest batch that loads the kernel. Loading (import numba, then a cached or fresh compile)
+# costs seconds once, so a single-sentence `complex-ner predict` (batch 1) keeps its cold start
+# while bulk decoding pays it once and then saves time on every batch (docs/benchmarks.md).
 _LOAD_MIN_BATCH = 16
 
 
