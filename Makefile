@@ -4,15 +4,10 @@ PYTHON ?= python3
 VENV := .venv
 STAMP := $(VENV)/.installed-stamp
 
+# Only what make's own commands need: dvc and complex-ner on PATH (`make data`), and a quiet
+# pip (pip does not import complex_ner). Every process that imports complex_ner gets the offline
+# and Prefect defaults from src/complex_ner/core/env.py.
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
-export HF_HUB_OFFLINE := 1
-export TRANSFORMERS_OFFLINE := 1
-export GX_ANALYTICS_ENABLED := false
-export MLFLOW_DISABLE_TELEMETRY := true
-export PREFECT_SERVER_ANALYTICS_ENABLED := false
-export PREFECT_HOME := $(CURDIR)/.prefect
-export PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS := 90
-export TOKENIZERS_PARALLELISM := false
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
 .PHONY: venv run run-paper data test test-unit test-integration lint format bench clean
@@ -26,9 +21,10 @@ $(STAMP): pyproject.toml requirements.lock
 	$(VENV)/bin/python -c "import complex_ner, torch, transformers, torchcrf, great_expectations"
 	touch $@
 
-## The main job: the whole Prefect pipeline (validate -> train -> evaluate -> register) on the
-## embedded default (real data, multilingual-e5-small, BERT+CRF, es and zh) on a CPU, then
-## `dvc commit` + `dvc push` so DVC records what the run produced.
+## The main job: the Prefect pipeline runs every stage of dvc.yaml (ingest -> validate -> split
+## -> train -> evaluate -> register) with `dvc repro --single-item`, on the embedded default (real
+## data, multilingual-e5-small, BERT+CRF, es and zh) on a CPU, then `dvc push`. Afterwards
+## `dvc repro` has nothing to do and `dvc status` is clean.
 run: venv
 	$(VENV)/bin/python flows/pipeline.py
 	@echo
@@ -39,10 +35,13 @@ run: venv
 	@echo "  registry:         models:/complex-ner-es@champion, models:/complex-ner-zh@champion"
 	@echo "  Prefect UI:       PREFECT_HOME=$(CURDIR)/.prefect .venv/bin/prefect server start"
 
-## The paper's budget (all three architectures, 10 epochs, whole train split): meant for a GPU.
+## The paper's budget (configs/experiments/paper.yaml: all three architectures, 10 epochs, the
+## whole train split), recorded as a DVC experiment (`dvc exp show`): meant for a GPU.
 run-paper: venv
-	$(VENV)/bin/python flows/pipeline.py "train.archs=[bert_crf, bert_bilstm_crf, bert_linear]" \
-		train.epochs=10 train.max_train_sentences=0
+	$(VENV)/bin/python flows/pipeline.py --config configs/experiments/paper.yaml
+	@echo
+	@echo "Recorded as a DVC experiment: dvc exp show. params.yaml is as before; dvc.lock and the"
+	@echo "outputs are the experiment's (dvc status names the params that differ; make run goes back)."
 
 ## The data stages only, through DVC.
 data: venv
@@ -59,13 +58,14 @@ test-integration: venv
 	$(VENV)/bin/pytest -q tests/integration
 
 ## Speed benchmarks (CRF decoding, prediction throughput, CLI cold start, training steps);
-## see docs/benchmarks.md. About 16 minutes on a 2-core CPU.
+## see docs/benchmarks.md (`make bench` prints one table; the full run takes tens of minutes).
 bench: venv
-	$(VENV)/bin/python benchmarks/run_all.py
+	$(VENV)/bin/python -m benchmarks.run_all
 
 lint: venv
 	$(VENV)/bin/ruff check src tests flows benchmarks
 	$(VENV)/bin/ruff format --check src tests flows benchmarks
+	$(VENV)/bin/lint-imports
 
 format: venv
 	$(VENV)/bin/ruff format src tests flows benchmarks

@@ -55,7 +55,8 @@ from benchmarks.harness import (
     target,
     write_json,
 )
-from complex_ner.adapters.dvc import set_params, stage_graph
+from complex_ner.adapters.dvc import set_params
+from complex_ner.app.pipeline import stages
 from complex_ner.core.config import load_params, parse_override
 from complex_ner.core.io import atomic_write_text
 from complex_ner.core.paths import HISTORY_FILE
@@ -79,14 +80,14 @@ COLUMNS = [
 
 def stage_commands(project: Path) -> list[tuple[str, list[str]]]:
     """Each DVC stage of ``project`` with its ``complex-ner`` arguments, in the order the
-    pipeline runs them (DVC's graph, as :func:`complex_ner.adapters.dvc.stage_graph` gives it
-    to the flow).
+    pipeline runs them (DVC's graph, as :func:`complex_ner.app.pipeline.stages` gives it to
+    the flow).
 
     Raises:
         ValueError: a stage whose command is not a ``complex-ner`` command.
     """
     out = []
-    for stage in stage_graph(project):
+    for stage in stages(project):
         argv = shlex.split(stage.cmd)
         if not argv or argv[0] != "complex-ner":
             raise ValueError(

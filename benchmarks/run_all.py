@@ -21,10 +21,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-if __package__ in (None, ""):  # `python benchmarks/run_all.py`: make `benchmarks` importable
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from benchmarks.harness import ROOT, child_env, machine_line, md_table, write_json  # noqa: E402
+from benchmarks.harness import ROOT, child_env, machine_line, md_table, write_json
 
 BENCHMARKS = ("crf", "inference", "roofline", "coldstart", "training", "trim", "overhead")
 

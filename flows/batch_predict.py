@@ -1,26 +1,39 @@
-"""Prefect flow: tag a large MultiCoNER file in resumable chunks (a thin wrapper)."""
+"""Prefect flow ``batch_predict``: tag a large MultiCoNER file in resumable chunks.
 
-from __future__ import annotations
+A thin wrapper over the application layer (what ``complex-ner predict-batch`` calls); a rerun
+resumes after the last finished chunk.
+
+    python flows/batch_predict.py es_test.conll es.pred.conll es
+"""
+
+# complex_ner first: importing it sets the offline and Prefect defaults before Prefect reads them.
+from complex_ner.app import stages  # isort: skip
 
 import sys
 from pathlib import Path
 
 from prefect import flow, get_run_logger, task
 
+from complex_ner.core.config import load_params
+from complex_ner.core.paths import champion_uri
+
 ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT / "src") not in sys.path:
-    sys.path.insert(0, str(ROOT / "src"))
+DEFAULT_PARAMS = str(ROOT / "params.yaml")
 
 
-@task(name="predict-file", timeout_seconds=24 * 3600)
+@task(name="predict-file")
 def predict_file_task(
-    input_path: str, output_path: str, model: str, chunk_size: int, batch_size: int
+    input_path: str,
+    output_path: str,
+    model: str,
+    chunk_size: int,
+    batch_size: int,
+    params_path: str = DEFAULT_PARAMS,
 ) -> dict[str, int]:
-    from complex_ner.engines.predict import load_tagger, predict_conll_batched
-
+    """Load the model (registry URI or folder) and write the submission file."""
     logger = get_run_logger()
-    tagger = load_tagger(model, ROOT)
-    return predict_conll_batched(
+    tagger = stages.load_model(model, load_params(params_path))
+    return stages.predict_file(
         tagger,
         Path(input_path),
         Path(output_path),
@@ -30,7 +43,7 @@ def predict_file_task(
     )
 
 
-@flow(name="batch_predict", log_prints=True)
+@flow(name="batch_predict")
 def batch_predict(
     input_path: str,
     output_path: str,
@@ -38,10 +51,12 @@ def batch_predict(
     model: str | None = None,
     chunk_size: int = 2000,
     batch_size: int = 64,
+    params_path: str = DEFAULT_PARAMS,
 ) -> dict[str, int]:
-    """Write the submission file for ``input_path``; a rerun resumes after the last chunk."""
-    uri = model or f"models:/complex-ner-{lang}@champion"
-    return predict_file_task(input_path, output_path, uri, chunk_size, batch_size)
+    """Write the submission file for ``input_path`` with ``model`` (default: the language's
+    champion in the registry)."""
+    uri = model or champion_uri(lang)
+    return predict_file_task(input_path, output_path, uri, chunk_size, batch_size, params_path)
 
 
 if __name__ == "__main__":

@@ -1,241 +1,169 @@
-"""Prefect 3 flows: thin wrappers over ``complex_ner`` functions, no ML logic here.
+"""Prefect 3 flow ``pipeline``: every DVC stage of ``dvc.yaml`` as a Prefect task.
 
-``pipeline`` chains ``validate_data`` -> ``train`` (one task run per language x architecture)
--> ``evaluate`` -> ``register`` inside one MLflow parent run. Tasks that only move files retry;
-training and evaluation do not (a failure there is not transient), but all have timeouts.
+``dvc.yaml`` is the only definition of the stage graph: the flow asks DVC for the stages and their
+order, and each task runs its stage with ``dvc repro --single-item <stage>``. DVC skips a stage
+that is up to date, runs its ``complex-ner`` command, caches the outputs and writes
+``dvc.lock``; so after a run ``dvc repro`` has nothing to do. Prefect schedules the tasks
+(each waits for its upstream stages), retries a stage that only met another DVC process's lock,
+and logs each stage's output as it arrives (training prints epoch, step, loss, validation F1 and
+time left). A run with other settings (a named configuration, ``section.key=value`` overrides)
+is recorded as a DVC experiment and tagged on the MLflow parent run; see
+``complex_ner.app.pipeline`` and docs/architecture.md.
+
+    python flows/pipeline.py                                    # what `make run` runs
+    python flows/pipeline.py --config configs/experiments/paper.yaml   # `make run-paper`
+    python flows/pipeline.py train.epochs=1 --name quick        # an experiment
+    python flows/pipeline.py --target pretrain                  # some stages and their upstream
 """
 
-from __future__ import annotations
+# complex_ner first: importing it sets the offline and Prefect defaults (PREFECT_HOME, the
+# temporary server's start-up timeout), which Prefect reads once, when it is imported.
+from complex_ner.app import pipeline as app  # isort: skip
 
+import argparse
 import contextlib
-import os
+import json
 import sys
 import threading
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_link_artifact, create_markdown_artifact
+from prefect.futures import PrefectFuture
+from prefect.settings import PREFECT_API_URL, PREFECT_SERVER_EPHEMERAL_ENABLED
 from prefect.task_runners import ThreadPoolTaskRunner
 
 ROOT = Path(__file__).resolve().parents[1]
-for _p in (ROOT / "src", ROOT):  # deployments run from a checkout without installing
-    if str(_p) not in sys.path:
-        sys.path.insert(0, str(_p))
-
-from complex_ner.adapters import tracking  # noqa: E402
-from complex_ner.core.config import Params, load_params  # noqa: E402
-
 DEFAULT_PARAMS = str(ROOT / "params.yaml")
 
 
-def _io_error_only(task: Any, task_run: Any, state: Any) -> bool:
-    """Retry a task only when it failed on I/O (not on bad data, which a retry cannot fix)."""
-    from complex_ner.domain.data import DataFormatError
-
-    exc = state.result(raise_on_failure=False)
-    return isinstance(exc, OSError) and not isinstance(exc, DataFormatError)
-
-
-IO = {"retries": 2, "retry_delay_seconds": 2, "retry_condition_fn": _io_error_only}
+def _met_a_lock(task: Any, task_run: Any, state: Any) -> bool:
+    """Retry a stage only when another DVC process's lock was in the way (DVC already waits for
+    its repository lock; this covers the rest). A stage that failed on its data or code would
+    fail again."""
+    return app.worth_retrying(state.result(raise_on_failure=False))
 
 
-def _params(params_path: str, overrides: list[str] | None) -> Params:
-    return load_params(params_path, overrides or [])
-
-
-@task(name="ingest", timeout_seconds=600, **IO)
-def ingest_task(params_path: str, overrides: list[str] | None = None) -> dict[str, Any]:
-    from complex_ner.domain.data import ingest
-
-    return ingest(_params(params_path, overrides))
-
-
-@task(name="validate", timeout_seconds=900)
-def validate_task(params_path: str, overrides: list[str] | None = None) -> dict[str, Any]:
-    from complex_ner.domain.validation import ValidationFailed, validate_data
-
-    try:
-        report = validate_data(_params(params_path, overrides))
-    except ValidationFailed as exc:
-        get_run_logger().error("validation failed:\n%s", exc.summary)
-        raise
-    return {lang: r["success"] for lang, r in report["languages"].items()}
-
-
-@task(name="split", timeout_seconds=600, **IO)
-def split_task(params_path: str, overrides: list[str] | None = None) -> dict[str, Any]:
-    from complex_ner.domain.data import write_splits
-    from complex_ner.domain.validation import require_validated
-
-    p = _params(params_path, overrides)
-    require_validated(p)
-    return write_splits(p)
-
-
-@task(name="stats", timeout_seconds=600, **IO)
-def stats_task(params_path: str, overrides: list[str] | None = None) -> dict[str, Any]:
-    from complex_ner.domain.stats import write_stats
-
-    return write_stats(_params(params_path, overrides))
-
-
-@task(name="provision-encoder", timeout_seconds=900, **IO)
-def provision_task(params_path: str, overrides: list[str] | None = None) -> str:
-    from complex_ner.domain.encoders import provision_default_encoder
-
-    p = _params(params_path, overrides)
-    if p.model.encoder != p.encoder.output_dir:
-        return p.model.encoder  # a user's encoder (hub name or folder): nothing to provision
-    return str(provision_default_encoder(p.path(p.encoder.output_dir)))
-
-
-@task(name="train", task_run_name="train-{lang}-{arch}", timeout_seconds=6 * 3600)
-def train_task(
-    params_path: str, lang: str, arch: str, overrides: list[str] | None = None
-) -> dict[str, Any]:
-    from dataclasses import asdict
-
-    run = tracking.train_tracked(_params(params_path, overrides), lang, arch, progress=False)
-    get_run_logger().info("%s %s: best val macro-F1 %.4f", lang, arch, run.best_f1)
+@task(
+    name="stage",
+    task_run_name="{name}",
+    retries=3,
+    retry_delay_seconds=5,
+    retry_condition_fn=_met_a_lock,
+)
+def stage_task(root: str, name: str, env: dict[str, str]) -> dict[str, Any]:
+    """One DVC stage; its output lines go to the task's log as they arrive."""
+    logger = get_run_logger()
+    run = app.run_stage(root, name, logger.info, env)
+    logger.info("%s: %s in %.1f s", name, run.status, run.seconds)
     return asdict(run)
 
 
-@task(name="evaluate", task_run_name="evaluate-{lang}-{arch}", timeout_seconds=3600)
-def evaluate_task(
-    params_path: str, lang: str, arch: str, overrides: list[str] | None = None
-) -> dict[str, Any]:
-    from complex_ner.engines.evaluate import evaluate_model
-
-    p = _params(params_path, overrides)
-    scores = evaluate_model(p, lang, arch)
-    tracking.log_evaluation(p, lang, arch, scores)
-    return {split: s["macro"]["f1"] for split, s in scores.items()}
+@task(name="save-experiment")
+def experiment_task(params_path: str, name: str, stages: list[str]) -> str:
+    """Record the run as a DVC experiment (``dvc exp show``)."""
+    app.save_experiment(params_path, name, stages, get_run_logger().info)
+    return name
 
 
-@task(name="tables", timeout_seconds=300, **IO)
-def tables_task(params_path: str, overrides: list[str] | None = None) -> dict[str, Any]:
-    from complex_ner.engines.evaluate import write_tables
-
-    p = _params(params_path, overrides)
-    return write_tables(p, p.train.languages, p.train.archs)
+@task(name="push", retries=2, retry_delay_seconds=10)
+def push_task(root: str) -> bool:
+    """``dvc push``: the remote then holds what ``dvc.lock`` names."""
+    return app.push(root, get_run_logger().info)
 
 
-@task(name="register", timeout_seconds=1800, **IO)
-def register_task(params_path: str, overrides: list[str] | None = None) -> list[dict]:
-    p = _params(params_path, overrides)
-    out = tracking.register_languages(p, p.train.languages)
-    for lang, reg in out.items():
-        had = "none" if reg["champion_f1"] is None else f"{reg['champion_f1']:.4f}"
-        get_run_logger().info(
-            "%s: version %s -> %s (val macro-F1 %.4f, champion had %s)",
-            tracking.registered_name(lang),
-            reg["version"],
-            reg["alias"],
-            reg["val_macro_f1"],
-            had,
+def _run_stages(session: app.Session, targets: list[str]) -> dict[str, dict[str, Any]]:
+    """Submit every stage, each waiting for its upstream; raise the first stage failure."""
+    futures: dict[str, PrefectFuture] = {}
+    for stage in session.stages(targets):
+        futures[stage.name] = stage_task.submit(
+            str(session.plan.root),
+            stage.name,
+            session.env,
+            wait_for=[futures[u] for u in stage.upstream if u in futures],
         )
-    return list(out.values())
+    for future in futures.values():
+        future.wait()
+    # Stages after a failed one never start (NotReady); the failure itself is what to report.
+    for future in futures.values():
+        if future.state.is_failed() or future.state.is_crashed():
+            future.result()
+    return {name: future.result() for name, future in futures.items()}
 
 
-@task(name="version-outputs", timeout_seconds=1800, **IO)
-def version_task(params_path: str) -> str:
-    from complex_ner.adapters.dvc import commit_outputs
+@flow(name="pipeline", task_runner=ThreadPoolTaskRunner(max_workers=1))
+def pipeline(
+    params_path: str = DEFAULT_PARAMS,
+    overrides: list[str] | None = None,
+    config: str | None = None,
+    experiment: str | None = None,
+    targets: list[str] | None = None,
+) -> dict[str, Any]:
+    """The whole job, stage by stage as DVC defines it, inside one MLflow parent run.
 
-    return commit_outputs(Path(params_path).resolve().parent)
+    One stage at a time by default: on a CPU concurrent trainings only compete for cores. Run
+    ``pipeline.with_options(task_runner=ThreadPoolTaskRunner(max_workers=N))`` to train the
+    independent ``train@...`` stages side by side (see docs/architecture.md).
 
-
-@flow(name="validate_data", log_prints=True)
-def validate_data(params_path: str = DEFAULT_PARAMS, overrides: list[str] | None = None) -> dict:
-    """Ingest MultiCoNER, run the Great Expectations gate, then split and describe it."""
-    ingest_task(params_path, overrides)
-    verdict = validate_task(params_path, overrides)
-    counts = split_task(params_path, overrides)
-    stats_task(params_path, overrides)
-    return {"validation": verdict, "splits": counts}
-
-
-@flow(name="train", task_runner=ThreadPoolTaskRunner(max_workers=1), log_prints=True)
-def train(params_path: str = DEFAULT_PARAMS, overrides: list[str] | None = None) -> list[dict]:
-    """Provision the encoder, then one training task per language x architecture.
-
-    One worker by default: on a CPU the runs would only compete for cores. Set
-    ``PREFECT_TRAIN_WORKERS`` on a multi-GPU machine.
+    Args:
+        params_path: The project's params.yaml; its folder is the DVC project.
+        overrides: ``section.key=value`` settings on top of params.yaml (after ``config``'s).
+        config: A named configuration, e.g. ``configs/experiments/paper.yaml``.
+        experiment: The DVC experiment's name (default: the configuration's, and the time).
+        targets: Run only these stages (or ``foreach``/``matrix`` groups) and their upstream.
     """
-    p = _params(params_path, overrides)
-    provision_task(params_path, overrides)
-    pairs = [(lang, arch) for lang in p.train.languages for arch in p.train.archs]
-    futures = [train_task.submit(params_path, lang, arch, overrides) for lang, arch in pairs]
-    return [f.result() for f in futures]
+    plan = app.plan(params_path, overrides or [], config=config, experiment=experiment)
+    logger = get_run_logger()
+    if plan.experiment:
+        logger.info("DVC experiment %s: %s", plan.experiment, " ".join(plan.overrides))
+    with app.session(plan) as session:
+        stages = _run_stages(session, targets or [])
+        if plan.experiment:
+            experiment_task(str(plan.params_file), plan.experiment, list(stages))
+        pushed = push_task(str(plan.root))
+        made = app.results(session.params)
+    _publish(session, made)
+    return {
+        "parent_run_id": session.parent_run_id,
+        "experiment": plan.experiment,
+        "overrides": list(plan.overrides),
+        "stages": stages,
+        "pushed": pushed,
+        **{k: made[k] for k in ("runs", "summary", "registrations")},
+    }
 
 
-@flow(name="evaluate", log_prints=True)
-def evaluate(params_path: str = DEFAULT_PARAMS, overrides: list[str] | None = None) -> dict:
-    """Score every trained model, log reports to MLflow, publish the tables as artifacts."""
-    p = _params(params_path, overrides)
-    for lang in p.train.languages:
-        for arch in p.train.archs:
-            evaluate_task(params_path, lang, arch, overrides)
-    summary = tables_task(params_path, overrides)
-    report_dir = p.path(p.evaluate.report_dir)
-    for lang in summary:
-        table = (report_dir / f"{lang}.md").read_text(encoding="utf-8")
+def _publish(session: app.Session, made: dict[str, Any]) -> None:
+    """Prefect artifacts: the results tables, and links to the MLflow runs."""
+    for lang, table in made["tables"].items():
         create_markdown_artifact(
             markdown=table, key=f"results-{lang}", description=f"{lang} validation scores"
         )
-    return summary
-
-
-@flow(name="register", log_prints=True)
-def register(params_path: str = DEFAULT_PARAMS, overrides: list[str] | None = None) -> list:
-    """Register each language's best BERT+CRF model (champion or challenger)."""
-    p = _params(params_path, overrides)
-    if tracking.REGISTERED_ARCH not in p.train.archs:
-        return []
-    return register_task(params_path, overrides)
-
-
-@flow(name="pipeline", log_prints=True)
-def pipeline(params_path: str = DEFAULT_PARAMS, overrides: list[str] | None = None) -> dict:
-    """The whole job: validate -> (WWM pretrain) -> train -> evaluate -> register, in one MLflow
-    parent run."""
-    p = _params(params_path, overrides)
-    from flows.pretrain import pretrain
-
-    with tracking.pipeline_run(p) as parent_id:
-        data = validate_data(params_path, overrides)
-        pretrain(params_path, overrides)  # writes SKIPPED markers when pretrain.enabled is false
-        runs = train(params_path, overrides)
-        summary = evaluate(params_path, overrides)
-        registrations = register(params_path, overrides)
-    uri = tracking.tracking_uri(p)
-    for run in runs:
+    for run in made["runs"]:
         create_link_artifact(
-            link=tracking.run_link(p, run["run_id"]),
+            link=made["links"][run["run_id"]],
             link_text=f"MLflow run {run['lang']}-{run['arch']}",
             key=f"mlflow-{run['lang']}-{run['arch']}".replace("_", "-"),
         )
-    lines = [f"MLflow parent run `{parent_id}` ({uri})", ""]
+    lines = [f"MLflow parent run `{session.parent_run_id}`", ""]
+    if session.plan.experiment:
+        lines += [f"DVC experiment `{session.plan.experiment}`: {list(session.plan.overrides)}"]
     lines += [
         f"- {r['lang']} {r['arch']}: run `{r['run_id']}`, best val macro-F1 {r['best_f1']:.4f}"
-        for r in runs
+        for r in made["runs"]
     ]
     lines += [
         f"- registry `complex-ner-{r['lang']}` v{r['version']} -> **{r['alias']}**"
-        for r in registrations
+        for r in made["registrations"]
     ]
     create_markdown_artifact(
         markdown="\n".join(lines), key="mlflow-runs", description="MLflow runs and registry outcome"
     )
-    if os.environ.get("COMPLEX_NER_VERSION_OUTPUTS", "1") == "1":
-        version_task(params_path)
-    return {
-        "parent_run_id": parent_id,
-        "data": data,
-        "runs": runs,
-        "summary": summary,
-        "registrations": registrations,
-    }
+
+
+# --------------------------------------------------------------------------- make run
 
 
 def _start_server(server: Any) -> None:
@@ -244,18 +172,15 @@ def _start_server(server: Any) -> None:
         server.start()
 
 
-def warm_start(params_path: str = DEFAULT_PARAMS, overrides: list[str] | None = None) -> None:
+def warm_start(params_path: str = DEFAULT_PARAMS) -> None:
     """Start Prefect's temporary API server while this process does start-up work it needs anyway.
 
-    Without ``PREFECT_API_URL``, the first flow call starts a server subprocess and idles until
-    it answers: about 5 s with an initialised ``PREFECT_HOME``, about 20 s with a fresh one
-    (database migrations). The second core is free meanwhile, so the imports the tasks would do
-    later (GX, MLflow, transformers' BERT: about 8 s) and the MLflow store's set-up run then.
-    Nothing here changes what the flow does; with a running server configured it only warms up.
+    Without ``PREFECT_API_URL`` the first flow call starts a server subprocess and idles until it
+    answers (5-30 s); no stage can start before. Meanwhile the second core opens the MLflow store
+    (its tables are created on first use: about 10 s) and imports DVC. With a configured server
+    it only does that work. A bad params file fails first, before any server starts.
     """
-    from prefect.settings import PREFECT_API_URL, PREFECT_SERVER_EPHEMERAL_ENABLED
-
-    params = _params(params_path, overrides)  # a bad params file fails before any server starts
+    app.plan(params_path)
     starter = None
     if not PREFECT_API_URL.value() and PREFECT_SERVER_EPHEMERAL_ENABLED.value():
         from prefect.server.api.server import SubprocessASGIServer
@@ -264,27 +189,26 @@ def warm_start(params_path: str = DEFAULT_PARAMS, overrides: list[str] | None = 
         starter = threading.Thread(target=_start_server, args=(SubprocessASGIServer(),))
         starter.start()
     try:
-        import transformers.models.bert.modeling_bert  # noqa: F401 - the default encoder's
-
-        from complex_ner.domain.validation import import_gx
-
-        import_gx()  # the validate task's import, with the same settings
-
-        tracking.setup(params)
+        app.warm_up(params_path)
     finally:
         if starter is not None:
             starter.join()
 
 
-def run(params_path: str = DEFAULT_PARAMS, overrides: list[str] | None = None) -> dict:
-    """What ``make run`` runs: :func:`warm_start`, then the :func:`pipeline` flow."""
-    warm_start(params_path, overrides)
-    return pipeline(params_path, overrides)
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    """``python flows/pipeline.py [section.key=value ...] [--config F] [--name N] [--target S]``."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("overrides", nargs="*", help="section.key=value settings")
+    parser.add_argument("--params", default=DEFAULT_PARAMS, help="the params file")
+    parser.add_argument("--config", help="a named configuration (configs/experiments/*.yaml)")
+    parser.add_argument("--name", help="the DVC experiment's name")
+    parser.add_argument("--target", action="append", default=[], help="a stage to run")
+    args = parser.parse_args(argv)
+    app.plan(args.params, args.overrides, args.config, args.name)  # bad settings: no server
+    warm_start(args.params)
+    return pipeline(args.params, args.overrides, args.config, args.name, args.target)
 
 
 if __name__ == "__main__":
-    import json
-
-    args = sys.argv[1:]
-    result = run(DEFAULT_PARAMS, args or None)
+    result = main(sys.argv[1:])
     print(json.dumps(result["summary"], indent=2))

@@ -63,11 +63,14 @@ class Stage:
         name: DVC's address of the stage, e.g. ``split`` or ``train@es-bert_crf``.
         cmd: The command the stage runs.
         upstream: Names of the stages whose outputs it depends on.
+        records: Its metrics and plots files that DVC does not cache (paths relative to the
+            project): git has to keep them for ``dvc exp show`` to show an experiment's.
     """
 
     name: str
     cmd: str
     upstream: tuple[str, ...]
+    records: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -118,6 +121,11 @@ def stage_graph(root: Path) -> list[Stage]:
                 cmd=stage.cmd if isinstance(stage.cmd, str) else " && ".join(stage.cmd),
                 upstream=tuple(
                     names[u] for u in sorted(graph.predecessors(stage), key=position.__getitem__)
+                ),
+                records=tuple(
+                    os.path.relpath(out.fs_path, root)
+                    for out in stage.outs
+                    if not out.use_cache and (out.metric or out.plot)
                 ),
             )
             for stage in order

@@ -245,14 +245,17 @@ def worth_retrying(error: BaseException | None) -> bool:
 
 
 def save_experiment(
-    params_file: str | Path, name: str, stages: Sequence[str], log: dvc.Log
+    params_file: str | Path, name: str, stage_names: Sequence[str], log: dvc.Log
 ) -> None:
     """Record the workspace, as the run left it, as the DVC experiment ``name``: its params
-    (with the overrides), ``dvc.lock`` and the hashes of what ``stages`` (the stages the run
-    reproduced) made (``dvc exp show``)."""
+    (with the overrides), ``dvc.lock``, the hashes of what ``stage_names`` (the stages the run
+    reproduced) made, and their uncached metrics and plots (``dvc exp show``)."""
     params_file = Path(params_file)
-    include = [params_file.name, "dvc.lock"]
-    dvc.save_experiment(params_file.parent, name, stages, log, include=include)
+    root = params_file.parent
+    ran = set(stage_names)
+    records = [r for s in stages(root) if s.name in ran for r in s.records]
+    include = [params_file.name, "dvc.lock", *records]
+    dvc.save_experiment(root, name, stage_names, log, include=include)
 
 
 def push(root: str | Path, log: dvc.Log) -> bool:
