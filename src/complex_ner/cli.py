@@ -15,7 +15,7 @@ import typer
 
 from complex_ner.app import stages
 from complex_ner.core.config import ARCHITECTURES, ConfigError, Params, load_params
-from complex_ner.core.paths import champion_uri
+from complex_ner.core.paths import champion_uri, data_docs_dir
 from complex_ner.domain.data import DataFormatError, format_conll, read_conll
 from complex_ner.domain.stats import stats_markdown
 from complex_ner.domain.validation import ValidationFailed, summarize
@@ -84,7 +84,7 @@ def validate(params: ParamsOpt = Path("params.yaml"), set_: SetOpt = None) -> No
         report = stages.validate(p)
     except ValidationFailed as exc:
         typer.echo(exc.summary, err=True)
-        docs = p.path(p.validate.report_dir) / "data_docs" / "index.html"
+        docs = data_docs_dir(p) / "index.html"
         raise _fail(f"validation failed; see {docs}") from None
     except EXPECTED as exc:
         raise _fail(str(exc)) from None

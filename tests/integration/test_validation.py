@@ -2,6 +2,7 @@
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 from typer.testing import CliRunner
@@ -92,11 +93,11 @@ def test_each_expectation_fails_with_file_and_line(tmp_path: Path) -> None:
     assert shared["unexpected_count"] == 2  # good-1 in train and in dev
     assert "every entity type present in train" not in es
     assert zh["every entity type present in train"]["examples"] == [{"missing": ["CW"]}]
-    cjk = zh["Chinese sentences contain CJK characters"]
+    cjk = zh["Chinese sentences contain CJK characters (validate.min_ideographic_share of them)"]
     assert where(cjk) == {(str(tmp_path / "data/raw/zh/train.conll"), 20)}
     assert set(zh) == {
         "every entity type present in train",
-        "Chinese sentences contain CJK characters",
+        "Chinese sentences contain CJK characters (validate.min_ideographic_share of them)",
     }
     summary = info.value.summary
     assert "[es] FAILED" in summary and f"{raw}:21" in summary
@@ -113,6 +114,27 @@ def test_duplicate_ids_within_a_split_fail(tmp_path: Path) -> None:
     dup = next(o for o in out if o.expectation == "expect_compound_columns_to_be_unique")
     assert not dup.success and dup.unexpected_count == 2
     assert dup.examples[0]["file"] == "f.conll" and dup.examples[0]["line"] == 3
+
+
+def test_a_few_latin_only_chinese_sentences_pass_up_to_the_configured_share(
+    tmp_path: Path,
+) -> None:
+    """The official Chinese split holds a few Latin-only titles; the gate allows a share."""
+    params = load_params(make_project(tmp_path, {"es/train.conll": ALL_TYPES}))
+    chinese = [Sentence(id=f"z{i}", tokens=("北", "京"), tags=("O", "O")) for i in range(99)]
+    latin = Sentence(id="latin", tokens=("xbox", "one"), tags=("O", "O"), source="f", line=1)
+
+    def cjk_check(share: float) -> Any:
+        strict = params.model_copy(
+            update={"validate": params.validate.model_copy(update={"min_ideographic_share": share})}
+        )
+        tables = {"zh": build_tables({"train": [*chinese, latin], "val": []}, "zh")}
+        out = _run_gx(strict, tables, tmp_path / f"docs-{share}")["zh"]
+        return next(o for o in out if o.column == "text")
+
+    assert cjk_check(0.99).success
+    failed = cjk_check(1.0)
+    assert not failed.success and failed.unexpected_count == 1
 
 
 def test_cli_validate_pass_then_gate_detects_changed_data(tmp_path: Path) -> None:

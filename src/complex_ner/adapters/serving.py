@@ -30,9 +30,11 @@ class NerPyfunc(mlflow.pyfunc.PythonModel):
         torch.set_num_threads(max(1, torch.get_num_threads()))
         self.tagger = load_tagger(context.artifacts[TAGGER_ARTIFACT])
 
-    # No type hints here: MLflow reads them to convert the input, and would then no longer
-    # hand over the DataFrame that the signature describes.
-    def predict(self, context, model_input, params=None):
+    # MLflow reads this hint: a DataFrame (what the signature's columns give) is handed over
+    # as it is, without a second schema of its own.
+    def predict(
+        self, context: Any, model_input: pd.DataFrame, params: dict[str, Any] | None = None
+    ) -> pd.DataFrame:
         batch_size = int((params or {}).get("batch_size", 64))
         return pd.DataFrame({"entities": predict_entities(self.tagger, model_input, batch_size)})
 

@@ -29,8 +29,9 @@ TAGGER_ARTIFACT = "tagger"
 SKIP_MARKER = "SKIPPED"  # written when pretrain.enabled is false (DVC needs an output)
 PRETRAIN_RESULT_FILE = "pretrain.json"
 
-# The validation gate's verdict, inside validate.report_dir
+# The validation gate's verdict and its Great Expectations Data Docs, inside validate.report_dir
 VALIDATION_RESULTS_FILE = "results.json"
+DATA_DOCS_DIR = "data_docs"
 
 # The registry: one registered model per language, BERT+CRF only (the paper's best head)
 REGISTERED_ARCH = "bert_crf"
@@ -45,6 +46,11 @@ def registered_name(lang: str) -> str:
 def champion_uri(lang: str) -> str:
     """The registry URI of one language's champion."""
     return f"models:/{registered_name(lang)}@{CHAMPION}"
+
+
+def raw_file(params: Params, lang: str, split: str) -> Path:
+    """An ingested source file: ``<data.raw_dir>/<lang>/<split>.conll``."""
+    return params.path(params.data.raw_dir) / lang / f"{split}.conll"
 
 
 def split_file(params: Params, lang: str, split: str) -> Path:
@@ -75,3 +81,8 @@ def pretrained_encoder_dir(params: Params, lang: str) -> Path:
 def validation_results(params: Params) -> Path:
     """The gate's verdict file (a DVC metric and the split stage's dependency)."""
     return params.path(params.validate.report_dir) / VALIDATION_RESULTS_FILE
+
+
+def data_docs_dir(params: Params) -> Path:
+    """The gate's Data Docs site (``index.html`` inside)."""
+    return params.path(params.validate.report_dir) / DATA_DOCS_DIR

@@ -17,6 +17,7 @@ from pathlib import Path
 
 from complex_ner.core.config import Params
 from complex_ner.core.io import atomic_write_bytes, atomic_write_text, replace_dir, sha256_file
+from complex_ner.core.paths import raw_file
 
 SPLIT_NAMES = ("train", "dev", "test")
 """Official file names (``<lang>/<name>.conll``) picked up from the source folder."""
@@ -318,11 +319,11 @@ def ingest(params: Params) -> dict[str, dict[str, str]]:
 
 def raw_files(params: Params, lang: str) -> dict[str, Path]:
     """Ingested files of one language (``train`` always, ``dev``/``test`` when present)."""
-    base = params.path(params.data.raw_dir) / lang
-    train = base / "train.conll"
+    train = raw_file(params, lang, "train")
     if not train.is_file():
         raise DataFormatError(train, None, "file not found; run `complex-ner ingest` first")
-    return {n: base / f"{n}.conll" for n in SPLIT_NAMES if (base / f"{n}.conll").is_file()}
+    files = {n: raw_file(params, lang, n) for n in SPLIT_NAMES}
+    return {n: path for n, path in files.items() if path.is_file()}
 
 
 def split_train(

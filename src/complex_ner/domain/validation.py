@@ -19,7 +19,7 @@ from complex_ner.core.bio import entity_spans, transition_table
 from complex_ner.core.config import Params
 from complex_ner.core.io import atomic_write_text, replace_dir, sha256_file
 from complex_ner.core.lang import CJK_IDEOGRAPH_REGEX, IDEOGRAPHIC_LANGUAGES
-from complex_ner.core.paths import VALIDATION_RESULTS_FILE, validation_results
+from complex_ner.core.paths import VALIDATION_RESULTS_FILE, data_docs_dir, validation_results
 from complex_ner.domain.data import Sentence, load_splits, raw_files
 
 #: The previous tag of a sentence's first token in the ``transition`` column.
@@ -118,7 +118,9 @@ def build_suites(params: Params, lang: str) -> dict[str, list[Any]]:
     ]
     if lang in IDEOGRAPHIC_LANGUAGES:
         sentence_checks.append(
-            gxe.ExpectColumnValuesToMatchRegex(column="text", regex=CJK_IDEOGRAPH_REGEX)
+            gxe.ExpectColumnValuesToMatchRegex(
+                column="text", regex=CJK_IDEOGRAPH_REGEX, mostly=v.min_ideographic_share
+            )
         )
     return {
         "tokens": [
@@ -152,7 +154,7 @@ def _describe(expectation: str, column: str) -> str:
         return "BIO well-formed (no I-X after O, at the start or after another type)"
     if expectation == "expect_column_values_to_match_regex":
         return (
-            "Chinese sentences contain CJK characters"
+            "Chinese sentences contain CJK characters (validate.min_ideographic_share of them)"
             if column == "text"
             else ("tokens non-empty and without whitespace")
         )
@@ -299,7 +301,7 @@ def validate_data(params: Params) -> dict[str, Any]:
     tmp_docs = Path(tempfile.mkdtemp(prefix=".data_docs.", dir=report_dir))
     try:
         outcomes = _run_gx(params, tables, tmp_docs)
-        replace_dir(tmp_docs, report_dir / "data_docs")
+        replace_dir(tmp_docs, data_docs_dir(params))
     finally:
         shutil.rmtree(tmp_docs, ignore_errors=True)
     for lang, items in outcomes.items():

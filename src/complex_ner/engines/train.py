@@ -24,7 +24,7 @@ import torch
 from complex_ner.core.config import Params, TrainConfig
 from complex_ner.core.device import pick_device, pick_precision
 from complex_ner.core.io import atomic_write_text, replace_dir, staging_dir, write_json
-from complex_ner.core.paths import BEST_DIR, CHECKPOINT_DIR, HISTORY_FILE, run_dir
+from complex_ner.core.paths import BEST_DIR, CHECKPOINT_DIR, HISTORY_FILE, run_dir, split_file
 from complex_ner.domain.alignment import Batch, EncodedWindow, collate
 from complex_ner.domain.data import Sentence, read_conll
 from complex_ner.domain.encoders import resolve_encoder
@@ -309,9 +309,8 @@ def fit(
 
 def load_training_data(params: Params, lang: str) -> tuple[list[Sentence], list[Sentence]]:
     """The validated, split train and val sentences of one language, capped by params."""
-    base = params.path(params.split.processed_dir) / lang
-    train = read_conll(base / "train.conll", tagset=params.data.tags)
-    val = read_conll(base / "val.conll", tagset=params.data.tags)
+    train = read_conll(split_file(params, lang, "train"), tagset=params.data.tags)
+    val = read_conll(split_file(params, lang, "val"), tagset=params.data.tags)
     cfg = params.train
     if cfg.max_train_sentences:
         train = train[: cfg.max_train_sentences]
