@@ -6,6 +6,7 @@ writes its result. The scripts that start processes are tested in
 from __future__ import annotations
 
 import json
+import logging
 from fractions import Fraction
 from itertools import combinations
 from pathlib import Path
@@ -293,7 +294,15 @@ def dvc_project(folder: Path, stages: str) -> Path:
 
     (folder / "params.yaml").write_text("langs: [es, zh]\narchs: [bert_crf]\n")
     (folder / "dvc.yaml").write_text("stages:\n" + stages)
-    Repo.init(str(folder), no_scm=True).close()
+    # DVC logs "Initialized DVC repository." through a handler that an earlier test may have
+    # bound to a stream pytest has closed since; nothing of it is needed here.
+    dvc_logger = logging.getLogger("dvc")
+    level = dvc_logger.level
+    dvc_logger.setLevel(logging.WARNING)
+    try:
+        Repo.init(str(folder), no_scm=True).close()
+    finally:
+        dvc_logger.setLevel(level)
     return folder
 
 
