@@ -28,7 +28,7 @@ from typing import Any
 import yaml
 
 from complex_ner.adapters import dvc, tracking
-from complex_ner.core.config import ConfigError, Params, load_params, parse_override
+from complex_ner.core.config import ConfigError, Params, load_params, parse_override, read_mapping
 from complex_ner.core.io import atomic_write_bytes
 from complex_ner.core.paths import RUN_FILE, run_dir
 
@@ -78,14 +78,7 @@ def config_overrides(path: Path) -> list[str]:
     Raises:
         ConfigError: a missing or malformed file; the message names it and the bad key.
     """
-    if not path.is_file():
-        raise ConfigError(f"{path}: experiment configuration not found")
-    try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
-    if not isinstance(raw, dict):
-        raise ConfigError(f"{path}: expected a mapping of section.key: value")
+    raw = read_mapping(path, "experiment configuration", "a mapping of section.key: value")
     out = []
     for key, value in raw.items():
         if not isinstance(key, str) or key.count(".") < 1 or not all(key.split(".")):

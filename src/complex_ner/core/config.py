@@ -482,6 +482,23 @@ def _apply_override(raw: dict[str, Any], text: str) -> str:
     return ".".join(parts)
 
 
+def read_mapping(path: Path, what: str, expected: str) -> dict[str, Any]:
+    """A YAML file holding one mapping (params, a named configuration).
+
+    Raises:
+        ConfigError: the file is missing, not YAML, or not a mapping; the message names it.
+    """
+    if not path.is_file():
+        raise ConfigError(f"{path}: {what} not found")
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: expected {expected}")
+    return raw
+
+
 def load_params(path: str | Path = "params.yaml", overrides: Sequence[str] = ()) -> Params:
     """Read and validate ``params.yaml``; ``overrides`` are ``section.key=value`` strings.
 
@@ -490,14 +507,7 @@ def load_params(path: str | Path = "params.yaml", overrides: Sequence[str] = ())
             override; the message names the file and the dotted field.
     """
     path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"{path}: params file not found")
-    try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
-    if not isinstance(raw, dict):
-        raise ConfigError(f"{path}: expected a mapping of sections")
+    raw = read_mapping(path, "params file", "a mapping of sections")
     applied: dict[str, str] = {}
     for text in overrides:
         try:
