@@ -84,6 +84,7 @@ def quick_overrides(folder: Path, langs: Sequence[str]) -> list[str]:
     return [
         f"split.processed_dir={processed}",
         f"model.encoder={encoder}",
+        "trim.enabled=false",  # the tiny encoder as it is
         "train.epochs=1",
         "train.batch_size=8",
     ]
@@ -137,7 +138,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
             overrides += quick_overrides(Path(tmp), langs)
             overrides.append(f"train.output_dir={Path(tmp) / 'out'}")
         if args.encoder is not None:
-            overrides.append(f"model.encoder={args.encoder.resolve()}")
+            overrides += [f"model.encoder={args.encoder.resolve()}", "trim.enabled=false"]
         params = load_params(args.params, overrides)
         for lang in langs or params.train.languages:
             for arch in args.archs:

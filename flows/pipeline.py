@@ -139,7 +139,7 @@ def _publish(session: app.Session, made: dict[str, Any]) -> None:
     """Prefect artifacts: the results tables, and links to the MLflow runs."""
     for lang, table in made["tables"].items():
         create_markdown_artifact(
-            markdown=table, key=f"results-{lang}", description=f"{lang} validation scores"
+            markdown=table, key=f"results-{lang}", description=f"{lang} held-out scores"
         )
     for run in made["runs"]:
         create_link_artifact(

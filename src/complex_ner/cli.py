@@ -94,7 +94,7 @@ def validate(params: ParamsOpt = Path("params.yaml"), set_: SetOpt = None) -> No
 
 @app.command()
 def split(params: ParamsOpt = Path("params.yaml"), set_: SetOpt = None) -> None:
-    """Write the validated train/val(/dev/test) splits to data/processed."""
+    """Write the validated, disjoint train/val/heldout(/test) splits to data/processed."""
     p = _load(params, set_)
     try:
         counts = stages.split(p)
@@ -137,31 +137,41 @@ def encoder_provision(
 
 @encoder_app.command("trim")
 def encoder_trim(
-    out: Annotated[Path, typer.Option("--out", "-o", help="Folder for the trimmed encoder.")],
+    out: Annotated[
+        Path | None,
+        typer.Option(
+            "--out", "-o", help="A one-off copy here, trimmed even when trim.enabled is false."
+        ),
+    ] = None,
     params: ParamsOpt = Path("params.yaml"),
     set_: SetOpt = None,
     lang: Annotated[
         list[str] | None,
-        typer.Option("--lang", "-l", help="Corpus languages (default: data.languages)."),
+        typer.Option("--lang", "-l", help="Corpus languages (default: trim.languages)."),
     ] = None,
 ) -> None:
-    """Copy model.encoder keeping only the word pieces the processed splits use.
+    """Copy model.encoder keeping only the word pieces of the training text (the trim stage).
 
-    Point model.encoder at the new folder to train with it: on the corpus it tokenizes and
-    encodes exactly as the original (checked before writing).
+    Writes trim.output_dir, which pretraining and training start from when trim.enabled (else
+    only a SKIPPED marker). On the corpus it tokenizes and encodes exactly as the original
+    (checked before writing).
     """
     p = _load(params, set_)
-    languages = lang or list(p.data.languages)
-    for code in languages:
+    for code in lang or ():
         _check_lang(p, code)
     try:
-        report = stages.trim(p, out, languages)
+        result = stages.trim(p, out, lang)
     except EXPECTED as exc:
         raise _fail(str(exc)) from None
+    if result["status"] == "skipped":
+        typer.echo(f"trim.enabled is false; marker in {result['output_dir']}")
+        return
     typer.echo(
-        f"trimmed {report.vocab_before:,} -> {report.vocab_after:,} pieces "
-        f"({report.params_before / 1e6:.1f}M -> {report.params_after / 1e6:.1f}M parameters) "
-        f"over {report.corpus_texts:,} sentences: {report.output}"
+        f"trimmed {result['vocab_before']:,} -> {result['vocab_after']:,} pieces "
+        f"({result['params_before'] / 1e6:.1f}M -> {result['params_after'] / 1e6:.1f}M "
+        f"parameters; {result['script_pieces']:,} single-character pieces of "
+        f"{', '.join(result['char_languages']) or 'no'} scripts) over "
+        f"{result['corpus_texts']:,} sentences: {result['output_dir']}"
     )
 
 
@@ -280,7 +290,7 @@ def register(
         had = "none" if reg["champion_f1"] is None else f"{reg['champion_f1']:.4f}"
         typer.echo(
             f"complex-ner-{lg} v{reg['version']} -> {reg['alias']} "
-            f"(val macro-F1 {reg['val_macro_f1']:.4f}; champion had {had})"
+            f"(heldout macro-F1 {reg['heldout_macro_f1']:.4f}; champion had {had})"
         )
 
 

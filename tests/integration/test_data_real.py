@@ -38,14 +38,25 @@ def test_ingest_split_deterministic_and_official_dev_kept_apart(
     a = (tmp_path / "data/processed/es/val.conll").read_bytes()
     write_splits(p)
     assert (tmp_path / "data/processed/es/val.conll").read_bytes() == a
+    assert (tmp_path / "data/processed/es/heldout.conll").is_file()
     source = {s.id for s in read_conll(multiconer_dir / "es/train.conll")}
+    for lang in ("es", "zh"):
+        splits = load_splits(p, lang)
+        train, val, held = ({s.id for s in splits[n]} for n in ("train", "val", "heldout"))
+        assert first[lang] == {"train": len(train), "val": len(val), "heldout": len(held)}
+        assert len(val) == len(held) == 1530  # exact sizes despite the grouped duplicates
+        # Disjoint by id and by text: a repeated sentence sits in one split only.
+        assert not train & val and not train & held and not val & held
+        seen = {n: {s.tokens for s in splits[n]} for n in ("train", "val", "heldout")}
+        assert not seen["train"] & (seen["val"] | seen["heldout"])
+        assert not seen["val"] & seen["heldout"]
+    assert train | val | held == {s.id for s in read_conll(multiconer_dir / "zh/train.conll")}
     splits = load_splits(p, "es")
-    train, val = ({s.id for s in splits[name]} for name in ("train", "val"))
-    assert first["es"] == {"train": len(train), "val": len(val)}
-    assert 0 < len(val) < len(train)
-    assert not train & val and train | val == source  # a partition of the source file
+    ids = {n: {s.id for s in splits[n]} for n in ("train", "val", "heldout")}
+    assert ids["train"] | ids["val"] | ids["heldout"] == source  # a partition of the file
 
-    # A user's download with an official dev file: dev becomes val, train is used whole.
+    # A user's download with an official dev file: dev becomes heldout (the reported split),
+    # val is still a seeded hold-out of train.
     src = tmp_path / "download"
     (src / "es").mkdir(parents=True)
     rows = read_conll(multiconer_dir / "es/train.conll")
@@ -56,5 +67,7 @@ def test_ingest_split_deterministic_and_official_dev_kept_apart(
     q = load_params(make_project(user, src), ["data.languages=[es]"])
     ingest(q)
     s = load_splits(q, "es")
-    assert [x.id for x in s["train"]] == [x.id for x in rows[:200]]
-    assert [x.id for x in s["val"]] == [x.id for x in rows[200:250]]
+    assert [x.id for x in s["heldout"]] == [x.id for x in rows[200:250]]
+    assert len(s["val"]) == 20
+    assert {x.id for x in s["train"]} | {x.id for x in s["val"]} == {x.id for x in rows[:200]}
+    assert not {x.id for x in s["train"]} & {x.id for x in s["val"]}

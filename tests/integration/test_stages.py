@@ -22,6 +22,7 @@ from complex_ner.core.paths import (
     RUN_FILE,
     best_model_dir,
     champion_uri,
+    eval_dir,
     run_dir,
 )
 from complex_ner.domain.data import Sentence, write_conll
@@ -33,6 +34,7 @@ def _project(tmp_path: Path, encoder: Path, train: list[Sentence], **sections: d
     processed = tmp_path / "data" / "processed" / "es"
     write_conll(processed / "train.conll", train)
     write_conll(processed / "val.conll", train[:8])
+    write_conll(processed / "heldout.conll", train[8:16])
     config = {
         "data": {"languages": ["es"]},
         "model": {"encoder": str(encoder), "dropout": 0.0},
@@ -85,15 +87,28 @@ def test_train_evaluate_register_and_resolve_the_champion(
     assert any("epoch 2/2" in line for line in lines), lines
 
     scores = stages.evaluate(project, "es", "bert_crf")
+    assert set(scores) == {"val", "heldout"}
     run = client.get_run(trained.run_id)
-    assert run.data.metrics["eval_val_macro_f1"] == pytest.approx(scores["val"]["macro"]["f1"])
+    metrics = run.data.metrics
+    assert metrics["eval_val_macro_f1"] == pytest.approx(scores["val"]["macro"]["f1"])
+    assert metrics["eval_heldout_macro_f1"] == pytest.approx(scores["heldout"]["macro"]["f1"])
+    # Slice macro-F1s of the reported split, under valid MLflow names ("21+" -> "21plus").
+    slices = scores["heldout"]["slices"]
+    assert metrics["eval_heldout_slice_sentence_type_statement_macro_f1"] == pytest.approx(
+        slices["sentence_type"]["statement"]["macro_f1"]
+    )
+    assert "eval_heldout_slice_sentence_length_21plus_macro_f1" in metrics
+    assert not any(k.startswith("eval_val_slice") for k in metrics)
+    heldout_dir = eval_dir(project, "es", "bert_crf") / "heldout"
+    assert (heldout_dir / "slices.md").is_file() and (heldout_dir / "metrics.md").is_file()
 
     first = stages.register(project, ["es"])["es"]
     assert first["alias"] == CHAMPION and first["champion_f1"] is None
+    assert first["heldout_macro_f1"] == pytest.approx(scores["heldout"]["macro"]["f1"])
     # The same run again: equal, not better, so it may not take the champion alias.
     second = stages.register(project, ["es"])["es"]
     assert second["alias"] == CHALLENGER
-    assert second["champion_f1"] == pytest.approx(first["val_macro_f1"])
+    assert second["champion_f1"] == pytest.approx(first["heldout_macro_f1"])
     outcome = json.loads(project.path(project.register.output).read_text())
     assert outcome["es"]["version"] == second["version"]
 
@@ -106,22 +121,22 @@ def test_train_evaluate_register_and_resolve_the_champion(
         stages.load_model("models:/complex-ner-es@no-such", project)
 
 
-def test_champion_is_rescored_when_the_validation_data_changed(
+def test_champion_is_rescored_when_the_heldout_data_changed(
     project: Params, toy_corpus: Callable[[int], list[Sentence]]
 ) -> None:
     stages.train(project, "es", "bert_crf", log=None)
     stages.evaluate(project, "es", "bert_crf")
     first = stages.register(project, ["es"])["es"]
-    # New validation sentences the champion never saw: its stored score no longer applies.
+    # New heldout sentences the champion never saw: its stored score no longer applies.
     harder = [
         Sentence(id=f"h{i}", tokens=("vive", "en", "lima"), tags=("O", "O", "B-PER"))
         for i in range(4)
     ]
-    write_conll(project.path("data/processed/es/val.conll"), harder)
+    write_conll(project.path("data/processed/es/heldout.conll"), harder)
     stages.evaluate(project, "es", "bert_crf")
     again = stages.register(project, ["es"])["es"]
-    assert again["champion_f1"] == pytest.approx(again["val_macro_f1"])
-    assert again["champion_f1"] != pytest.approx(first["val_macro_f1"])
+    assert again["champion_f1"] == pytest.approx(again["heldout_macro_f1"])
+    assert again["champion_f1"] != pytest.approx(first["heldout_macro_f1"])
     assert again["alias"] == CHALLENGER
 
 

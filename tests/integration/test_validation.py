@@ -149,7 +149,10 @@ def test_cli_validate_pass_then_gate_detects_changed_data(tmp_path: Path) -> Non
     assert result.exit_code == 0, result.output
     assert "[es] passed" in result.output and "[zh] passed" in result.output
     assert runner.invoke(app, ["split", *args]).exit_code == 0
-    assert (tmp_path / "data/processed/zh/val.conll").is_file()
+    for split in ("train", "val", "heldout"):
+        assert (tmp_path / f"data/processed/zh/{split}.conll").is_file()
+    # es has an official dev file: it is the heldout split, as published.
+    assert (tmp_path / "data/processed/es/heldout.conll").read_text("utf-8") == es_dev
     # Data edited after validation: the split stage refuses it.
     raw = tmp_path / "data/raw/es/train.conll"
     raw.write_text(raw.read_text("utf-8").replace("B-CW", "B-FOO"), encoding="utf-8")

@@ -117,7 +117,7 @@ def test_a_whole_number_is_a_valid_float(tmp_path: Path) -> None:
         ("model: {dropout: -0.1}", "model.dropout", "must be >= 0.0"),
         ("model: {label_piece: middle}", "model.label_piece", "expected 'first' or 'last'"),
         ("model: {label_piece_zh: middle}", "model.label_piece_zh", "expected 'first' or 'last'"),
-        ("model: {join: tab}", "model.join", "expected 'space' or 'natural'"),
+        ("model: {join: tab}", "model.join", "expected 'space', 'natural' or 'char'"),
         ("model: {max_length: 4}", "model.max_length", "must be >= 8"),
         ("model: {max_length: 16, stride: 8}", "model.stride", "must be < max_length / 2"),
         ("model: {stride: -1}", "model.stride", "must be >= 0"),

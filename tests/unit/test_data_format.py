@@ -11,7 +11,6 @@ from complex_ner.domain.data import (
     iter_conll,
     parse_conll,
     read_conll,
-    split_train,
     write_conll,
 )
 
@@ -112,27 +111,6 @@ def test_atomic_write_leaves_old_file_on_failure(tmp_path: Path) -> None:
     assert list(tmp_path.iterdir()) == [target]  # no temporary file left behind
     atomic_write_text(target, "new")
     assert target.read_text(encoding="utf-8") == "new"
-
-
-def _sentences(n: int) -> list[Sentence]:
-    return [Sentence(id=f"id-{i}", tokens=("a",), tags=("O",)) for i in range(n)]
-
-
-def test_split_is_deterministic_disjoint_and_sized() -> None:
-    sents = _sentences(1000)
-    train, val = split_train(sents, 0.1, seed=13)
-    again_train, again_val = split_train(list(reversed(sents)), 0.1, seed=13)
-    assert len(val) == 100 and len(train) == 900
-    assert {s.id for s in val} == {s.id for s in again_val}  # order does not matter
-    assert not {s.id for s in train} & {s.id for s in val}
-    assert {s.id for s in train} | {s.id for s in val} == {s.id for s in sents}
-    _, other_val = split_train(sents, 0.1, seed=14)
-    assert {s.id for s in other_val} != {s.id for s in val}
-
-
-def test_split_rejects_bad_fraction() -> None:
-    with pytest.raises(ValueError, match="val_fraction must be in"):
-        split_train(_sentences(3), 0.0, seed=1)
 
 
 def test_streaming_reader_matches_and_names_lines(tmp_path: Path) -> None:

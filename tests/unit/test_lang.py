@@ -1,11 +1,18 @@
-"""Tests of the language rules: tokenizers, the no-space join rule and the CJK class."""
+"""Tests of the language rules: tokenizers, the no-space join rule, the CJK class, questions."""
 
 from __future__ import annotations
 
 import random
 import re
 
-from complex_ner.core.lang import CJK_IDEOGRAPH_REGEX, joins_without_space, token_spans
+import pytest
+
+from complex_ner.core.lang import (
+    CJK_IDEOGRAPH_REGEX,
+    is_question,
+    joins_without_space,
+    token_spans,
+)
 
 
 def tokens(text: str, lang: str) -> list[str]:
@@ -78,3 +85,49 @@ def test_every_ideograph_joins_without_space() -> None:
         char = chr(code)
         if pattern.match(char):
             assert joins_without_space(char, char), hex(code)
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("¿ dónde nació shakira", True),  # an opening mark is enough
+        ("quién escribió cien años de soledad", True),  # lowercased, no punctuation
+        ("cuántos goles marcó messi en 2012", True),
+        ("por qué se hundió el titanic", True),
+        ("qué es un san miguel de pallaques", True),
+        ("what's my line ? fue un programa", True),  # a question mark anywhere
+        ("el museo del prado está en madrid .", False),
+        ("la casa que compró en lima", False),  # unaccented relative "que"
+        ("por la mañana llegó a madrid", False),  # "por" without "qué"
+        ("", False),
+    ],
+)
+def test_spanish_questions(text: str, expected: bool) -> None:
+    assert is_question(text.split(), "es") is expected
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("什么是變相怪傑", True),
+        ("谁写了红楼梦", True),
+        ("哪里班台", True),
+        ("太阳为什么会发光", True),
+        ("多少钱一个大同煤礦集團成本", True),
+        ("你还好吗", True),  # final particle
+        ("你还好吗。", True),  # final particle before closing punctuation
+        ("这是真的？", True),
+        ("把干冰放进去会发生糖漿?", True),
+        ("北京是中国的首都。", False),
+        ("吗啡是一种药物", False),  # 吗 (morphine) not at the end
+        ("在1925年的几个月里他住在伦敦", False),  # 几 "several" is not a question word
+        ("它被发现在新几内亚.", False),
+    ],
+)
+def test_chinese_questions(text: str, expected: bool) -> None:
+    assert is_question(tokens(text, "zh"), "zh") is expected
+
+
+def test_other_languages_use_question_marks_only() -> None:
+    assert is_question(["what", "is", "this", "?"], "en")
+    assert not is_question(["what", "is", "this"], "en")

@@ -1,4 +1,5 @@
-"""Tests of strict entity scores, confusion counts, the confusion plot and the report tables."""
+"""Tests of strict entity scores, slice scores, confusion counts, the confusion plot and the
+report tables."""
 
 from __future__ import annotations
 
@@ -9,10 +10,16 @@ from pathlib import Path
 import pytest
 
 from complex_ner.domain.metrics import (
+    ENTITY_LENGTH_EDGES,
+    SENTENCE_LENGTH_EDGES,
+    bucket_labels,
+    bucket_of,
     confusion_counts,
     entity_scores,
     paper_table,
     plot_confusion,
+    slice_scores,
+    slices_markdown,
     write_report,
 )
 
@@ -184,3 +191,119 @@ def test_write_report(tmp_path: Path) -> None:
     assert md[0] == "# BERT+CRF, es"
     assert md[2] == "| type | P | R | F1 | support |"
     assert [line.split("|")[1].strip() for line in md[4:]] == [*TYPES, "micro", "macro"]
+
+
+# --------------------------------------------------------------------------- slices
+
+
+def test_bucket_labels_and_lookup() -> None:
+    assert bucket_labels(SENTENCE_LENGTH_EDGES) == ("1-5", "6-10", "11-20", "21+")
+    assert bucket_labels(ENTITY_LENGTH_EDGES) == ("1", "2", "3", "4+")
+    cases = {1: "1-5", 5: "1-5", 6: "6-10", 10: "6-10", 11: "11-20", 20: "11-20", 21: "21+"}
+    assert {n: bucket_of(n, SENTENCE_LENGTH_EDGES) for n in cases} == cases
+    assert [bucket_of(n, ENTITY_LENGTH_EDGES) for n in (1, 2, 3, 4, 9)] == [
+        "1",
+        "2",
+        "3",
+        "4+",
+        "4+",
+    ]
+
+
+def words(text: str) -> list[str]:
+    return text.split()
+
+
+def slice_example() -> tuple[list[list[str]], list[list[str]], list[list[str]], list[str]]:
+    """Three Spanish sentences: a short question, a mid-length and a long statement."""
+    tokens = [
+        words("quién es shakira"),
+        words("el museo del prado está en madrid"),
+        words("cien años de soledad es una novela de gabriel garcía márquez ."),
+    ]
+    gold = [
+        ["O", "O", "B-PER"],
+        ["O", "B-LOC", "I-LOC", "I-LOC", "O", "O", "B-LOC"],
+        ["B-CW", "I-CW", "I-CW", "I-CW", "O", "O", "O", "O", "B-PER", "O", "O", "O"],
+    ]
+    pred = [
+        ["O", "O", "B-PER"],  # right
+        ["O", "B-LOC", "I-LOC", "O", "O", "O", "B-LOC"],  # museo del (wrong span), madrid right
+        ["B-CW", "I-CW", "I-CW", "I-CW", "O", "O", "B-PROD", "O", "O", "O", "O", "O"],
+    ]
+    return gold, pred, tokens, ["train", "train", "domain_adapt"]
+
+
+def test_slice_scores_by_hand() -> None:
+    gold, pred, tokens, domains = slice_example()
+    out = slice_scores(gold, pred, tokens, domains, "es", TYPES)
+
+    def short(row: dict) -> tuple:
+        return tuple(
+            round(row[k], 4) if isinstance(row[k], float) else row[k]
+            for k in ("sentences", "entities", "predicted", "micro_f1", "macro_f1")
+        )
+
+    # train: PER 1/1 right, LOC 1 of 2 -> micro 2/3, macro (1 + 1/2) / 2.
+    # domain_adapt: CW right, PER missed, PROD spurious -> micro 1/2, macro (1 + 0 + 0) / 3.
+    assert {g: short(r) for g, r in out["domain"].items()} == {
+        "domain_adapt": (1, 2, 2, 0.5, 0.3333),
+        "train": (2, 3, 3, 0.6667, 0.75),
+    }
+    assert {g: short(r) for g, r in out["sentence_length"].items()} == {
+        "1-5": (1, 1, 1, 1.0, 1.0),
+        "6-10": (1, 2, 2, 0.5, 0.5),
+        "11-20": (1, 2, 2, 0.5, 0.3333),
+        "21+": (0, 0, 0, 0.0, 0.0),
+    }
+    # statements: LOC 1/2, CW 1/1, PER 0/1, PROD 0/1 spurious -> macro (0.5 + 1 + 0 + 0) / 4.
+    assert {g: short(r) for g, r in out["sentence_type"].items()} == {
+        "question": (1, 1, 1, 1.0, 1.0),
+        "statement": (2, 4, 4, 0.5, 0.375),
+    }
+    # Length 1: shakira, madrid right, gabriel missed, novela spurious; PER F1 2/3, LOC 1,
+    # PROD 0 -> macro 5/9. Length 2: "museo del" predicted only; 3: "museo del prado" missed.
+    assert {g: short(r) for g, r in out["entity_length"].items()} == {
+        "1": (3, 3, 3, 0.6667, 0.5556),
+        "2": (0, 0, 1, 0.0, 0.0),
+        "3": (1, 1, 0, 0.0, 0.0),
+        "4+": (1, 1, 1, 1.0, 1.0),
+    }
+    assert out["entity_length"]["1"]["precision"] == pytest.approx(2 / 3)
+    assert out["entity_length"]["1"]["recall"] == pytest.approx(2 / 3)
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_a_slice_holding_every_sentence_scores_like_entity_scores(seed: int) -> None:
+    gold, pred = random_corpus(seed, TYPES[:3])
+    tokens = [["w"] * len(g) for g in gold]
+    out = slice_scores(gold, pred, tokens, [None] * len(gold), "es", TYPES)
+    (row,) = out["domain"].values()
+    scores = entity_scores(gold, pred, TYPES)
+    assert row["sentences"] == len(gold) and row["entities"] == scores["micro"]["support"]
+    assert row["micro_f1"] == pytest.approx(scores["micro"]["f1"])
+    assert row["macro_f1"] == pytest.approx(scores["macro"]["f1"])
+    assert list(out["domain"]) == ["(none)"]
+    # Every sentence lands in one length bucket and one sentence type.
+    for kind in ("sentence_length", "sentence_type"):
+        assert sum(r["sentences"] for r in out[kind].values()) == len(gold)
+
+
+def test_slice_scores_reject_misaligned_input() -> None:
+    gold, pred, tokens, domains = slice_example()
+    with pytest.raises(ValueError, match="2 domains"):
+        slice_scores(gold, pred, tokens, domains[:2], "es", TYPES)
+
+
+def test_slices_markdown() -> None:
+    gold, pred, tokens, domains = slice_example()
+    md = slices_markdown(slice_scores(gold, pred, tokens, domains, "es", TYPES), "es on heldout")
+    lines = md.splitlines()
+    assert lines[0] == "# es on heldout"
+    rows = [line.split("|")[1:3] for line in lines if line.startswith("| ") and "---" not in line]
+    assert [(a.strip(), b.strip()) for a, b in rows][1:4] == [
+        ("domain", "domain_adapt"),
+        ("domain", "train"),
+        ("sentence_length", "1-5"),
+    ]
+    assert "| sentence_type | question | 1 | 1 | 1 | 1.0000 | 1.0000 | 1.0000 | 1.0000 |" in lines

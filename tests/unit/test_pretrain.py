@@ -294,6 +294,7 @@ def _project(
             "epochs": 1,
             "batch_size": 8,
             "lr": 1e-3,
+            "head_warmup_steps": 2,  # the warm-up itself: tests/unit/test_pretrain_warmup.py
             **pretrain,
         },
     }
@@ -340,7 +341,9 @@ def test_tiny_pretrain_writes_a_loadable_encoder_that_train_uses(
     result = pretrain_encoder(params, "zh", callbacks=[Steps()])
     out = tmp_path / "models" / "encoders" / "wwm" / "zh"
     assert result.output_dir == out
+    # val repeats train's first 5 sentences: dropped; one sentence is held back for scoring.
     assert result.corpus.sentences == 22 and result.corpus.extra_sentences == 2
+    assert result.corpus.duplicates == 5 and result.corpus.eval_sentences == 1
     assert result.corpus.words < result.corpus.tokens  # jieba words group characters
     assert result.steps == len(steps) == 3 and result.fresh_head
     assert [s.step for s in steps] == [1, 2, 3] and all(s.total_steps == 3 for s in steps)
@@ -425,6 +428,9 @@ def test_pretrain_config_is_validated(tmp_path: Path) -> None:
         ("pretrain.epochs=0", "pretrain.epochs"),
         ("pretrain.max_sentences=-1", "pretrain.max_sentences"),
         ("pretrain.lr=0", "pretrain.lr"),
+        ("pretrain.head_warmup_steps=-1", "pretrain.head_warmup_steps"),
+        ("pretrain.head_lr=0", "pretrain.head_lr"),
+        ("pretrain.eval_fraction=1.0", "pretrain.eval_fraction"),
         ("pretrain.languages=[es, es]", "pretrain.languages"),
         ("pretrain.enabled=maybe", "pretrain.enabled"),
         ("pretrain.nope=1", "pretrain.nope"),

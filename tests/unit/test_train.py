@@ -113,7 +113,7 @@ def test_initial_head_depends_on_seed_alone(
     monkeypatch.setattr(
         train_module, "load_training_data", lambda p, lang: (toy_corpus(20), toy_corpus(2))
     )
-    monkeypatch.setattr(train_module, "resolve_encoder", lambda name, root=None: str(tiny_bert_dir))
+    monkeypatch.setattr(train_module, "start_encoder", lambda params, lang: str(tiny_bert_dir))
     params = Params(root=tmp_path)
     before = torch.random.get_rng_state()
     train_module.train_model(params, "es", "bert_linear")

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from complex_ner.domain.encoders import load_encoder, load_tokenizer
-from complex_ner.domain.vocab import TrimReport, trim_encoder
+from complex_ner.domain.vocab import TRIM_FILE, TrimReport, script_piece_ids, trim_encoder
 
 CORPUS = [
     "el museo del prado está en madrid",
@@ -106,3 +106,65 @@ def test_trim_reports_missing_weights(tiny_bert_dir: Path, tmp_path: Path) -> No
         (partial / name).write_bytes((tiny_bert_dir / name).read_bytes())
     with pytest.raises(FileNotFoundError, match=r"model.safetensors: missing"):
         trim_encoder(partial, CORPUS, tmp_path / "z")
+
+
+# --------------------------------------------------------------------------- keep_char_pieces
+
+
+def _pieces(folder: Path) -> list[str]:
+    spec = json.loads((folder / "tokenizer.json").read_text(encoding="utf-8"))
+    if spec["model"]["type"] == "Unigram":
+        return [entry[0] for entry in spec["model"]["vocab"]]
+    return sorted(spec["model"]["vocab"], key=spec["model"]["vocab"].get)
+
+
+def test_script_pieces_are_the_single_characters_of_the_languages_scripts(
+    e5_tokenizer_dir: Path, tiny_bert_dir: Path
+) -> None:
+    pieces = _pieces(e5_tokenizer_dir)
+    es = {pieces[i] for i in script_piece_ids(pieces, ["es"])}
+    zh = {pieces[i] for i in script_piece_ids(pieces, ["zh"])}
+    assert {"ñ", "ü", "é", "\u2581é", "ễ", "7", "\u25817", ",", "€", "Ω", "ж"} <= es
+    assert "北" not in es and "ア" not in es
+    assert {"北", "饕", "ア"} <= zh
+    assert es < zh  # Latin, digits and punctuation are every language's
+    assert all(len(p) == 1 or (len(p) == 2 and p[0] == "\u2581") for p in zh)
+    assert script_piece_ids(pieces, []) == set()
+    assert "###" not in zh  # a piece of its own, not "#" continued
+    wordpiece = _pieces(tiny_bert_dir)
+    kept = {wordpiece[i] for i in script_piece_ids(wordpiece, ["es"], "##")}
+    assert {"x", "##x", "7"} <= kept and "北" not in kept
+
+
+@pytest.mark.parametrize(
+    ("fixture", "texts"),
+    [
+        # Characters CORPUS lacks: ü, ñ, x, y, k (Latin) and four rare ideographs.
+        ("tiny_e5_bert_dir", ["pingüino en ñuñoa", "xylokoto", "饕餮 貔貅"]),
+        ("tiny_bert_dir", ["xylokoto", "wok"]),
+    ],
+)
+def test_char_pieces_keep_unseen_characters_known(
+    fixture: str, texts: list[str], request: pytest.FixtureRequest, tmp_path: Path
+) -> None:
+    source = request.getfixturevalue(fixture)
+    plain = trim_encoder(source, CORPUS, tmp_path / "plain")
+    chars = trim_encoder(
+        source, CORPUS, tmp_path / "chars", char_languages=["es", "zh"], source_label="enc"
+    )
+    assert chars.script_pieces > 0
+    assert chars.vocab_after == plain.vocab_after + chars.script_pieces
+    assert chars.char_languages == ("es", "zh")
+    recorded = json.loads((tmp_path / "chars" / TRIM_FILE).read_text(encoding="utf-8"))
+    assert recorded["source"] == "enc" and "output" not in recorded
+    full, before, after = (load_tokenizer(str(f)) for f in (source, plain.output, chars.output))
+    for text in texts:
+        assert full.unk_token_id not in full(text)["input_ids"]
+        assert before.unk_token_id in before(text)["input_ids"], text
+        ids = after(text)["input_ids"]
+        assert after.unk_token_id not in ids, text
+        words = after.convert_tokens_to_string(after.convert_ids_to_tokens(ids[1:-1]))
+        assert words.replace(" ", "") == text.replace(" ", "")
+    # The corpus still tokenizes exactly as with the full vocabulary.
+    for text in CORPUS:
+        assert full.tokenize(text) == after.tokenize(text)

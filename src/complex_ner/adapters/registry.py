@@ -25,12 +25,13 @@ _MODEL_URI = re.compile(r"models:/([^/@]+)(?:@([^/]+)|/(\d+))")
 
 @dataclass(frozen=True)
 class Registration:
-    """The outcome of registering one language's best BERT+CRF run."""
+    """The outcome of registering one language's best BERT+CRF run; both scores are macro-F1
+    on the reported (heldout) split."""
 
     lang: str
     version: str
     alias: str
-    val_macro_f1: float
+    heldout_macro_f1: float
     champion_f1: float | None
     run_id: str
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import subprocess
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -23,7 +24,7 @@ import yaml
 
 from complex_ner.core.config import Params
 from complex_ner.core.io import pyplot, save_png
-from complex_ner.core.paths import TAGGER_ARTIFACT, split_file
+from complex_ner.core.paths import TAGGER_ARTIFACT, VAL_SPLIT, split_file
 
 EXPERIMENT = "complex-ner"
 PARENT_ENV = "COMPLEX_NER_PARENT_RUN_ID"
@@ -129,9 +130,18 @@ def data_version(params: Params) -> str:
     return f"sha256:{file_hash(*files)}" if files else "unknown"
 
 
-def eval_data_hash(params: Params, lang: str, split: str = "val") -> str:
-    """Identifies the sentences a score was measured on."""
+def eval_data_hash(params: Params, lang: str, split: str = VAL_SPLIT) -> str:
+    """Identifies the sentences a score was measured on (the registry: ``REPORTED_SPLIT``)."""
     return file_hash(split_file(params, lang, split))
+
+
+_METRIC_UNSAFE = re.compile(r"[^\w\-. /:]")
+
+
+def metric_key(*parts: str) -> str:
+    """A valid MLflow metric name from parts joined by ``_`` (``21+`` -> ``21plus``; any other
+    character MLflow refuses becomes ``_``)."""
+    return _METRIC_UNSAFE.sub("_", "_".join(parts).replace("+", "plus"))
 
 
 def flat_params(params: Params) -> dict[str, str]:

@@ -21,7 +21,9 @@ from complex_ner.core.paths import (
     HISTORY_FILE,
     PRETRAIN_RESULT_FILE,
     REGISTERED_ARCH,
+    REPORTED_SPLIT,
     RUN_FILE,
+    VAL_SPLIT,
     best_model_dir,
     eval_dir,
     pretrained_encoder_dir,
@@ -56,7 +58,8 @@ def validate(params: Params) -> dict[str, Any]:
 
 
 def split(params: Params) -> dict[str, dict[str, int]]:
-    """Refuse data the gate did not pass, then write the train/val(/dev/test) splits."""
+    """Refuse data the gate did not pass, then write the disjoint train/val/heldout(/test)
+    splits."""
     validation.require_validated(params)
     return data.write_splits(params)
 
@@ -74,14 +77,34 @@ def provision(params: Params, force: bool = False) -> Path:
     return provision_default_encoder(params.path(params.encoder.output_dir), force=force)
 
 
-def trim(params: Params, out: Path, languages: Sequence[str]) -> vocab.TrimReport:
-    """A copy of ``model.encoder`` keeping only the pieces the processed splits use."""
+def trim(
+    params: Params, out: Path | None = None, languages: Sequence[str] | None = None
+) -> dict[str, Any]:
+    """The trim stage: a copy of ``model.encoder`` keeping only the pieces of the training text
+    (train + val) of ``trim.languages``, and with ``trim.keep_char_pieces`` every
+    single-character piece of their scripts, written to ``trim.output_dir``.
+
+    With ``trim.enabled`` false only the ``SKIPPED`` marker is written (DVC needs the stage's
+    output either way). ``out`` (a one-off copy elsewhere, trimmed whatever ``trim.enabled``
+    says) and ``languages`` override the params.
+    """
+    if out is None and not params.trim.enabled:
+        folder = vocab.write_trim_skip_marker(params)
+        return {"status": "skipped", "output_dir": str(folder)}
+    langs = tuple(languages or vocab.trim_languages(params))
     source = Path(resolve_encoder(params.model.encoder, params.root))
     if not source.is_dir():
         raise FileNotFoundError(
             f"model.encoder: {source} is not a local folder (provision or download it)"
         )
-    return vocab.trim_encoder(source, vocab.corpus_texts(params, languages), params.path(out))
+    report = vocab.trim_encoder(
+        source,
+        vocab.corpus_texts(params, langs),
+        params.path(out if out is not None else params.trim.output_dir),
+        char_languages=langs if params.trim.keep_char_pieces else (),
+        source_label=params.model.encoder,
+    )
+    return {"status": "trimmed", "output_dir": report.output, **report.as_dict()}
 
 
 def pretrain(params: Params, lang: str, log: Log | None = print) -> dict[str, Any]:
@@ -93,7 +116,9 @@ def pretrain(params: Params, lang: str, log: Log | None = print) -> dict[str, An
     if not params.pretrain.enabled:
         folder = pretraining.write_skip_marker(params, lang)
         return {"lang": lang, "status": "skipped", "output_dir": str(folder)}
-    tags = tracking.lineage_tags(params, "pretrain", lang=lang, encoder=params.model.encoder)
+    tags = tracking.lineage_tags(
+        params, "pretrain", lang=lang, encoder=pretraining.base_encoder_label(params)
+    )
     logged = {f"pretrain.{k}": v for k, v in params.pretrain.model_dump().items()}
     logged.update({"model.encoder": params.model.encoder, "model.join": params.model.join})
     logged = {
@@ -101,8 +126,20 @@ def pretrain(params: Params, lang: str, log: Log | None = print) -> dict[str, An
     }
     with tracking.start_run(params, f"pretrain-{lang}", tags, log_params=logged) as run:
         callbacks = default_callbacks(f"{lang} pretrain", log, on_steps=run.log_steps)
+
+        def log_head_steps(rows: list[tuple[int, dict[str, float]]]) -> None:
+            # The warm-up's steps count from 1 too: its curves are head_loss and head_lr.
+            run.log_steps([(step, {f"head_{k}": v for k, v in m.items()}) for step, m in rows])
+
+        head_callbacks = default_callbacks(
+            f"{lang} pretrain head warm-up", log, on_steps=log_head_steps
+        )
         result = pretraining.pretrain_encoder(
-            params, lang, callbacks=callbacks, extra={"mlflow_run_id": run.run_id}
+            params,
+            lang,
+            callbacks=callbacks,
+            head_callbacks=head_callbacks,
+            extra={"mlflow_run_id": run.run_id},
         )
         run.log_metrics(result.metrics())
         run.log_artifact(result.output_dir / PRETRAIN_RESULT_FILE, "pretrain")
@@ -111,10 +148,12 @@ def pretrain(params: Params, lang: str, log: Log | None = print) -> dict[str, An
         "status": "pretrained",
         "output_dir": str(pretrained_encoder_dir(params, lang)),
         "steps": result.steps,
+        "head_warmup_steps": result.head_warmup_steps,
         "seconds": round(result.seconds, 1),
         "final_loss": result.final_loss,
         "sentences": result.corpus.sentences,
         "masked_word_share": result.masking.summary()["masked_word_share"],
+        **{f"eval_{point}_accuracy": score.accuracy for point, score in result.scores.items()},
     }
 
 
@@ -133,13 +172,6 @@ class TrainedRun:
     model_dir: str
 
 
-def encoder_label(params: Params, lang: str) -> str:
-    """The encoder a run starts from, as a person reads it."""
-    if params.pretrain.enabled and lang in params.pretrain.languages:
-        return f"{params.pretrain.output_dir}/{lang} (WWM-adapted {params.model.encoder})"
-    return params.model.encoder
-
-
 def train(
     params: Params, lang: str, arch: str, *, resume: bool = False, log: Log | None = print
 ) -> TrainedRun:
@@ -149,7 +181,7 @@ def train(
         "train",
         lang=lang,
         arch=arch,
-        encoder=encoder_label(params, lang),
+        encoder=pretraining.encoder_label(params, lang),
         val_data_hash=tracking.eval_data_hash(params, lang),
     )
     logged = {**tracking.flat_params(params), "model.arch": arch}
@@ -194,6 +226,14 @@ def evaluate(params: Params, lang: str, arch: str) -> dict[str, Any]:
                     f"eval_{name}_macro_f1": s["macro"]["f1"],
                     f"eval_{name}_micro_f1": s["micro"]["f1"],
                     **{f"eval_{name}_f1_{t}": v["f1"] for t, v in s["per_type"].items()},
+                    # e.g. eval_heldout_slice_sentence_type_question_macro_f1
+                    **{
+                        tracking.metric_key("eval", name, "slice", kind, group, "macro_f1"): row[
+                            "macro_f1"
+                        ]
+                        for kind, groups in s.get("slices", {}).items()
+                        for group, row in groups.items()
+                    },
                 }
             )
         run.log_artifact(eval_dir(params, lang, arch), "evaluation")
@@ -213,27 +253,37 @@ def tables(
 # --------------------------------------------------------------------------- registry
 
 
+#: The registry decides on the reported split: never on ``val``, which chose the epoch.
+HELDOUT_METRIC = f"eval_{REPORTED_SPLIT}_macro_f1"
+HELDOUT_F1_TAG = f"{REPORTED_SPLIT}_macro_f1"
+HELDOUT_HASH_TAG = f"{REPORTED_SPLIT}_data_hash"
+
+
 def _champion_f1_on(params: Params, lang: str, version: str, tags: dict[str, str]) -> float:
-    """The champion's macro-F1 on the current validation data (re-scored if the data changed)."""
-    current = tracking.eval_data_hash(params, lang)
-    if tags.get("val_data_hash") == current and "val_macro_f1" in tags:
-        return float(tags["val_macro_f1"])
+    """The champion's macro-F1 on the current heldout data (re-scored if the data changed)."""
+    current = tracking.eval_data_hash(params, lang, REPORTED_SPLIT)
+    if tags.get(HELDOUT_HASH_TAG) == current and HELDOUT_F1_TAG in tags:
+        return float(tags[HELDOUT_F1_TAG])
     folder = registry.resolve_tagger_dir(f"models:/{registered_name(lang)}/{version}", params)
     tagger = Tagger.load(folder)
-    sentences = data.read_conll(split_file(params, lang, "val"))
-    return float(
-        evaluation.evaluate_f1(tagger, sentences, params.data.entity_types, 64)["macro"]["f1"]
+    sentences = data.read_conll(split_file(params, lang, REPORTED_SPLIT))
+    scores = evaluation.evaluate_f1(
+        tagger, sentences, params.data.entity_types, params.evaluate.batch_size
     )
+    return float(scores["macro"]["f1"])
 
 
 def register_best(
     params: Params, lang: str, run_ids: Sequence[str] | None = None
 ) -> registry.Registration:
     """Register the best BERT+CRF run of ``lang``: ``champion`` only if it beats the current
-    champion on the same validation data, otherwise ``challenger``.
+    champion on the same heldout data, otherwise ``challenger``.
+
+    Both sides are scored on the reported split (``heldout``), which neither training nor
+    early stopping saw; the validation score chose the epoch and would flatter each run.
 
     Raises:
-        LookupError: no candidate run with a logged model and a validation score.
+        LookupError: no candidate run with a logged model and a heldout score.
     """
     if run_ids is None:
         rid = recorded_run_id(params, lang, REGISTERED_ARCH)
@@ -243,26 +293,30 @@ def register_best(
         run = registry.run_summary(params, rid)
         if run.tags.get("arch") != REGISTERED_ARCH or run.tags.get("lang") != lang:
             continue
-        f1 = run.metrics.get("eval_val_macro_f1")
+        f1 = run.metrics.get(HELDOUT_METRIC)
         if f1 is not None and run.model_uri is not None:
             candidates.append((f1, run))
     if not candidates:
         raise LookupError(
-            f"no {REGISTERED_ARCH} run for {lang!r} with a logged model and eval_val_macro_f1; "
+            f"no {REGISTERED_ARCH} run for {lang!r} with a logged model and {HELDOUT_METRIC}; "
             "run train and evaluate first"
         )
     f1, best = max(candidates, key=lambda c: c[0])
+    micro = best.metrics.get(f"eval_{REPORTED_SPLIT}_micro_f1", float("nan"))
     tags = {
         # Full precision: a rounded tag would make an equal model look better than the champion.
-        "val_macro_f1": repr(float(f1)),
-        "val_micro_f1": repr(float(best.metrics.get("eval_val_micro_f1", float("nan")))),
-        "val_data_hash": tracking.eval_data_hash(params, lang),
+        HELDOUT_F1_TAG: repr(float(f1)),
+        f"{REPORTED_SPLIT}_micro_f1": repr(float(micro)),
+        HELDOUT_HASH_TAG: tracking.eval_data_hash(params, lang, REPORTED_SPLIT),
         "data_version": best.tags.get("data_version", "unknown"),
         "encoder": best.tags.get("encoder", "unknown"),
         "arch": REGISTERED_ARCH,
         "lang": lang,
         "git_commit": best.tags.get("git_commit", "unknown"),
     }
+    val_f1 = best.metrics.get(f"eval_{VAL_SPLIT}_macro_f1")
+    if val_f1 is not None:
+        tags[f"{VAL_SPLIT}_macro_f1"] = repr(float(val_f1))  # for reference only
     assert best.model_uri is not None
     version = registry.register_version(params, lang, best.model_uri, tags)
     current = registry.version_by_alias(params, lang, registry.CHAMPION)

@@ -89,7 +89,8 @@ Arch = Literal["bert_crf", "bert_bilstm_crf", "bert_linear"]
 #: The head architectures, in the order of :data:`Arch`.
 ARCHITECTURES: tuple[str, ...] = get_args(Arch)
 LabelPiece = Literal["first", "last"]
-JoinMode = Literal["space", "natural"]
+#: How words become pieces (``domain/alignment.py``); only text written without spaces differs.
+JoinMode = Literal["space", "natural", "char"]
 
 PositiveInt = Annotated[int, Field(ge=1)]
 #: A cap where 0 means "no cap".
@@ -140,11 +141,24 @@ class DataConfig(_Section):
 
 
 class SplitConfig(_Section):
-    """Seeded hold-out of train used for model selection when no dev file exists."""
+    """Seeded hold-outs of train: ``val`` (model selection) and ``heldout`` (reported scores;
+    the official dev file takes its place when there is one)."""
 
     val_fraction: OpenFraction = 0.1
+    heldout_fraction: OpenFraction = 0.1
     seed: int = 13
     processed_dir: str = "data/processed"
+
+    @field_validator("heldout_fraction")
+    @classmethod
+    def _leaves_training_data(cls, value: float, info: ValidationInfo) -> float:
+        val = info.data.get("val_fraction")
+        if val is not None and val + value >= 1.0:
+            raise ValueError(
+                f"split.val_fraction + split.heldout_fraction must be < 1 "
+                f"({val} + {value} leaves no training data)"
+            )
+        return value
 
 
 class ValidateConfig(_Section):
@@ -179,6 +193,23 @@ class EncoderConfig(_Section):
     output_dir: str = "models/encoders/multilingual-e5-small"
 
 
+class TrimConfig(_Section):
+    """Vocabulary trimming of ``model.encoder`` (``complex-ner encoder trim``, the trim stage).
+
+    When ``enabled``, pretraining and training start from ``output_dir`` instead of
+    ``model.encoder``. Off by default here, so that a params file without a ``trim`` section
+    trains from ``model.encoder`` as written; the project's params.yaml turns it on.
+    """
+
+    enabled: bool = False
+    # Languages whose training text (train + val splits) chooses the pieces; empty: data.languages.
+    languages: Languages = ()
+    # Also keep every single-character piece of the scripts these languages are written in, so
+    # words outside the corpus split into known pieces instead of the unknown token.
+    keep_char_pieces: bool = True
+    output_dir: NonEmptyPath = "models/encoders/trimmed"
+
+
 class HeadConfig(_Section):
     """Hyperparameters of a tagging head (the head itself is chosen by ``arch``)."""
 
@@ -192,6 +223,9 @@ class WindowConfig(_Section):
 
     max_length: WindowLength = 128
     stride: Annotated[int, Field(ge=0)] = 32
+    # One setting for all languages: the joins differ only on characters written without
+    # spaces (CJK), so Spanish gets the same pieces under each; pretraining and vocabulary
+    # trimming read this same key, so they always see the pieces fine-tuning sees.
     join: JoinMode = "space"
 
     @field_validator("stride")
@@ -218,6 +252,14 @@ class ModelConfig(HeadConfig, WindowConfig):
         return self.label_piece_zh if lang in CHAR_TOKENIZED_LANGUAGES else self.label_piece
 
 
+class AugmentConfig(_Section):
+    """Training-set augmentation (``domain/augment.py``); the copies never reach validation."""
+
+    # Share of the training sentences with entities that get a copy per epoch whose mentions
+    # are replaced by others of the same type; 0 turns it off.
+    mention_replace: Annotated[float, Field(ge=0.0, le=1.0)] = 0.0
+
+
 class TrainConfig(_Section):
     """Optimisation; the paper: Adam, cyclic LR between 1e-6 and 1e-4, about 10 epochs."""
 
@@ -242,6 +284,12 @@ class TrainConfig(_Section):
     threads: int = 0
     keep_checkpoint: bool = False
     output_dir: str = "models/trained"
+    augment: AugmentConfig = AugmentConfig()
+    # Weight averaging (SWA: equal weights, EMA: exponential) of the steps after average_start
+    # of the run; the better of raw and averaged weights on validation is saved.
+    average: Literal["none", "swa", "ema"] = "none"
+    average_start: Rate = 0.5
+    ema_decay: OpenFraction = 0.99
 
     @field_validator("lr_min")
     @classmethod
@@ -266,6 +314,12 @@ class PretrainConfig(_Section):
     epochs: PositiveInt = 1
     batch_size: PositiveInt = 16
     lr: PositiveFloat = 5e-5
+    # Steps that train only a fresh MLM head (encoder frozen) before the encoder adapts, at
+    # head_lr: a random head's gradients would otherwise move the encoder first.
+    head_warmup_steps: Cap = 200
+    head_lr: PositiveFloat = 1e-3
+    # Share of the corpus sentences held back to score masked-token accuracy (0: none).
+    eval_fraction: Rate = 0.02
     max_sentences: Cap = 0
     max_length: WindowLength = 128
     seed: int = 13
@@ -305,6 +359,7 @@ with warnings.catch_warnings():
         validate: ValidateConfig = ValidateConfig()  # type: ignore[assignment]
         stats: StatsConfig = StatsConfig()
         encoder: EncoderConfig = EncoderConfig()
+        trim: TrimConfig = TrimConfig()
         model: ModelConfig = ModelConfig()
         train: TrainConfig = TrainConfig()
         pretrain: PretrainConfig = PretrainConfig()

@@ -2,18 +2,21 @@
 
 Every per-language rule lives here once: how raw text is split into MultiCoNER-style tokens,
 which characters are joined without a space, which languages are segmented into words for
-whole-word masking, and which must be written in CJK ideographs.
+whole-word masking, which must be written in CJK ideographs, and what makes a sentence a
+question.
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 
 __all__ = [
     "CHAR_TOKENIZED_LANGUAGES",
     "CJK_IDEOGRAPH_REGEX",
     "IDEOGRAPHIC_LANGUAGES",
     "SEGMENTED_LANGUAGES",
+    "is_question",
     "joins_without_space",
     "token_spans",
 ]
@@ -66,3 +69,70 @@ def token_spans(text: str, lang: str) -> list[tuple[int, int]]:
     """
     pattern = _CHAR_TOKEN if lang in CHAR_TOKENIZED_LANGUAGES else _WORD_TOKEN
     return [m.span() for m in pattern.finditer(text)]
+
+
+# Questions. MultiCoNER text is lowercased and often unpunctuated (search-style queries), so a
+# question mark alone misses most questions: an interrogative word counts too.
+_QUESTION_MARKS = frozenset({"?", "¿", "？"})
+#: Spanish interrogatives (with their accent: unaccented "que", "como", "donde" are mostly
+#: relative words) that open a question.
+_ES_INTERROGATIVES = frozenset(
+    {
+        "qué",
+        "quién",
+        "quiénes",
+        "cuál",
+        "cuáles",
+        "cómo",
+        "dónde",
+        "cuándo",
+        "cuánto",
+        "cuánta",
+        "cuántos",
+        "cuántas",
+    }
+)
+#: Chinese question words, simplified and traditional, found anywhere in the sentence. 几 ("how
+#: many") is left out: in MultiCoNER it is almost always 几个 "several", 几乎 "almost" or a
+#: transliteration (几内亚 Guinea), 219 Chinese training sentences against about 30 questions.
+_ZH_QUESTION_WORDS = (
+    "什么",
+    "什麼",
+    "甚麼",
+    "谁",
+    "誰",
+    "哪",
+    "怎么",
+    "怎麼",
+    "为什么",
+    "為什麼",
+    "多少",
+)
+#: Sentence-final question particles (before any closing punctuation).
+_ZH_FINAL_PARTICLES = ("吗", "嗎")
+_TRAILING_PUNCT = "。.！!…~～ "
+
+
+def is_question(tokens: Sequence[str], lang: str) -> bool:
+    """Whether a tokenized sentence of ``lang`` is a question.
+
+    Any language: a question mark (``?``, ``¿``, ``？``) anywhere. Spanish: or an interrogative
+    first word (qué, quién, cuál, cómo, dónde, cuándo, cuánto ...) or ``por qué``. Chinese:
+    or a question word anywhere (什么 谁 哪 怎么 为什么 多少) or 吗 ending the sentence. Other
+    languages: question marks only.
+    """
+    if any(mark in tok for tok in tokens for mark in _QUESTION_MARKS):
+        return True
+    if not tokens:
+        return False
+    if lang == "es":
+        first = tokens[0]
+        return first in _ES_INTERROGATIVES or (
+            first == "por" and len(tokens) > 1 and tokens[1] == "qué"
+        )
+    if lang == "zh":
+        text = "".join(tokens)
+        return any(w in text for w in _ZH_QUESTION_WORDS) or text.rstrip(_TRAILING_PUNCT).endswith(
+            _ZH_FINAL_PARTICLES
+        )
+    return False

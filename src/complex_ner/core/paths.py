@@ -29,6 +29,24 @@ TAGGER_ARTIFACT = "tagger"
 SKIP_MARKER = "SKIPPED"  # written when pretrain.enabled is false (DVC needs an output)
 PRETRAIN_RESULT_FILE = "pretrain.json"
 
+# Processed splits: <split.processed_dir>/<lang>/<split>.conll. Three disjoint labelled splits:
+# train (fitting), val (early stopping and model choice), heldout (the reported scores and the
+# champion decision; never read by training); test is the official unlabelled file (predictions).
+TRAIN_SPLIT = "train"
+VAL_SPLIT = "val"
+HELDOUT_SPLIT = "heldout"
+TEST_SPLIT = "test"
+SPLITS = (TRAIN_SPLIT, VAL_SPLIT, HELDOUT_SPLIT, TEST_SPLIT)
+#: The split every reported table, DVC metric and registry decision is measured on.
+REPORTED_SPLIT = HELDOUT_SPLIT
+
+# One split's evaluation folder: <evaluate.report_dir>/<lang>/<arch>/<split>/
+METRICS_JSON = "metrics.json"  # entity_scores (plus "slices" on the reported split)
+METRICS_MD = "metrics.md"
+SLICES_MD = "slices.md"  # slice scores of the reported split
+CONFUSION_PNG = "confusion.png"
+PREDICTIONS_FILE = "predictions.conll"
+
 # The validation gate's verdict and its Great Expectations Data Docs, inside validate.report_dir
 VALIDATION_RESULTS_FILE = "results.json"
 DATA_DOCS_DIR = "data_docs"
@@ -71,6 +89,11 @@ def best_model_dir(params: Params, lang: str, arch: str) -> Path:
 def eval_dir(params: Params, lang: str, arch: str) -> Path:
     """Evaluation reports of one language and architecture."""
     return params.path(params.evaluate.report_dir) / lang / arch
+
+
+def eval_split_dir(params: Params, lang: str, arch: str, split: str) -> Path:
+    """Evaluation reports of one split: ``<evaluate.report_dir>/<lang>/<arch>/<split>``."""
+    return eval_dir(params, lang, arch) / split
 
 
 def pretrained_encoder_dir(params: Params, lang: str) -> Path:

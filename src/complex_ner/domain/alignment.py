@@ -16,6 +16,15 @@ How words become pieces
       are CJK characters (:func:`complex_ner.core.lang.joins_without_space`; how Chinese is
       written, and what the encoder was trained on): fewer pieces, but a multi-character piece
       such as 北京 can span two words.
+    - ``join="char"`` joins like ``"space"``, then gives every word written without spaces (a
+      CJK character, punctuation mark or kana; :func:`complex_ner.core.lang.joins_without_space`)
+      one piece per character: the vocabulary's un-prefixed piece of the character as the
+      tokenizer normalises it (``北``, the form met inside running Chinese text), else its
+      word-initial piece (``▁北``). A word with a character that has neither keeps its
+      ``"space"`` pieces, as do Latin words and numbers, so they tokenize exactly as with
+      ``"space"``. No bare ``▁`` pieces and no piece shared by two words. The rule depends on
+      the characters, not on the language: Spanish text gives the same pieces under all three
+      joins, apart from the rare CJK character in it.
     - Pieces with empty offsets (special tokens) carry no word. A standalone ``▁`` piece (or one
       covering only whitespace; its offsets may overlap the next piece) is used for a word only
       if the word has no other piece.
@@ -35,14 +44,15 @@ Long sentences
     earlier window). Nothing is truncated; a single word longer than a window keeps only the
     pieces nearest its label piece.
 
-How the two joins compare on the data (pieces per word, windows, shared label pieces):
+How the joins compare on the data (pieces per word, windows, shared label pieces):
 ``docs/results.md``, section "Word-piece alignment".
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from bisect import bisect_right
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -58,6 +68,7 @@ __all__ = [
     "WordAlignment",
     "align_sentences",
     "alignment_stats",
+    "char_pieces",
     "collate",
     "encode_sentences",
     "gather_words",
@@ -69,6 +80,9 @@ T = TypeVar("T")
 
 # SentencePiece's and byte-level BPE's word-start markers: a piece of only these is bare.
 _SPACE_MARKERS = "\u2581\u0120 "
+# SentencePiece's word-start marker: the prefix of a character's word-initial piece.
+_METASPACE = "\u2581"
+_JOINS = ("space", "natural", "char")
 
 
 # --------------------------------------------------------------------------- words -> pieces
@@ -102,11 +116,11 @@ def join_words(words: Sequence[str], join: JoinMode = "space") -> tuple[str, lis
 
     Args:
         words: The sentence's words.
-        join: ``"space"``: one space between all words; ``"natural"``: none between two CJK
-            characters.
+        join: ``"space"`` and ``"char"``: one space between all words; ``"natural"``: none
+            between two CJK characters.
     """
-    if join not in ("space", "natural"):
-        raise ValueError(f"join must be 'space' or 'natural', got {join!r}")
+    if join not in _JOINS:
+        raise ValueError(f"join must be 'space', 'natural' or 'char', got {join!r}")
     parts: list[str] = []
     spans: list[tuple[int, int]] = []
     position = 0
@@ -212,6 +226,92 @@ def _align_one(
     )
 
 
+def _written_without_space(word: str) -> bool:
+    """Whether every character of ``word`` belongs to a script written without spaces."""
+    # The rule lives in core.lang; a character "joins without space" with itself iff it is one.
+    return bool(word) and all(joins_without_space(char, char) for char in word)
+
+
+def char_pieces(tokenizer: Any, chars: Iterable[str]) -> dict[str, tuple[int, str] | None]:
+    """The one piece ``join="char"`` gives each character: ``(id, piece)``, or None if none.
+
+    The character is first normalised as the tokenizer normalises text (XLM-R maps the
+    full-width comma ``，`` to ``,``): the raw character's own entry may exist in the vocabulary
+    without ever having been produced, so its embedding would be untrained. The normalised form
+    is looked up un-prefixed (``北``), then with the word-start marker (``▁北``).
+
+    Args:
+        tokenizer: A fast HuggingFace tokenizer or a
+            :class:`~complex_ner.domain.rawtok.RawTokenizer`.
+        chars: The characters (each looked up once).
+    """
+    normalizer = tokenizer.backend_tokenizer.normalizer
+    forms: dict[str, str | None] = {}
+    for char in set(chars):
+        # BERT's normaliser pads CJK characters with spaces; an inner space means several words.
+        form = normalizer.normalize_str(char).strip() if normalizer is not None else char
+        forms[char] = form if form and not any(c.isspace() for c in form) else None
+    candidates = sorted({p for f in forms.values() if f for p in (f, _METASPACE + f)})
+    # convert_tokens_to_ids answers the unknown token's id (or None) for a missing piece.
+    unk_id = tokenizer.unk_token_id
+    ids = tokenizer.convert_tokens_to_ids(candidates) if candidates else []
+    found = {p: i for p, i in zip(candidates, ids, strict=True) if i is not None and i != unk_id}
+    out: dict[str, tuple[int, str] | None] = {}
+    for char, form in forms.items():
+        choices = (form, _METASPACE + form) if form else ()
+        out[char] = next(((found[p], p) for p in choices if p in found), None)
+    return out
+
+
+def _one_piece_per_char(
+    words: Sequence[str],
+    spans: list[tuple[int, int]],
+    ids: list[int],
+    offsets: list[tuple[int, int]],
+    tokens: list[str],
+    pieces: dict[str, tuple[int, str] | None],
+) -> tuple[list[int], list[tuple[int, int]], list[str]]:
+    """``join="char"``: swap the space-joined pieces of each word written without spaces for
+    one piece per character (see the module docstring); other pieces are kept as they are."""
+    swapped = [_written_without_space(w) and all(pieces.get(c) for c in w) for w in words]
+    if not any(swapped):
+        return ids, offsets, tokens
+    starts = [start for start, _ in spans]
+    todo = [word for word, flag in enumerate(swapped) if flag]
+    out_ids: list[int] = []
+    out_offsets: list[tuple[int, int]] = []
+    out_tokens: list[str] = []
+    done = 0
+
+    def emit_before(limit: int) -> None:
+        nonlocal done
+        while done < len(todo) and todo[done] < limit:
+            word = todo[done]
+            start = spans[word][0]
+            for index, char in enumerate(words[word]):
+                piece_id, piece = pieces[char]  # type: ignore[misc]  # swapped: all found
+                out_ids.append(piece_id)
+                out_offsets.append((start + index, start + index + 1))
+                out_tokens.append(piece)
+            done += 1
+
+    for piece_id, (start, end), token in zip(ids, offsets, tokens, strict=True):
+        # The word a piece belongs to: the one holding its first character, else (a bare "▁"
+        # on the separating space) the next word. Pieces never span two space-joined words.
+        word = bisect_right(starts, start) - 1
+        if word < 0 or start >= spans[word][1]:
+            word += 1
+        if word < len(words) and swapped[word]:
+            emit_before(word + 1)
+            continue
+        emit_before(word)
+        out_ids.append(piece_id)
+        out_offsets.append((start, end))
+        out_tokens.append(token)
+    emit_before(len(words))
+    return out_ids, out_offsets, out_tokens
+
+
 def _check_tokenizer(tokenizer: Any) -> None:
     if not getattr(tokenizer, "is_fast", False):
         raise ValueError(
@@ -236,7 +336,7 @@ def align_sentences(
         tokenizer: A fast HuggingFace tokenizer.
         sentences: Each sentence as its words.
         label_piece: Which of a word's pieces carries its label.
-        join: How words are joined into text (see :func:`join_words`).
+        join: How words are joined into text and pieces (see the module docstring).
     """
     _check_tokenizer(tokenizer)
     _check_label_piece(label_piece)
@@ -246,6 +346,10 @@ def align_sentences(
     if not sentences:
         return []
     joined = [join_words(words, join) for words in sentences]
+    pieces: dict[str, tuple[int, str] | None] = {}
+    if join == "char":
+        chars = {c for words in sentences for w in words if _written_without_space(w) for c in w}
+        pieces = char_pieces(tokenizer, chars)
     encoded = tokenizer(
         [text for text, _ in joined],
         add_special_tokens=False,
@@ -256,13 +360,15 @@ def align_sentences(
     )
     unk_id = tokenizer.unk_token_id
     alignments = []
-    for (text, spans), ids, offsets in zip(
-        joined, encoded["input_ids"], encoded["offset_mapping"], strict=True
+    for words, (text, spans), ids, offsets in zip(
+        sentences, joined, encoded["input_ids"], encoded["offset_mapping"], strict=True
     ):
+        ids = list(ids)
+        offsets = [(int(o[0]), int(o[1])) for o in offsets]
         tokens = tokenizer.convert_ids_to_tokens(ids)
-        alignments.append(
-            _align_one(text, spans, ids, [tuple(o) for o in offsets], tokens, unk_id, label_piece)
-        )
+        if join == "char":
+            ids, offsets, tokens = _one_piece_per_char(words, spans, ids, offsets, tokens, pieces)
+        alignments.append(_align_one(text, spans, ids, offsets, tokens, unk_id, label_piece))
     return alignments
 
 

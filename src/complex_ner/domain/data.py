@@ -11,13 +11,20 @@ import hashlib
 import re
 import shutil
 import tempfile
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from complex_ner.core.config import Params
 from complex_ner.core.io import atomic_write_bytes, atomic_write_text, replace_dir, sha256_file
-from complex_ner.core.paths import raw_file
+from complex_ner.core.paths import (
+    HELDOUT_SPLIT,
+    TEST_SPLIT,
+    TRAIN_SPLIT,
+    VAL_SPLIT,
+    raw_file,
+    split_file,
+)
 
 SPLIT_NAMES = ("train", "dev", "test")
 """Official file names (``<lang>/<name>.conll``) picked up from the source folder."""
@@ -326,45 +333,97 @@ def raw_files(params: Params, lang: str) -> dict[str, Path]:
     return {n: path for n, path in files.items() if path.is_file()}
 
 
-def split_train(
-    sentences: Sequence[Sentence], val_fraction: float, seed: int
-) -> tuple[list[Sentence], list[Sentence]]:
-    """Seeded hold-out: the same ids go to validation for the same seed and input.
+def _group_key(seed: int, text: str) -> str:
+    return hashlib.sha256(f"{seed}:{text}".encode()).hexdigest()
 
-    The choice hashes each id with the seed instead of shuffling, so it does not depend on file
-    order and adding sentences does not move existing ones between splits.
+
+def hold_out(
+    sentences: Sequence[Sentence], fractions: Mapping[str, float], seed: int
+) -> dict[str, list[Sentence]]:
+    """Seeded, disjoint hold-outs of ``sentences``; what none of them takes is ``train``.
+
+    Why by text and not by id: the files repeat template sentences under different ids (45
+    copies of one Spanish sentence, Chinese ones up to 5 times), so an id-based draw puts
+    copies of a sentence on both sides of a split and scores the model on sentences it was
+    trained on. Sentences with the same text (tokens joined by a space; tokens hold no spaces)
+    form one group; each group goes whole to one split, in the order of a seeded hash of its
+    text, so the result depends neither on file order nor on ids.
+
+    Sizes: each hold-out gets ``max(1, round(n * fraction))`` sentences (none when there are
+    too few distinct texts to leave ``train`` one). Groups are taken in hash order, each into
+    the first hold-out (in ``fractions`` order) it fits into whole, otherwise into ``train``, so
+    the counts are exact whenever single sentences are left to fill them (always, on
+    MultiCoNER). A hold-out that no group fits (only tiny or repetitive inputs) takes the
+    smallest group, if ``train`` keeps one. Each split keeps the input order.
+
+    Args:
+        sentences: The sentences to divide.
+        fractions: Hold-out name -> share of ``sentences``, e.g. ``{"val": 0.1}``.
+        seed: The seed of the hash.
+
+    Returns:
+        ``{"train": ..., **{name: ...}}``.
+
+    Raises:
+        ValueError: a fraction outside (0, 1), or fractions that sum to 1 or more.
     """
-    if not 0.0 < val_fraction < 1.0:
-        raise ValueError(f"val_fraction must be in (0, 1), got {val_fraction}")
-    n_val = max(1, round(len(sentences) * val_fraction)) if len(sentences) > 1 else 0
-
-    def key(s: Sentence) -> str:
-        return hashlib.sha256(f"{seed}:{s.id}".encode()).hexdigest()
-
-    chosen = {s.id for s in sorted(sentences, key=key)[:n_val]}
-    train = [s for s in sentences if s.id not in chosen]
-    val = [s for s in sentences if s.id in chosen]
-    return train, val
+    for name, fraction in fractions.items():
+        if not 0.0 < fraction < 1.0:
+            raise ValueError(f"{name}_fraction must be in (0, 1), got {fraction}")
+    if sum(fractions.values()) >= 1.0:
+        names = " + ".join(f"{name}_fraction" for name in fractions)
+        raise ValueError(f"{names} must be < 1, got {sum(fractions.values())}")
+    groups: dict[str, list[int]] = {}
+    for i, s in enumerate(sentences):
+        groups.setdefault(" ".join(s.tokens), []).append(i)
+    order = sorted(groups, key=lambda text: _group_key(seed, text))
+    n = len(sentences)
+    enough = len(groups) > len(fractions)
+    target = {name: max(1, round(n * f)) if enough else 0 for name, f in fractions.items()}
+    taken: dict[str, list[str]] = {name: [] for name in fractions}
+    size = dict.fromkeys(fractions, 0)
+    rest: list[str] = []
+    for text in order:
+        k = len(groups[text])
+        into = next((h for h in fractions if size[h] + k <= target[h]), None)
+        if into is None:
+            rest.append(text)
+        else:
+            taken[into].append(text)
+            size[into] += k
+    for name in fractions:
+        if target[name] and not taken[name] and len(rest) > 1:
+            smallest = min(rest, key=lambda text: (len(groups[text]), _group_key(seed, text)))
+            rest.remove(smallest)
+            taken[name].append(smallest)
+    where = {i: name for name, texts in taken.items() for t in texts for i in groups[t]}
+    out: dict[str, list[Sentence]] = {TRAIN_SPLIT: [], **{name: [] for name in fractions}}
+    for i, s in enumerate(sentences):
+        out[where.get(i, TRAIN_SPLIT)].append(s)
+    return out
 
 
 def load_splits(params: Params, lang: str) -> dict[str, list[Sentence]]:
-    """Read one language's ingested files and return its splits.
+    """Read one language's ingested files and return its splits, disjoint.
 
-    ``train`` and ``val`` always; ``val`` is the official dev file when there is one (then train is
-    used whole), otherwise a seeded hold-out of train. ``test`` when present. Official dev and test
-    never enter ``train``.
+    ``train``, ``val`` and ``heldout`` always, ``test`` (unlabelled) when the source has one.
+    ``val`` (early stopping, model choice) is a seeded hold-out of the train file. ``heldout``
+    (the reported scores and the champion decision) is the official dev file when there is one,
+    kept as published so scores compare with the shared task's; otherwise a second seeded
+    hold-out of the train file (see :func:`hold_out`). Official dev and test never enter
+    ``train``.
     """
     files = raw_files(params, lang)
-    train = read_conll(files["train"])
-    splits: dict[str, list[Sentence]] = {}
+    cfg = params.split
+    source = read_conll(files["train"])
     if "dev" in files:
-        splits["train"], splits["val"] = train, read_conll(files["dev"])
+        splits = hold_out(source, {VAL_SPLIT: cfg.val_fraction}, cfg.seed)
+        splits[HELDOUT_SPLIT] = read_conll(files["dev"])
     else:
-        splits["train"], splits["val"] = split_train(
-            train, params.split.val_fraction, params.split.seed
-        )
+        fractions = {VAL_SPLIT: cfg.val_fraction, HELDOUT_SPLIT: cfg.heldout_fraction}
+        splits = hold_out(source, fractions, cfg.seed)
     if "test" in files:
-        splits["test"] = read_conll(files["test"], labeled=False)
+        splits[TEST_SPLIT] = read_conll(files["test"], labeled=False)
     return splits
 
 
@@ -374,15 +433,14 @@ def write_splits(params: Params) -> dict[str, dict[str, int]]:
     Returns:
         ``{lang: {split: sentences}}``.
     """
-    out = params.path(params.split.processed_dir)
     counts: dict[str, dict[str, int]] = {}
     for lang in params.data.languages:
         for name, sents in load_splits(params, lang).items():
-            if name == "test" and any(s.tags is None for s in sents):
+            if name == TEST_SPLIT and any(s.tags is None for s in sents):
                 # Unlabelled test data is copied as it is: the writer needs tags.
                 data = raw_files(params, lang)["test"].read_bytes()
-                atomic_write_bytes(out / lang / "test.conll", data)
+                atomic_write_bytes(split_file(params, lang, TEST_SPLIT), data)
             else:
-                write_conll(out / lang / f"{name}.conll", sents)
+                write_conll(split_file(params, lang, name), sents)
             counts.setdefault(lang, {})[name] = len(sents)
     return counts

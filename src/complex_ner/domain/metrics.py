@@ -1,4 +1,4 @@
-"""Entity-level evaluation: strict IOB2 scores, confusion counts, plots and paper-style tables.
+"""Entity-level evaluation: strict IOB2 scores, slice scores, confusion counts, plots, tables.
 
 Scores follow seqeval 1.2.2 in ``mode="strict"`` with the IOB2 scheme, as the MultiCoNER
 shared task did: an entity counts only when both its type and its exact span match, and a
@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import json
 import warnings
-from collections.abc import Mapping, Sequence
+from collections import Counter
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from complex_ner.core.bio import entity_spans
+from complex_ner.core.bio import Span, entity_spans
 from complex_ner.core.io import atomic_write_text, pyplot, save_png
+from complex_ner.core.lang import is_question
 
 NONE_ROW = "(none)"
 BOUNDARY_COL = "boundary"
@@ -104,6 +106,165 @@ def entity_scores(
         sum(per_type[t]["support"] for t in active),
     )
     return {"per_type": per_type, "micro": micro, "macro": macro}
+
+
+# --------------------------------------------------------------------------- slices
+
+#: Inclusive upper edges of the sentence-length buckets, in tokens (MultiCoNER's words; one per
+#: character in Chinese): 1-5 (search-style short queries), 6-10, 11-20, 21+.
+SENTENCE_LENGTH_EDGES = (5, 10, 20)
+#: Inclusive upper edges of the entity-length buckets, in tokens: 1, 2, 3, 4+.
+ENTITY_LENGTH_EDGES = (1, 2, 3)
+
+SLICE_DOMAIN = "domain"
+SLICE_SENTENCE_LENGTH = "sentence_length"
+SLICE_SENTENCE_TYPE = "sentence_type"
+SLICE_ENTITY_LENGTH = "entity_length"
+QUESTION, STATEMENT = "question", "statement"
+NO_DOMAIN = "(none)"
+
+
+def bucket_labels(edges: Sequence[int]) -> tuple[str, ...]:
+    """Labels of the buckets that inclusive upper ``edges`` make: (5, 10) -> 1-5, 6-10, 11+."""
+    labels, low = [], 1
+    for high in edges:
+        labels.append(str(high) if high == low else f"{low}-{high}")
+        low = high + 1
+    return (*labels, f"{low}+")
+
+
+def bucket_of(length: int, edges: Sequence[int]) -> str:
+    """The label of the bucket (see :func:`bucket_labels`) that ``length`` falls in."""
+    labels = bucket_labels(edges)
+    return next((labels[i] for i, high in enumerate(edges) if length <= high), labels[-1])
+
+
+def _f1(tp: int, gold: int, pred: int) -> tuple[float, float, float]:
+    precision = tp / pred if pred else 0.0
+    recall = tp / gold if gold else 0.0
+    f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+    return precision, recall, f1
+
+
+def _span_scores(
+    pairs: Sequence[tuple[Sequence[Span], Sequence[Span]]], entity_types: Sequence[str]
+) -> dict[str, Any]:
+    """Strict scores from gold and predicted spans, the way :func:`entity_scores` computes
+    them: micro over every type, macro over those of ``entity_types`` with gold or predictions."""
+    tp: Counter[str] = Counter()
+    gold: Counter[str] = Counter()
+    pred: Counter[str] = Counter()
+    for gold_spans, pred_spans in pairs:
+        gold.update(kind for kind, _, _ in gold_spans)
+        pred.update(kind for kind, _, _ in pred_spans)
+        tp.update(kind for kind, _, _ in set(gold_spans) & set(pred_spans))
+    active = [t for t in entity_types if gold[t] or pred[t]]
+    macro = sum(_f1(tp[t], gold[t], pred[t])[2] for t in active) / len(active) if active else 0.0
+    precision, recall, micro = _f1(sum(tp.values()), sum(gold.values()), sum(pred.values()))
+    return {
+        "entities": sum(gold.values()),
+        "predicted": sum(pred.values()),
+        "precision": precision,
+        "recall": recall,
+        "micro_f1": micro,
+        "macro_f1": macro,
+    }
+
+
+def slice_scores(
+    gold: Sequence[Sequence[str]],
+    pred: Sequence[Sequence[str]],
+    tokens: Sequence[Sequence[str]],
+    domains: Sequence[str | None],
+    lang: str,
+    entity_types: Sequence[str],
+) -> dict[str, dict[str, dict[str, Any]]]:
+    """Strict entity scores on slices of the sentences and of the entities.
+
+    Sentence slices: MultiCoNER ``domain``, sentence length (:data:`SENTENCE_LENGTH_EDGES`) and
+    question or statement (:func:`complex_ner.core.lang.is_question`). Entity slice: gold and
+    predicted entities by length in tokens (:data:`ENTITY_LENGTH_EDGES`); a prediction is right
+    only with the exact span, so it always falls in its gold entity's bucket.
+
+    Args:
+        gold: Gold IOB2 tags, one sequence per sentence.
+        pred: Predicted IOB2 tags, aligned with ``gold``.
+        tokens: The sentences' tokens, aligned with ``gold``.
+        domains: Each sentence's MultiCoNER domain (None: shown as ``"(none)"``).
+        lang: The language, for the question rule.
+        entity_types: The types the macro average is taken over.
+
+    Returns:
+        ``{slice: {group: row}}``; each row holds ``sentences`` (for an entity slice: the
+        sentences with a gold entity in it), ``entities`` (gold), ``predicted``, micro
+        ``precision`` and ``recall``, ``micro_f1`` and ``macro_f1``. Length and sentence-type
+        groups are all present, empty ones with zeros; domains are sorted.
+
+    Raises:
+        ValueError: If the sentence counts or any sentence's lengths differ.
+    """
+    _check_lengths(gold, pred)
+    if not len(tokens) == len(domains) == len(gold):
+        raise ValueError(
+            f"{len(gold)} tag sequences, {len(tokens)} token sequences and {len(domains)} domains"
+        )
+    pairs = [(entity_spans(g), entity_spans(p)) for g, p in zip(gold, pred, strict=True)]
+
+    def by_sentence(key: Callable[[int], str], groups: Sequence[str]) -> dict[str, Any]:
+        members: dict[str, list[int]] = {g: [] for g in groups}
+        for i in range(len(pairs)):
+            members.setdefault(key(i), []).append(i)
+        return {
+            g: {"sentences": len(ix), **_span_scores([pairs[i] for i in ix], entity_types)}
+            for g, ix in members.items()
+        }
+
+    def by_entity_length(label: str) -> dict[str, Any]:
+        def keep(spans: Sequence[Span]) -> list[Span]:
+            return [s for s in spans if bucket_of(s[2] - s[1], ENTITY_LENGTH_EDGES) == label]
+
+        kept = [(keep(g), keep(p)) for g, p in pairs]
+        return {"sentences": sum(bool(g) for g, _ in kept), **_span_scores(kept, entity_types)}
+
+    return {
+        SLICE_DOMAIN: by_sentence(
+            lambda i: domains[i] or NO_DOMAIN, sorted({d or NO_DOMAIN for d in domains})
+        ),
+        SLICE_SENTENCE_LENGTH: by_sentence(
+            lambda i: bucket_of(len(tokens[i]), SENTENCE_LENGTH_EDGES),
+            bucket_labels(SENTENCE_LENGTH_EDGES),
+        ),
+        SLICE_SENTENCE_TYPE: by_sentence(
+            lambda i: QUESTION if is_question(tokens[i], lang) else STATEMENT,
+            (QUESTION, STATEMENT),
+        ),
+        SLICE_ENTITY_LENGTH: {
+            label: by_entity_length(label) for label in bucket_labels(ENTITY_LENGTH_EDGES)
+        },
+    }
+
+
+def slices_markdown(slices: Mapping[str, Mapping[str, Mapping[str, Any]]], title: str) -> str:
+    """One markdown table of :func:`slice_scores` output: a row per slice and group."""
+    lines = [
+        f"# {title}",
+        "",
+        "Lengths in tokens (one per character in Chinese); sentence_length 1-5 are the short,",
+        "search-style queries; an entity_length row counts the sentences with such a gold entity.",
+        "",
+        "| slice | group | sentences | entities | predicted | P | R | micro-F1 | macro-F1 |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for name, groups in slices.items():
+        for group, row in groups.items():
+            cells = [name, group, f"{row['sentences']:,}", f"{row['entities']:,}"]
+            cells += [f"{row['predicted']:,}"]
+            cells += [_fmt(row, k) for k in ("precision", "recall", "micro_f1", "macro_f1")]
+            lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+# --------------------------------------------------------------------------- confusion
 
 
 def confusion_counts(

@@ -1,4 +1,10 @@
-"""Corpus statistics: sentences, tokens and entities per type, per language and split."""
+"""Corpus statistics: sentences, tokens and entities per type, per language and split.
+
+Every split of :func:`complex_ner.domain.data.load_splits` is counted: train, val, heldout and
+the official test when present. ``in_train`` counts a split's sentences whose exact text also
+occurs in train: 0 for the seeded hold-outs (duplicates are grouped), the overlap an official
+dev file has with train otherwise.
+"""
 
 from __future__ import annotations
 
@@ -11,6 +17,7 @@ from typing import Any
 from complex_ner.core.bio import entity_spans
 from complex_ner.core.config import Params
 from complex_ner.core.io import atomic_write_text, pyplot, save_png
+from complex_ner.core.paths import TRAIN_SPLIT
 from complex_ner.domain.data import Sentence, load_splits
 
 
@@ -37,15 +44,20 @@ def compute_stats(params: Params) -> tuple[dict[str, Any], dict[str, dict[str, l
     stats: dict[str, Any] = {}
     lengths: dict[str, dict[str, list[int]]] = {}
     for lang in params.data.languages:
-        for name, sents in load_splits(params, lang).items():
-            stats.setdefault(lang, {})[name] = split_stats(sents, params.data.entity_types)
+        splits = load_splits(params, lang)
+        train_texts = {s.tokens for s in splits[TRAIN_SPLIT]}
+        for name, sents in splits.items():
+            row = split_stats(sents, params.data.entity_types)
+            if name != TRAIN_SPLIT:
+                row["in_train"] = sum(s.tokens in train_texts for s in sents)
+            stats.setdefault(lang, {})[name] = row
             lengths.setdefault(lang, {})[name] = [len(s.tokens) for s in sents]
     return stats, lengths
 
 
 def stats_markdown(stats: dict[str, Any], entity_types: Sequence[str]) -> str:
     """One markdown table: a row per language and split."""
-    head = ["lang", "split", "sentences", "tokens", *entity_types, "entities"]
+    head = ["lang", "split", "sentences", "tokens", *entity_types, "entities", "in train"]
     rows = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for lang, splits in stats.items():
         for name, s in splits.items():
@@ -53,6 +65,7 @@ def stats_markdown(stats: dict[str, Any], entity_types: Sequence[str]) -> str:
             cells = [lang, name, f"{s['sentences']:,}", f"{s['tokens']:,}"]
             cells += [f"{ents[t]:,}" if t in ents else "-" for t in entity_types]
             cells.append(f"{s['entities_total']:,}" if "entities_total" in s else "-")
+            cells.append(f"{s['in_train']:,}" if "in_train" in s else "-")
             rows.append("| " + " | ".join(cells) + " |")
     return "\n".join(rows) + "\n"
 

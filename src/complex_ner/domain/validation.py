@@ -1,7 +1,8 @@
 """The data gate: a Great Expectations 1.x suite, defined in code, over every split.
 
 Three tables per language are checked: one row per token (tags, BIO, token text), one row per
-sentence (length, ids, Chinese script) and one row per training entity (every type present).
+sentence (length, ids, Chinese script) and one row per entity of the training file (every type
+present).
 Each row carries the file and line it came from, so a failure names where to look.
 """
 
@@ -19,7 +20,12 @@ from complex_ner.core.bio import entity_spans, transition_table
 from complex_ner.core.config import Params
 from complex_ner.core.io import atomic_write_text, replace_dir, sha256_file
 from complex_ner.core.lang import CJK_IDEOGRAPH_REGEX, IDEOGRAPHIC_LANGUAGES
-from complex_ner.core.paths import VALIDATION_RESULTS_FILE, data_docs_dir, validation_results
+from complex_ner.core.paths import (
+    TRAIN_SPLIT,
+    VALIDATION_RESULTS_FILE,
+    data_docs_dir,
+    validation_results,
+)
 from complex_ner.domain.data import Sentence, load_splits, raw_files
 
 #: The previous tag of a sentence's first token in the ``transition`` column.
@@ -59,7 +65,12 @@ def allowed_bio_transitions(tags: Sequence[str]) -> list[str]:
 
 
 def build_tables(splits: dict[str, list[Sentence]], lang: str) -> dict[str, Any]:
-    """Token, sentence and train-entity tables (pandas) for one language."""
+    """Token, sentence and train-entity tables (pandas) for one language.
+
+    The entity table holds every entity of the file ``train`` was drawn from (``val`` and, without
+    an official dev file, ``heldout`` are seeded hold-outs of it), so "every type present" judges
+    the file and not which sentences the hold-outs happened to take.
+    """
     import pandas as pd
 
     tokens: dict[str, list[Any]] = {
@@ -69,6 +80,7 @@ def build_tables(splits: dict[str, list[Sentence]], lang: str) -> dict[str, Any]
         k: [] for k in ("split", "sentence_id", "length", "text", "file", "line")
     }
     ents: dict[str, list[Any]] = {k: [] for k in ("entity_type", "text", "file", "line")}
+    train_files = {s.source for s in splits.get(TRAIN_SPLIT, [])}
     for name, sentences in splits.items():
         for s in sentences:
             base = s.line or 0
@@ -90,7 +102,7 @@ def build_tables(splits: dict[str, list[Sentence]], lang: str) -> dict[str, Any]
                 tokens["file"].append(s.source)
                 tokens["line"].append(base + i)
                 prev = tag
-            if name == "train":
+            if name == TRAIN_SPLIT or s.source in train_files:
                 for kind, start, end in entity_spans(s.tags):
                     ents["entity_type"].append(kind)
                     ents["text"].append(" ".join(s.tokens[start:end]))
@@ -278,6 +290,15 @@ def summarize(report: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def _split_settings(params: Params) -> dict[str, Any]:
+    """The split params the gate's verdict holds for (the splits it checked depend on them)."""
+    return {
+        "val_fraction": params.split.val_fraction,
+        "heldout_fraction": params.split.heldout_fraction,
+        "seed": params.split.seed,
+    }
+
+
 def validate_data(params: Params) -> dict[str, Any]:
     """Validate every language's splits; write ``results.json`` and Data Docs.
 
@@ -311,7 +332,7 @@ def validate_data(params: Params) -> dict[str, Any]:
         ]
         lr["success"] = all(o.success for o in items)
         report["success"] = report["success"] and lr["success"]
-    report["split"] = {"val_fraction": params.split.val_fraction, "seed": params.split.seed}
+    report["split"] = _split_settings(params)
     text = json.dumps(report, indent=2, ensure_ascii=False, default=str) + "\n"
     atomic_write_text(report_dir / VALIDATION_RESULTS_FILE, text)
     if not report["success"]:
@@ -337,7 +358,7 @@ def require_validated(params: Params) -> None:
                 raise ValidationFailed(
                     f"{path}: {raw} changed since it was validated; run `complex-ner validate`"
                 )
-    expected = {"val_fraction": params.split.val_fraction, "seed": params.split.seed}
+    expected = _split_settings(params)
     if report.get("split") != expected:
         raise ValidationFailed(
             f"{path}: validated with split {report.get('split')}, not {expected}"

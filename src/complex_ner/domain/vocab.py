@@ -6,16 +6,28 @@ keeps the pieces the corpus tokenizes into (plus the special tokens and the sing
 pieces of every character seen), renumbers them in their original order and slices every
 vocabulary-sized weight matrix to match.
 
+Open-domain text: with ``char_languages`` the trimmed vocabulary also keeps every single-character
+piece (bare, word-initial, continuation) of the scripts those languages are written in (Latin
+with its accents, digits, punctuation, Greek, Cyrillic and common symbols for all; CJK
+ideographs, CJK punctuation, kana and full-width forms for the ideographic ones), so a word the
+corpus never had splits into smaller known pieces instead of becoming the unknown token.
+
 Why the corpus tokenizes exactly as before: a Unigram tokenizer picks the best-scoring
 segmentation; removing pieces that no best segmentation used cannot create a better one, so the
 same segmentation still wins. WordPiece's greedy longest-match behaves the same way. The trimmed
 folder is checked against the original on every text before it is published; text outside the
-corpus may segment into shorter pieces, and characters never seen become the unknown token.
+corpus may segment into shorter pieces, and characters outside the kept scripts become the
+unknown token.
+
+In the pipeline (the ``trim`` stage, ``trim.enabled``) the corpus is the training text of
+``trim.languages`` (train and val splits, never the held-out or test text) and pretraining and
+training start from the trimmed folder (``engines.pretrain.start_encoder``).
 """
 
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
@@ -24,12 +36,27 @@ from typing import Any
 
 from complex_ner.core.config import Params
 from complex_ner.core.io import replace_dir, staging_dir, write_json
+from complex_ner.core.lang import CJK_IDEOGRAPH_REGEX, IDEOGRAPHIC_LANGUAGES
+from complex_ner.core.paths import SKIP_MARKER, TRAIN_SPLIT, VAL_SPLIT, split_file
 from complex_ner.domain.alignment import join_words
 from complex_ner.domain.data import read_conll
 
 TOKENIZER_FILE = "tokenizer.json"
 WEIGHTS_FILE = "model.safetensors"
+TRIM_FILE = "trim.json"
 _METASPACE = "\u2581"
+
+# Characters kept for every language: ASCII letters, digits and punctuation, Latin-1 and Latin
+# Extended letters (accents), Latin Extended Additional (Vietnamese), general punctuation,
+# currency signs; Greek, Cyrillic and the symbol blocks (letterlike to dingbats), which names
+# and titles in Wikipedia-style text quote (~1k pieces in e5: 1.5 MB).
+_COMMON_CHARS = (
+    "\u0021-\u007e\u00a1-\u024f\u0370-\u03ff\u0400-\u04ff\u1e00-\u1eff"
+    "\u2010-\u205e\u20a0-\u20bf\u2100-\u27bf"
+)
+# Written with ideographs besides: CJK punctuation, kana (Japanese names in Chinese text) and
+# full-width forms (the ideographs themselves come from core.lang).
+_IDEOGRAPHIC_EXTRA = "\u3000-\u30ff\uff00-\uffef"
 
 
 @dataclass(frozen=True)
@@ -45,6 +72,8 @@ class TrimReport:
     trimmed_tensors: tuple[str, ...]
     params_before: int
     params_after: int
+    char_languages: tuple[str, ...] = ()
+    script_pieces: int = 0  # kept only for char_languages' scripts (not used by the corpus)
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -106,6 +135,38 @@ def _char_piece_ids(pieces: Sequence[str], texts: Sequence[str]) -> set[int]:
         for piece in (char, _METASPACE + char, "##" + char):
             if piece in index:
                 keep.add(index[piece])
+    return keep
+
+
+def script_chars(languages: Sequence[str]) -> re.Pattern[str]:
+    """One character of a script ``languages`` are written in (see the module docstring)."""
+    ideographic = any(lang in IDEOGRAPHIC_LANGUAGES for lang in languages)
+    extra = f"|{CJK_IDEOGRAPH_REGEX}|[{_IDEOGRAPHIC_EXTRA}]" if ideographic else ""
+    return re.compile(f"[{_COMMON_CHARS}]{extra}")
+
+
+def piece_prefix(spec: dict[str, Any]) -> str:
+    """The marker a tokenizer model puts on pieces: Unigram's word start, WordPiece's
+    continuation (``##``)."""
+    model = spec.get("model", {})
+    if model.get("type") == "WordPiece":
+        return model.get("continuing_subword_prefix") or "##"
+    return _METASPACE
+
+
+def script_piece_ids(
+    pieces: Sequence[str], languages: Sequence[str], prefix: str = _METASPACE
+) -> set[int]:
+    """Ids of the single-character pieces, bare or with ``prefix``, of the scripts of
+    ``languages``."""
+    if not languages:
+        return set()
+    chars = script_chars(languages)
+    keep: set[int] = set()
+    for i, piece in enumerate(pieces):
+        body = piece.removeprefix(prefix) if len(piece) > 1 else piece
+        if len(body) == 1 and chars.fullmatch(body):
+            keep.add(i)
     return keep
 
 
@@ -182,6 +243,9 @@ def trim_encoder(
     texts: Sequence[str],
     output: str | Path,
     extra_pieces: Iterable[str] = (),
+    *,
+    char_languages: Sequence[str] = (),
+    source_label: str | None = None,
 ) -> TrimReport:
     """Write a copy of the HuggingFace encoder folder ``source`` with a trimmed vocabulary.
 
@@ -190,9 +254,13 @@ def trim_encoder(
         texts: The corpus, as the product tokenizes it (words joined by the alignment's rule).
         output: Folder to write; replaced atomically.
         extra_pieces: Pieces to keep even when the corpus does not use them.
+        char_languages: Keep every single-character piece of these languages' scripts (for
+            text outside the corpus); empty: only those of the corpus's characters.
+        source_label: How ``trim.json`` names the source (default: the path); the stage gives
+            the params value, so the folder's bytes do not depend on where the project lives.
 
     Returns:
-        A :class:`TrimReport`; it is also written to ``output/trim.json``.
+        A :class:`TrimReport`; it is also written to ``output/trim.json`` (without ``output``).
 
     Raises:
         FileNotFoundError: A file of the source folder is missing.
@@ -215,6 +283,8 @@ def trim_encoder(
     corpus_ids = _used_ids(encodings)
     keep = set(corpus_ids) | _char_piece_ids(pieces, texts)
     keep.update(token["id"] for token in spec.get("added_tokens") or [])
+    scripts = script_piece_ids(pieces, char_languages, piece_prefix(spec)) - keep
+    keep |= scripts
     index = {piece: i for i, piece in enumerate(pieces)}
     for piece in extra_pieces:
         if piece not in index:
@@ -252,7 +322,7 @@ def trim_encoder(
                 "config.json",
                 "tokenizer_config.json",
                 "provenance.json",
-                "trim.json",
+                TRIM_FILE,
             }:
                 shutil.copy2(extra, tmp / extra.name)
         new_spec = _remap_tokenizer(spec, kept, new_id, tok_path)
@@ -267,7 +337,7 @@ def trim_encoder(
         save_file(state, str(tmp / WEIGHTS_FILE), metadata={"format": "pt"})
         _check_same_tokens(encodings, Tokenizer.from_file(str(tmp / TOKENIZER_FILE)), texts)
         report = TrimReport(
-            source=str(source),
+            source=source_label or str(source),
             output=str(output),
             vocab_before=vocab_size,
             vocab_after=len(kept),
@@ -276,22 +346,94 @@ def trim_encoder(
             trimmed_tensors=trimmed_names,
             params_before=params_before,
             params_after=params_after,
+            char_languages=tuple(char_languages),
+            script_pieces=len(scripts),
         )
-        write_json(tmp / "trim.json", {**report.as_dict(), "kept_ids": kept})
+        recorded = {k: v for k, v in report.as_dict().items() if k != "output"}
+        write_json(tmp / TRIM_FILE, {**recorded, "kept_ids": kept})
         replace_dir(tmp, output)
     return report
 
 
-def corpus_texts(params: Params, languages: Sequence[str]) -> list[str]:
-    """Every sentence of the processed splits of ``languages``, joined as the model joins it."""
+def corpus_texts(
+    params: Params, languages: Sequence[str], splits: Sequence[str] = (TRAIN_SPLIT, VAL_SPLIT)
+) -> list[str]:
+    """The training text (train and val splits) of ``languages``, joined as the model joins it.
+
+    The held-out and test splits are left out: the vocabulary must not be chosen on the text
+    the reported scores are measured on. ``splits`` narrows it (a measurement that holds val out).
+    """
     texts: list[str] = []
     for lang in languages:
-        folder = params.path(params.split.processed_dir) / lang
-        files = sorted(folder.glob("*.conll"))
-        if not files:
-            raise FileNotFoundError(f"{folder}: no .conll splits; run `complex-ner split` first")
-        for path in files:
-            labeled = path.stem != "test"
-            for sentence in read_conll(path, labeled=labeled):
+        for split in splits:
+            path = split_file(params, lang, split)
+            if not path.is_file():
+                raise FileNotFoundError(f"{path}: missing; run `complex-ner split` first")
+            for sentence in read_conll(path):
                 texts.append(join_words(sentence.tokens, params.model.join)[0])
     return texts
+
+
+# --------------------------------------------------------------------------- the trim stage
+
+
+def trim_languages(params: Params) -> tuple[str, ...]:
+    """``trim.languages``, or ``data.languages`` when it is empty."""
+    return params.trim.languages or params.data.languages
+
+
+def trimmed_encoder(params: Params, lang: str) -> str:
+    """The trimmed encoder folder (``trim.output_dir``) for text of ``lang``, resolved.
+
+    Raises:
+        ValueError: ``lang`` is not a trim language (its text would be mostly unknown pieces),
+            or the folder was trimmed from another encoder than ``model.encoder`` (an override
+            of ``model.encoder`` alone must not train the old trimmed encoder silently).
+        FileNotFoundError: The folder holds no encoder; the message names the command to run.
+    """
+    languages = trim_languages(params)
+    if lang not in languages:
+        raise ValueError(
+            f"trim.languages: {lang!r} is not among {list(languages)}, so the trimmed encoder "
+            f"lacks its pieces; add it (or leave trim.languages empty) or set trim.enabled false"
+        )
+    folder = params.path(params.trim.output_dir)
+    if (folder / "config.json").is_file():
+        record = folder / TRIM_FILE
+        source = _load_json(record).get("source") if record.is_file() else None
+        if source is not None and source != params.model.encoder:
+            raise ValueError(
+                f"model.encoder: {params.model.encoder!r}, but {folder} was trimmed from "
+                f"{source!r}; run `complex-ner encoder trim` again, or set trim.enabled false "
+                "to train from model.encoder as it is"
+            )
+        return str(folder.resolve())
+    why = (
+        f"only a {SKIP_MARKER} marker from a run with trim.enabled false"
+        if (folder / SKIP_MARKER).is_file()
+        else "it does not exist or holds no config.json"
+    )
+    raise FileNotFoundError(
+        f"trim.enabled is true but {folder} holds no trimmed encoder ({why}); "
+        "run `complex-ner encoder trim` (or `dvc repro trim`) first"
+    )
+
+
+def write_trim_skip_marker(params: Params) -> Path:
+    """With trimming disabled: write ``<trim.output_dir>/SKIPPED`` (DVC's stage output).
+
+    A folder that already holds a trimmed encoder is left as it is (DVC removes a stage's
+    outputs before running it, so this only protects hand-made runs).
+    """
+    folder = params.path(params.trim.output_dir)
+    if (folder / "config.json").is_file():
+        return folder
+    with staging_dir(folder) as staging:
+        (staging / SKIP_MARKER).write_text(
+            "trim.enabled is false in params.yaml, so no encoder was trimmed here and "
+            "pretraining and training start from model.encoder.\nSet trim.enabled: true and "
+            "run `complex-ner encoder trim` (or `dvc repro trim`) to build one.\n",
+            encoding="utf-8",
+        )
+        replace_dir(staging, folder)
+    return folder

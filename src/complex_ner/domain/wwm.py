@@ -38,15 +38,21 @@ Model (:func:`load_mlm_model`, :func:`masked_lm_loss`)
     A checkpoint with an MLM head is loaded with ``AutoModelForMaskedLM``. One without (the
     default multilingual-e5-small is a bare ``BertModel``) gets a fresh head: the MLM model is
     built from the encoder's config, the encoder weights are loaded into its base model, and the
-    head's decoder is tied to the input embeddings (checked). The loss is computed only on the
-    predicted positions: their hidden states are gathered before the head, so the 250k-row
-    decoder runs on ~15% of the pieces.
+    head's decoder is tied to the input embeddings (checked); :func:`init_fresh_head` then starts
+    it near a unigram model. The loss is computed only on the predicted positions: their hidden
+    states are gathered before the head, so the 250k-row decoder runs on ~15% of the pieces.
+
+Evaluation (:func:`eval_mask`, :func:`score_predictions`)
+    Held-back sentences are masked like training picks words, but every chosen word becomes
+    ``<mask>`` entirely; the scores are the mean masked-token loss, piece accuracy (top
+    prediction right) and whole-word accuracy (all pieces of the word right).
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import math
 import threading
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
@@ -56,7 +62,7 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch import Tensor
+from torch import Tensor, nn
 
 from complex_ner.core.lang import SEGMENTED_LANGUAGES
 from complex_ner.domain.alignment import _special_affixes, align_sentences, join_words
@@ -66,6 +72,9 @@ IGNORE_INDEX = -100
 """Label of a piece that is not predicted (PyTorch's cross-entropy ignore index)."""
 
 SEGMENTER = "jieba==0.42.1"
+
+HEAD_NORM_SCALE = 0.1
+"""Initial LayerNorm scale of a fresh MLM head (see :func:`init_fresh_head`)."""
 
 
 # --------------------------------------------------------------------------- words
@@ -235,6 +244,31 @@ def wwm_mask(
     return masked, labels, stats
 
 
+def eval_mask(
+    input_ids: Sequence[int],
+    word_ids: Sequence[int | None],
+    tokenizer: Any,
+    mask_fraction: float,
+    rng: np.random.Generator,
+) -> tuple[list[int], list[int], list[int]]:
+    """Whole-word masking for evaluation: the words :func:`wwm_mask` would choose, every piece of
+    them replaced by ``<mask>`` (no random or kept words, whose answers are visible).
+
+    Returns:
+        ``(masked_ids, labels, words)``: ``words`` holds the word of each predicted piece and
+        :data:`IGNORE_INDEX` elsewhere (for whole-word accuracy).
+    """
+    vocab = masking_vocab(tokenizer)
+    _masked, labels, _stats = wwm_mask(input_ids, word_ids, vocab, mask_fraction, rng)
+    predicted = [label != IGNORE_INDEX for label in labels]
+    masked = [vocab.mask_id if p else int(i) for i, p in zip(input_ids, predicted, strict=True)]
+    words = [
+        int(w) if p and w is not None else IGNORE_INDEX
+        for w, p in zip(word_ids, predicted, strict=True)
+    ]
+    return masked, labels, words
+
+
 # --------------------------------------------------------------------------- corpus
 
 
@@ -250,9 +284,12 @@ class PretrainExample:
 class CorpusStats:
     """Size of a pretraining corpus."""
 
-    sentences: int = 0
-    train_sentences: int = 0
-    extra_sentences: int = 0
+    sentences: int = 0  # after dropping duplicates and the cap, the held-back ones included
+    train_sentences: int = 0  # from the train split
+    val_sentences: int = 0  # from the val split (its text only)
+    extra_sentences: int = 0  # from pretrain.extra_text_files
+    duplicates: int = 0  # exact repeats dropped (a repeat could leak into the held-back slice)
+    eval_sentences: int = 0  # held back for the masked-token accuracy, not trained on
     tokens: int = 0  # MultiCoNER tokens (characters for Chinese)
     words: int = 0  # masking units (jieba words for Chinese)
     pieces: int = 0  # content pieces, special tokens excluded
@@ -463,17 +500,169 @@ def load_mlm_model(name_or_path: str, seed: int = 13) -> tuple[Any, bool]:
     return model, True
 
 
+def head_parameters(model: Any) -> list[nn.Parameter]:
+    """The MLM head's own parameters: those it does not share with the base model.
+
+    The decoder weight tied to the input embeddings is the encoder's, so it is not among them.
+    """
+    encoder = {id(p) for p in model.base_model.parameters()}
+    return [p for p in model.parameters() if id(p) not in encoder]
+
+
+def piece_counts(examples: Sequence[PretrainExample], size: int) -> np.ndarray:
+    """How often each piece id occurs among the examples' content pieces (specials excluded).
+
+    Raises:
+        ValueError: A piece id is not below ``size`` (the model's vocabulary).
+    """
+    ids = [
+        i for e in examples for i, w in zip(e.input_ids, e.word_ids, strict=True) if w is not None
+    ]
+    counts = np.bincount(np.asarray(ids, dtype=np.int64), minlength=size)
+    if counts.size > size:
+        raise ValueError(f"piece id {counts.size - 1} is outside the model's {size}-row vocabulary")
+    return counts
+
+
+def init_fresh_head(
+    model: Any, counts: np.ndarray | None = None, norm_scale: float = HEAD_NORM_SCALE
+) -> None:
+    """Start a fresh MLM head close to a unigram model instead of at random.
+
+    The square transform (``dense``) becomes the identity, the head's LayerNorm scale
+    ``norm_scale`` (small, so the untrained dot product with the tied embeddings only perturbs
+    the prior) with zero shift, and the decoder bias the log of the add-one-smoothed piece
+    frequencies ``counts`` (see :func:`piece_counts`). The tied decoder weight (the input
+    embeddings) is left as it is. Measured with the trimmed e5 on 96 val sentences per language
+    (fixed whole-word masks, all ``<mask>``): the masked-token loss starts at 7.1 (es) and 4.6
+    (zh) instead of 11.4 and 11.9 with the library's random head; without the small scale (1.0)
+    at 7.8 and 5.4.
+
+    Raises:
+        ValueError: The model has no single head module over its base model, or ``counts`` does
+            not match the decoder's vocabulary.
+    """
+    head = _mlm_head(model)
+    output = model.get_output_embeddings()
+    if head is None or output is None:
+        raise ValueError(f"{type(model).__name__} has no single MLM head to initialise")
+    with torch.no_grad():
+        for module in head.modules():
+            if module is output:
+                continue
+            if isinstance(module, nn.Linear) and module.in_features == module.out_features:
+                module.weight.copy_(torch.eye(module.in_features, dtype=module.weight.dtype))
+                if module.bias is not None:
+                    module.bias.zero_()
+            elif isinstance(module, nn.LayerNorm) and module.weight is not None:
+                module.weight.fill_(norm_scale)
+                if module.bias is not None:
+                    module.bias.zero_()
+        if counts is not None and output.bias is not None:
+            if counts.shape != tuple(output.bias.shape):
+                raise ValueError(
+                    f"{counts.shape[0]} piece counts for a {output.bias.shape[0]}-row decoder"
+                )
+            smoothed = counts.astype(np.float64) + 1.0
+            prior = np.log(smoothed / smoothed.sum())  # shape: (vocab,)
+            output.bias.copy_(torch.from_numpy(prior).to(output.bias.dtype))
+
+
+def predicted_logits(
+    model: Any, input_ids: Tensor, attention_mask: Tensor, labels: Tensor
+) -> Tensor:
+    """The MLM logits at the predicted pieces (labels other than :data:`IGNORE_INDEX`), in
+    row-major order; the head runs on those positions only when it is one module."""
+    picked = labels != IGNORE_INDEX  # shape: (batch, pieces)
+    head = _mlm_head(model)
+    if head is None:
+        logits = model(input_ids=input_ids, attention_mask=attention_mask).logits
+        return logits[picked]  # shape: (predicted pieces, vocab)
+    hidden = model.base_model(input_ids=input_ids, attention_mask=attention_mask)[0]
+    # shape: (batch, pieces, hidden)
+    return head(hidden[picked])  # shape: (predicted pieces, vocab)
+
+
 def masked_lm_loss(model: Any, input_ids: Tensor, attention_mask: Tensor, labels: Tensor) -> Tensor:
     """Mean cross-entropy over the predicted pieces (labels other than :data:`IGNORE_INDEX`).
 
     The head runs only on the gathered predicted positions when the model's head is one module
     over the base model's hidden states; otherwise the model computes its own loss.
     """
-    head = _mlm_head(model)
-    if head is None:
+    if _mlm_head(model) is None:
         return model(input_ids=input_ids, attention_mask=attention_mask, labels=labels).loss
-    hidden = model.base_model(input_ids=input_ids, attention_mask=attention_mask)[0]
-    # shape: (batch, pieces, hidden)
-    picked = labels != IGNORE_INDEX  # shape: (batch, pieces)
-    logits = head(hidden[picked])  # shape: (predicted pieces, vocab)
-    return F.cross_entropy(logits.float(), labels[picked])  # shape: ()
+    logits = predicted_logits(model, input_ids, attention_mask, labels)
+    # shape: (predicted pieces, vocab)
+    return F.cross_entropy(logits.float(), labels[labels != IGNORE_INDEX])  # shape: ()
+
+
+# --------------------------------------------------------------------------- evaluation
+
+
+@dataclass
+class MlmScore:
+    """Masked-token loss and accuracy, summed over batches with ``+=``."""
+
+    loss_sum: float = 0.0  # cross-entropy summed over the predicted pieces
+    pieces: int = 0
+    correct_pieces: int = 0  # the top prediction is the original piece
+    words: int = 0
+    correct_words: int = 0  # every piece of the masked word is right
+
+    def __iadd__(self, other: MlmScore) -> MlmScore:
+        for name in self.__dataclass_fields__:
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+        return self
+
+    @property
+    def loss(self) -> float:
+        """Mean cross-entropy per predicted piece (NaN without one)."""
+        return self.loss_sum / self.pieces if self.pieces else math.nan
+
+    @property
+    def accuracy(self) -> float:
+        """Share of predicted pieces whose top prediction is right (NaN without one)."""
+        return self.correct_pieces / self.pieces if self.pieces else math.nan
+
+    @property
+    def word_accuracy(self) -> float:
+        """Share of masked words with every piece right (NaN without one)."""
+        return self.correct_words / self.words if self.words else math.nan
+
+    def summary(self) -> dict[str, float]:
+        """Loss, the two accuracies and the counts behind them."""
+        return {
+            "loss": self.loss,
+            "accuracy": self.accuracy,
+            "word_accuracy": self.word_accuracy,
+            "pieces": float(self.pieces),
+            "words": float(self.words),
+        }
+
+
+def score_predictions(logits: Tensor, targets: Tensor, words: Tensor) -> MlmScore:
+    """Loss and accuracy of MLM predictions.
+
+    Args:
+        logits: One row per predicted piece. shape: (pieces, vocab)
+        targets: The original piece ids. shape: (pieces,)
+        words: The masked word of each piece; equal numbers are one word. shape: (pieces,)
+    """
+    if logits.shape[0] != targets.shape[0] or targets.shape != words.shape:
+        raise ValueError(
+            f"{logits.shape[0]} logit rows, {targets.shape[0]} targets, {words.shape[0]} words"
+        )
+    if targets.numel() == 0:
+        return MlmScore()
+    loss_sum = F.cross_entropy(logits.float(), targets, reduction="sum")  # shape: ()
+    right = logits.argmax(dim=-1) == targets  # shape: (pieces,)
+    unique, inverse = torch.unique(words, return_inverse=True)  # shape: (words,), (pieces,)
+    wrong = torch.zeros(unique.numel(), device=logits.device)  # shape: (words,)
+    wrong.index_add_(0, inverse, (~right).float())
+    return MlmScore(
+        loss_sum=float(loss_sum),
+        pieces=int(targets.numel()),
+        correct_pieces=int(right.sum()),
+        words=int(unique.numel()),
+        correct_words=int((wrong == 0).sum()),
+    )

@@ -1,4 +1,5 @@
-"""Evaluate saved models: seqeval scores, paper-style tables, confusion matrices, predictions."""
+"""Evaluate saved models: seqeval scores, slices, paper-style tables, confusion matrices,
+predictions."""
 
 from __future__ import annotations
 
@@ -9,13 +10,27 @@ from typing import Any
 from complex_ner.core.config import Params
 from complex_ner.core.device import pick_device
 from complex_ner.core.io import atomic_write_text
-from complex_ner.core.paths import best_model_dir, eval_dir, split_file
+from complex_ner.core.paths import (
+    CONFUSION_PNG,
+    METRICS_JSON,
+    METRICS_MD,
+    PREDICTIONS_FILE,
+    REPORTED_SPLIT,
+    SLICES_MD,
+    TEST_SPLIT,
+    VAL_SPLIT,
+    best_model_dir,
+    eval_split_dir,
+    split_file,
+)
 from complex_ner.domain.data import Sentence, read_conll, write_conll
 from complex_ner.domain.metrics import (
     confusion_counts,
     entity_scores,
     paper_table,
     plot_confusion,
+    slice_scores,
+    slices_markdown,
     write_report,
 )
 from complex_ner.domain.models.tagger import Tagger
@@ -31,10 +46,16 @@ def evaluate_f1(
 
 
 def evaluate_model(params: Params, lang: str, arch: str) -> dict[str, Any]:
-    """Score the saved ``lang``/``arch`` model on the validation split (and dev when present).
+    """Score the saved ``lang``/``arch`` model on ``val`` and ``heldout``; predict ``test``.
 
-    Writes ``metrics.json``, ``metrics.md``, ``confusion.png`` and ``predictions.conll`` (the
-    official format, keyed by sentence id) per split, and returns ``{split: scores}``.
+    Per split, under ``<evaluate.report_dir>/<lang>/<arch>/<split>/``: ``predictions.conll``
+    (the official format, keyed by sentence id) and, for labelled splits, ``metrics.json``,
+    ``metrics.md`` and ``confusion.png``. On the reported split (``heldout``) the scores also
+    hold ``"slices"`` (see :func:`complex_ner.domain.metrics.slice_scores`), shown in
+    ``slices.md``.
+
+    Returns:
+        ``{split: scores}`` for the labelled splits found.
     """
     folder = best_model_dir(params, lang, arch)
     if not folder.is_dir():
@@ -42,48 +63,81 @@ def evaluate_model(params: Params, lang: str, arch: str) -> dict[str, Any]:
             f"{folder}: no trained model; run `complex-ner train --lang {lang} --arch {arch}`"
         )
     tagger = Tagger.load(folder, device=pick_device(params.train.device))
-    out = eval_dir(params, lang, arch)
+    types = params.data.entity_types
     results: dict[str, Any] = {}
-    for split in ("val", "dev", "test"):
+    for split in (VAL_SPLIT, REPORTED_SPLIT, TEST_SPLIT):
         path = split_file(params, lang, split)
         if not path.is_file():
             continue
-        sents = read_conll(path, labeled=split != "test")
+        out = eval_split_dir(params, lang, arch, split)
+        sents = read_conll(path, labeled=split != TEST_SPLIT)
         pred = tagger.predict([s.tokens for s in sents], batch_size=params.evaluate.batch_size)
-        write_conll(out / split / "predictions.conll", sents, pred)
+        write_conll(out / PREDICTIONS_FILE, sents, pred)
         if any(s.tags is None for s in sents):
             continue  # unlabelled test data: predictions only
         gold = [list(s.tags or ()) for s in sents]
-        types = params.data.entity_types
         scores = entity_scores(gold, pred, types)
         title = f"{lang} {arch} on {split} ({len(sents):,} sentences)"
-        write_report(scores, out / split / "metrics.json", out / split / "metrics.md", title)
-        plot_confusion(confusion_counts(gold, pred, types), out / split / "confusion.png", title)
+        if split == REPORTED_SPLIT:
+            tokens = [s.tokens for s in sents]
+            domains = [s.domain for s in sents]
+            scores["slices"] = slice_scores(gold, pred, tokens, domains, lang, types)
+            atomic_write_text(out / SLICES_MD, slices_markdown(scores["slices"], title))
+        write_report(scores, out / METRICS_JSON, out / METRICS_MD, title)
+        plot_confusion(confusion_counts(gold, pred, types), out / CONFUSION_PNG, title)
         results[split] = scores
     return results
 
 
+def _read_scores(params: Params, lang: str, arch: str, split: str) -> dict[str, Any] | None:
+    path = eval_split_dir(params, lang, arch, split) / METRICS_JSON
+    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
+
+
 def write_tables(params: Params, languages: Sequence[str], archs: Sequence[str]) -> dict[str, Any]:
-    """Paper-style tables (one column block per architecture) and the DVC metrics summary."""
+    """Paper-style tables and the DVC metrics summary, on the reported (``heldout``) split.
+
+    The summary (``evaluate.metrics_file``) holds per language and architecture the heldout
+    macro-F1, micro-F1 and F1 per type, and the validation macro-F1 beside them for reference
+    (the gap shows how much model choice on ``val`` flattered it).
+    """
     root = params.path(params.evaluate.report_dir)
+    types = params.data.entity_types
     summary: dict[str, Any] = {}
     sections = []
     for lang in languages:
         per_arch: dict[str, Any] = {}
+        val_f1: dict[str, float] = {}
         for arch in archs:
-            path = eval_dir(params, lang, arch) / "val" / "metrics.json"
-            if path.is_file():
-                per_arch[arch] = json.loads(path.read_text(encoding="utf-8"))
+            scores = _read_scores(params, lang, arch, REPORTED_SPLIT)
+            if scores is None:
+                continue
+            per_arch[arch] = scores
+            val = _read_scores(params, lang, arch, VAL_SPLIT)
+            if val is not None:
+                val_f1[arch] = val["macro"]["f1"]
         if not per_arch:
             continue
-        summary[lang] = {
-            arch: {"macro_f1": s["macro"]["f1"], "micro_f1": s["micro"]["f1"]}
-            for arch, s in per_arch.items()
-        }
-        table = paper_table(per_arch, params.data.entity_types)
-        atomic_write_text(root / f"{lang}.md", f"# {lang}: validation split\n\n{table}")
-        sections.append(f"## {lang}: validation split\n\n{table}")
+        summary[lang] = {}
+        for arch, s in per_arch.items():
+            row = {
+                f"{REPORTED_SPLIT}_macro_f1": s["macro"]["f1"],
+                f"{REPORTED_SPLIT}_micro_f1": s["micro"]["f1"],
+                **{f"{REPORTED_SPLIT}_f1_{t}": s["per_type"][t]["f1"] for t in types},
+            }
+            if arch in val_f1:
+                row[f"{VAL_SPLIT}_macro_f1"] = val_f1[arch]
+            summary[lang][arch] = row
+        entities = next(iter(per_arch.values()))["micro"]["support"]
+        heading = f"{lang}: {REPORTED_SPLIT} split ({entities:,} gold entities)"
+        table = paper_table(per_arch, types)
+        reference = ", ".join(f"{arch} {f1:.4f}" for arch, f1 in val_f1.items())
+        if reference:
+            table += f"\n{VAL_SPLIT} macro-F1 (model choice, for reference): {reference}\n"
+        atomic_write_text(root / f"{lang}.md", f"# {heading}\n\n{table}")
+        sections.append(f"## {heading}\n\n{table}")
     metrics = params.path(params.evaluate.metrics_file)
     atomic_write_text(metrics, json.dumps(summary, indent=2) + "\n")
-    atomic_write_text(root / "results.md", "# Results\n\n" + "\n".join(sections))
+    body = "\n".join(sections)
+    atomic_write_text(root / "results.md", f"# Results on the {REPORTED_SPLIT} split\n\n{body}")
     return summary

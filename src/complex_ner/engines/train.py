@@ -6,10 +6,17 @@ the resumable checkpoint. Each epoch re-seeds torch from ``(seed, epoch)`` and s
 buckets with a generator seeded the same way, so a run resumed from its checkpoint makes exactly
 the updates an uninterrupted run makes (on CPU). Progress and tracking are callbacks the caller
 passes in.
+
+Two switchable extras (both off by default): ``train.augment.mention_replace`` adds, every
+epoch, mention-replaced copies of a share of the training sentences
+(:mod:`complex_ner.domain.augment`, seeded by ``(seed, epoch)``); ``train.average`` keeps an
+SWA or EMA average of the weights (:class:`~complex_ner.engines.trainer.WeightAveraging`),
+validates it next to the raw weights and saves whichever scores higher.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import shutil
@@ -26,12 +33,18 @@ from complex_ner.core.device import pick_device, pick_precision
 from complex_ner.core.io import atomic_write_text, replace_dir, staging_dir, write_json
 from complex_ner.core.paths import BEST_DIR, CHECKPOINT_DIR, HISTORY_FILE, run_dir, split_file
 from complex_ner.domain.alignment import Batch, EncodedWindow, collate
+from complex_ner.domain.augment import MentionReplacer
 from complex_ner.domain.data import Sentence, read_conll
-from complex_ner.domain.encoders import resolve_encoder
 from complex_ner.domain.models.tagger import Tagger, build_model, iter_batches
 from complex_ner.engines.evaluate import evaluate_f1
-from complex_ner.engines.pretrain import pretrained_encoder
-from complex_ner.engines.trainer import Callback, Trainer, decay_groups, linear_schedule
+from complex_ner.engines.pretrain import encoder_label, start_encoder
+from complex_ner.engines.trainer import (
+    Callback,
+    Trainer,
+    WeightAveraging,
+    decay_groups,
+    linear_schedule,
+)
 
 _WEIGHTS = "weights.safetensors"
 _OPTIMIZER = "optimizer.pt"
@@ -47,6 +60,7 @@ class FitResult:
     history: list[dict[str, Any]] = field(default_factory=list)
     model_dir: Path | None = None
     stopped_early: bool = False
+    best_weights: str = "raw"  # which weights the saved model holds: raw, swa or ema
 
 
 def make_optimizer(tagger: Tagger, cfg: TrainConfig) -> torch.optim.Optimizer:
@@ -95,6 +109,7 @@ def _save_checkpoint(
     optimizer: torch.optim.Optimizer,
     scheduler: torch.optim.lr_scheduler.LRScheduler,
     state: dict[str, Any],
+    averager: WeightAveraging | None = None,
 ) -> None:
     from safetensors.torch import save_file
 
@@ -102,10 +117,10 @@ def _save_checkpoint(
         weights = {k: v.detach().cpu().contiguous() for k, v in tagger.state_dict().items()}
         save_file(weights, str(tmp / _WEIGHTS))
         # Optimizer state is tensors and numbers only; it is read back with weights_only=True.
-        torch.save(
-            {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict()},
-            tmp / _OPTIMIZER,
-        )
+        extra = {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict()}
+        if averager is not None:
+            extra["averaged"] = averager.state_dict()
+        torch.save(extra, tmp / _OPTIMIZER)
         write_json(tmp / _STATE, state)
         replace_dir(tmp, folder)
 
@@ -115,6 +130,7 @@ def _load_checkpoint(
     tagger: Tagger,
     optimizer: torch.optim.Optimizer,
     scheduler: torch.optim.lr_scheduler.LRScheduler,
+    averager: WeightAveraging | None = None,
 ) -> dict[str, Any]:
     from safetensors.torch import load_file
 
@@ -122,13 +138,20 @@ def _load_checkpoint(
     opt = torch.load(folder / _OPTIMIZER, weights_only=True, map_location="cpu")
     optimizer.load_state_dict(opt["optimizer"])
     scheduler.load_state_dict(opt["scheduler"])
+    if averager is not None:
+        if "averaged" not in opt:
+            raise ValueError(f"{folder}: the checkpoint holds no averaged weights (train.average)")
+        averager.load_state_dict(opt["averaged"])
     return json.loads((folder / _STATE).read_text(encoding="utf-8"))
 
 
 class _Batches:
     """The trainer's batch function: length-bucketed batches of the encoded training windows.
 
-    Counts the real pieces and padded slots of the current epoch for its throughput record.
+    With a :class:`~complex_ner.domain.augment.MentionReplacer`, each epoch's windows are the
+    training set's plus those of that epoch's mention-replaced copies (encoded when the epoch
+    starts). Counts the real pieces and padded slots of the current epoch for its throughput
+    record.
     """
 
     def __init__(
@@ -138,19 +161,39 @@ class _Batches:
         labels: list[list[int]],
         batch_size: int,
         device: torch.device,
+        augment: MentionReplacer | None = None,
     ) -> None:
         self.tagger = tagger
         self.windows = windows
         self.labels = labels
         self.batch_size = batch_size
         self.device = device
+        self.augment = augment
         self.real = self.padded = 0
+        self._epoch: tuple[int, list[EncodedWindow], list[list[int]]] | None = None
 
-    def __call__(self, _epoch: int, generator: torch.Generator) -> Iterator[Batch]:
+    def epoch_data(self, epoch: int) -> tuple[Sequence[EncodedWindow], list[list[int]]]:
+        """The windows and label ids of one epoch (the training set, plus its copies)."""
+        if self.augment is None or self.augment.copies_per_epoch == 0:
+            return self.windows, self.labels
+        if self._epoch is None or self._epoch[0] != epoch:
+            copies = self.augment.copies(epoch)
+            offset = len(self.labels)
+            # The copies' windows index their label rows after the training set's.
+            extra = [
+                dataclasses.replace(w, sentence_index=w.sentence_index + offset)
+                for w in self.tagger.encode([c.tokens for c in copies])
+            ]
+            labels = self.labels + label_ids(self.tagger, copies)
+            self._epoch = (epoch, [*self.windows, *extra], labels)
+        return self._epoch[1], self._epoch[2]
+
+    def __call__(self, epoch: int, generator: torch.Generator) -> Iterator[Batch]:
         self.real = self.padded = 0
-        for idx in iter_batches(self.windows, self.batch_size, generator):
-            rows = [self.windows[i] for i in idx]
-            batch = collate(rows, self.tagger.pad_id, self.labels).to(self.device)
+        windows, labels = self.epoch_data(epoch)
+        for idx in iter_batches(windows, self.batch_size, generator):
+            rows = [windows[i] for i in idx]
+            batch = collate(rows, self.tagger.pad_id, labels).to(self.device)
             self.real += int(batch.attention_mask.sum())
             self.padded += batch.attention_mask.numel()
             yield batch
@@ -159,8 +202,13 @@ class _Batches:
 class _EpochEnd:
     """Fine-tuning's end of epoch: validate, keep the best model, count patience, checkpoint.
 
-    Its state (best F1 and epoch, epochs without gain, whether patience ran out) is saved in
-    the checkpoint with the history, so a resumed run continues exactly.
+    With weight averaging, the averaged weights are validated too (``avg_`` fields of the
+    record) and the better of the two by validation macro-F1 (raw on a tie) is this epoch's
+    score, for the best model and for patience; ``weights`` names it.
+
+    Its state (best F1, epoch and weights, epochs without gain, whether patience ran out) is
+    saved in the checkpoint with the history and the averaged weights, so a resumed run
+    continues exactly.
     """
 
     def __init__(
@@ -172,8 +220,10 @@ class _EpochEnd:
         out_dir: Path,
         entity_types: Sequence[str],
         model_extra: dict[str, Any],
+        averager: WeightAveraging | None = None,
     ) -> None:
         self.trainer = trainer
+        self.averager = averager
         self.tagger = batches.tagger
         self.batches = batches
         self.val = val
@@ -185,6 +235,7 @@ class _EpochEnd:
         self.epoch = 0
         self.best_f1 = -1.0
         self.best_epoch = 0
+        self.best_weights = "raw"
         self.bad_epochs = 0
         self.stopped_early = False
         self.history: list[dict[str, Any]] = []
@@ -194,6 +245,7 @@ class _EpochEnd:
             "epoch": self.epoch,
             "best_f1": self.best_f1,
             "best_epoch": self.best_epoch,
+            "best_weights": self.best_weights,
             "bad_epochs": self.bad_epochs,
             "stopped_early": self.stopped_early,
             "history": self.history,
@@ -202,24 +254,52 @@ class _EpochEnd:
     def restore(self) -> None:
         """Load the checkpoint into the tagger, optimizer, scheduler and this state."""
         t = self.trainer
-        state = _load_checkpoint(self.checkpoint, self.tagger, t.optimizer, t.scheduler)
+        state = _load_checkpoint(
+            self.checkpoint, self.tagger, t.optimizer, t.scheduler, self.averager
+        )
         self.epoch = int(state["epoch"])
         self.best_f1 = float(state["best_f1"])
         self.best_epoch = int(state["best_epoch"])
+        self.best_weights = str(state.get("best_weights", "raw"))
         self.bad_epochs = int(state["bad_epochs"])
         self.stopped_early = bool(state.get("stopped_early", False))
         self.history = list(state.get("history", []))
 
+    def _scores(self) -> dict[str, Any]:
+        return evaluate_f1(self.tagger, self.val, self.entity_types, self.cfg.batch_size * 2)
+
     def __call__(self, record: dict[str, Any]) -> bool:
         """Complete ``record`` with validation scores and throughput; True: patience ran out."""
         started = time.perf_counter()
-        scores = evaluate_f1(self.tagger, self.val, self.entity_types, self.cfg.batch_size * 2)
+        scores = self._scores()
         real, padded = self.batches.real, self.batches.padded
         record.update(
             {
                 "val_macro_f1": scores["macro"]["f1"],
                 "val_micro_f1": scores["micro"]["f1"],
                 **{f"val_f1_{t}": v["f1"] for t, v in scores["per_type"].items()},
+            }
+        )
+        weights, best_scores = "raw", scores
+        averager = self.averager
+        if averager is not None and averager.count > 0:
+            with averager.applied():
+                averaged = self._scores()
+            record.update(
+                {
+                    "avg_val_macro_f1": averaged["macro"]["f1"],
+                    "avg_val_micro_f1": averaged["micro"]["f1"],
+                    **{f"avg_val_f1_{t}": v["f1"] for t, v in averaged["per_type"].items()},
+                    "averaged_steps": averager.count,
+                }
+            )
+            if averaged["macro"]["f1"] > scores["macro"]["f1"]:
+                weights, best_scores = averager.kind, averaged
+        if averager is not None:
+            record["weights"] = weights
+        f1 = float(best_scores["macro"]["f1"])
+        record.update(
+            {
                 "eval_seconds": time.perf_counter() - started,
                 "pad_share": 1.0 - real / max(1, padded),
                 "tokens_per_second": real / max(1e-9, float(record["epoch_seconds"])),
@@ -227,19 +307,27 @@ class _EpochEnd:
         )
         self.history.append(record)
         self.epoch = int(record["epoch"])
-        if record["val_macro_f1"] > self.best_f1:
-            self.best_f1, self.best_epoch, self.bad_epochs = record["val_macro_f1"], self.epoch, 0
-            self.tagger.save(
-                self.out_dir / BEST_DIR,
-                extra={"best_epoch": self.epoch, "val_scores": scores, **self.model_extra},
-            )
+        if f1 > self.best_f1:
+            self.best_f1, self.best_epoch, self.bad_epochs = f1, self.epoch, 0
+            self.best_weights = weights
+            self._save_best(weights, best_scores)
         else:
             self.bad_epochs += 1
             self.stopped_early = self.bad_epochs >= self.cfg.patience
         t = self.trainer
-        _save_checkpoint(self.checkpoint, self.tagger, t.optimizer, t.scheduler, self._state())
+        _save_checkpoint(
+            self.checkpoint, self.tagger, t.optimizer, t.scheduler, self._state(), averager
+        )
         atomic_write_text(self.out_dir / HISTORY_FILE, json.dumps(self.history, indent=2) + "\n")
         return self.stopped_early
+
+    def _save_best(self, weights: str, scores: dict[str, Any]) -> None:
+        extra = {"best_epoch": self.epoch, "weights": weights, "val_scores": scores}
+        if weights == "raw" or self.averager is None:
+            self.tagger.save(self.out_dir / BEST_DIR, extra={**extra, **self.model_extra})
+            return
+        with self.averager.applied():
+            self.tagger.save(self.out_dir / BEST_DIR, extra={**extra, **self.model_extra})
 
 
 def fit(
@@ -273,9 +361,18 @@ def fit(
     tagger.to(device)
 
     windows = tagger.encode([s.tokens for s in train])
-    batches = _Batches(tagger, windows, label_ids(tagger, train), cfg.batch_size, device)
-    steps_per_epoch = math.ceil(len(windows) / cfg.batch_size)
+    share = cfg.augment.mention_replace
+    augment = MentionReplacer(train, share, cfg.seed) if share > 0 else None
+    batches = _Batches(tagger, windows, label_ids(tagger, train), cfg.batch_size, device, augment)
+    # With augmentation every epoch has as many copies, so as many windows unless a copy got
+    # longer than a window (rare): then the step counts of the schedule and progress lines are
+    # off by a batch or so, which changes nothing else.
+    steps_per_epoch = math.ceil(len(batches.epoch_data(1)[0]) / cfg.batch_size)
     optimizer = make_optimizer(tagger, cfg)
+    averager = None
+    if cfg.average != "none":
+        # After freezing and moving the model: only trainable weights are averaged, in place.
+        averager = WeightAveraging(tagger, cfg.average, cfg.average_start, cfg.ema_decay)
     trainer = Trainer[Batch](
         tagger,
         optimizer,
@@ -286,9 +383,10 @@ def fit(
         device=device,
         precision=precision,
         clip_norm=cfg.clip_norm,
-        callbacks=callbacks,
+        # The average is updated before any other callback sees the step.
+        callbacks=[averager, *callbacks] if averager is not None else callbacks,
     )
-    end = _EpochEnd(trainer, batches, val, cfg, out_dir, entity_types, model_extra or {})
+    end = _EpochEnd(trainer, batches, val, cfg, out_dir, entity_types, model_extra or {}, averager)
     if resume and (end.checkpoint / _STATE).is_file():
         end.restore()
     elif not resume:
@@ -304,6 +402,7 @@ def fit(
         history=end.history,
         model_dir=out_dir / BEST_DIR if end.best_epoch else None,
         stopped_early=end.stopped_early,
+        best_weights=end.best_weights,
     )
 
 
@@ -339,12 +438,8 @@ def train_model(
         callbacks: Passed to :func:`fit` (progress lines, tracking).
     """
     m = params.model
-    # With WWM pretraining enabled for this language, start from its adapted encoder.
-    pretrained = params.pretrain.enabled and lang in params.pretrain.languages
-    if pretrained:
-        encoder = pretrained_encoder(params, lang)  # FileNotFoundError names the command
-    else:
-        encoder = resolve_encoder(m.encoder, params.root)
+    # Trimmed and/or WWM-adapted per params; FileNotFoundError names the command to run.
+    encoder = start_encoder(params, lang)
     train, val = load_training_data(params, lang)
     # The head's initial weights must depend on train.seed alone, not on what this process drew
     # before (a flow that validated data first, a benchmark that warmed up).
@@ -356,7 +451,7 @@ def train_model(
             "model": m.model_dump(mode="json") | {"arch": arch},
             "train": params.train.model_dump(mode="json"),
         },
-        "pretrained_encoder": f"{params.pretrain.output_dir}/{lang}" if pretrained else None,
+        "start_encoder": encoder_label(params, lang),
         "train_sentences": len(train),
         "val_sentences": len(val),
     }

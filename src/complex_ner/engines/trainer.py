@@ -16,9 +16,10 @@ callbacks; the engines themselves import no tracking library.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
@@ -457,6 +458,92 @@ class StepMetrics(Callback):
         if self._rows:
             rows, self._rows = self._rows, []
             self.write(rows)
+
+
+class WeightAveraging(Callback):
+    """SWA or EMA of a module's trainable parameters over the steps after a share of the run.
+
+    Library first: :class:`torch.optim.swa_utils.AveragedModel` with ``get_swa_multi_avg_fn``
+    (``"swa"``: the equal-weight mean of the weights after every averaged step) or
+    ``get_ema_multi_avg_fn`` (``"ema"``). It averages a view of the trainable parameters only:
+    frozen ones (the 250k-row word embeddings) never change, so averaging them would cost a
+    second copy and a pass per step for nothing. Buffers are not averaged and no
+    ``update_bn`` pass is needed: the encoders normalise with LayerNorm, which computes its
+    statistics per input and keeps no running ones (BatchNorm's running mean and variance
+    would have to be recomputed for the averaged weights).
+
+    Args:
+        module: The trained model; its parameters that require grad now are averaged.
+        kind: ``"swa"`` or ``"ema"``.
+        start_fraction: Averaging begins after this share of the run's total steps.
+        ema_decay: EMA's weight of the running average at each step.
+
+    Raises:
+        ValueError: an unknown ``kind``, or ``start_fraction`` outside [0, 1).
+    """
+
+    def __init__(
+        self, module: nn.Module, kind: str, start_fraction: float = 0.5, ema_decay: float = 0.99
+    ) -> None:
+        from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn, get_swa_multi_avg_fn
+
+        if kind not in ("swa", "ema"):
+            raise ValueError(f"train.average: {kind!r} is not 'swa' or 'ema'")
+        if not 0.0 <= start_fraction < 1.0:
+            raise ValueError(f"train.average_start: {start_fraction} is not in [0, 1)")
+        named = [(n, p) for n, p in module.named_parameters() if p.requires_grad]
+        self.kind = kind
+        self.start_fraction = start_fraction
+        self.names = [n for n, _ in named]
+        # The same Parameter objects as the module's: updating from it reads the live weights.
+        self.params = nn.ParameterList([p for _, p in named])
+        avg = get_ema_multi_avg_fn(ema_decay) if kind == "ema" else get_swa_multi_avg_fn()
+        self.averaged = AveragedModel(self.params, multi_avg_fn=avg)
+        self.start_step = 0
+
+    @property
+    def count(self) -> int:
+        """Steps averaged so far."""
+        return int(self.averaged.n_averaged)
+
+    def on_train_start(self, start: TrainStart) -> None:
+        self.start_step = int(start.total_steps * self.start_fraction)
+
+    def on_step_end(self, step: StepInfo) -> None:
+        if step.step > self.start_step:
+            self.averaged.update_parameters(self.params)
+
+    def averaged_state(self) -> dict[str, Tensor]:
+        """The averaged tensors by the module's parameter names."""
+        return dict(zip(self.names, self.averaged.module.parameters(), strict=True))
+
+    @contextlib.contextmanager
+    def applied(self) -> Iterator[None]:
+        """The averaged weights in the module inside the block, the raw ones restored after.
+
+        Raises:
+            RuntimeError: nothing has been averaged yet.
+        """
+        if self.count == 0:
+            raise RuntimeError("no weights averaged yet")
+        raw = [p.detach().clone() for p in self.params]
+        with torch.no_grad():
+            for p, a in zip(self.params, self.averaged.module.parameters(), strict=True):
+                p.copy_(a)
+        try:
+            yield
+        finally:
+            with torch.no_grad():
+                for p, r in zip(self.params, raw, strict=True):
+                    p.copy_(r)
+
+    def state_dict(self) -> dict[str, Tensor]:
+        """The averaged weights and count, for a checkpoint."""
+        return self.averaged.state_dict()
+
+    def load_state_dict(self, state: dict[str, Tensor]) -> None:
+        """Restore :meth:`state_dict` (a resumed run goes on averaging where it stopped)."""
+        self.averaged.load_state_dict(state)
 
 
 def default_callbacks(

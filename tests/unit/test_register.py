@@ -1,0 +1,113 @@
+"""The champion decision is made on the heldout split, never on the validation split that chose
+the epoch. The registry (MLflow) is replaced by a dictionary; the decision code is the real one."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from complex_ner.adapters import registry, tracking
+from complex_ner.app import stages
+from complex_ner.core.config import Params
+from complex_ner.core.paths import CHALLENGER, CHAMPION, split_file
+from complex_ner.domain.data import Sentence, read_conll, write_conll
+from complex_ner.domain.models.tagger import Tagger
+from complex_ner.engines.evaluate import evaluate_f1
+
+
+class FakeRegistry:
+    """Runs, versions and aliases of one language, as the registry adapter reports them."""
+
+    def __init__(self, runs: dict[str, dict[str, float]], champion: dict[str, str] | None) -> None:
+        self.runs = runs
+        self.versions: dict[str, dict[str, str]] = {}
+        self.aliases: dict[str, str] = {}
+        if champion is not None:
+            self.versions["1"] = champion
+            self.aliases[CHAMPION] = "1"
+
+    def install(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        def run_summary(params: Params, rid: str) -> registry.RunSummary:
+            tags = {"arch": "bert_crf", "lang": "es", "git_commit": "abc"}
+            return registry.RunSummary(rid, tags, self.runs[rid], f"models:/m-{rid}")
+
+        def register_version(params: Params, lang: str, uri: str, tags: dict[str, str]) -> str:
+            version = str(len(self.versions) + 1)
+            self.versions[version] = tags
+            return version
+
+        def version_by_alias(params: Params, lang: str, alias: str) -> Any:
+            v = self.aliases.get(alias)
+            return None if v is None else (v, self.versions[v])
+
+        def set_alias(params: Params, lang: str, alias: str, version: str) -> None:
+            self.aliases[alias] = version
+
+        monkeypatch.setattr(registry, "run_summary", run_summary)
+        monkeypatch.setattr(registry, "register_version", register_version)
+        monkeypatch.setattr(registry, "version_by_alias", version_by_alias)
+        monkeypatch.setattr(registry, "set_alias", set_alias)
+
+
+@pytest.fixture
+def params(tmp_path: Path, toy_corpus: Callable[[int], list[Sentence]]) -> Params:
+    p = Params.defaults(tmp_path)
+    corpus = toy_corpus(20)
+    write_conll(split_file(p, "es", "val"), corpus[:8])
+    # Heldout: the toy sentences with every person relabelled as a company, so a tagger that
+    # learned the toy corpus scores below 1 here (and 1 on val).
+    relabelled = [
+        Sentence(s.id, s.tokens, tuple(t.replace("PER", "CORP") for t in s.tags or ()))
+        for s in corpus[8:16]
+    ]
+    write_conll(split_file(p, "es", "heldout"), relabelled)
+    return p
+
+
+def test_the_best_run_on_heldout_wins_not_the_best_on_val(
+    params: Params, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    runs = {
+        "a": {"eval_val_macro_f1": 0.9, "eval_heldout_macro_f1": 0.5},
+        "b": {"eval_val_macro_f1": 0.6, "eval_heldout_macro_f1": 0.7, "eval_heldout_micro_f1": 0.8},
+    }
+    current = tracking.eval_data_hash(params, "es", "heldout")
+    champion = {"heldout_macro_f1": repr(0.65), "heldout_data_hash": current}
+    fake = FakeRegistry(runs, champion)
+    fake.install(monkeypatch)
+    out = stages.register_best(params, "es", ["a", "b"])
+    assert out.run_id == "b" and out.heldout_macro_f1 == 0.7
+    assert out.champion_f1 == 0.65 and out.alias == CHAMPION  # 0.7 > 0.65 on the same file
+    tags = fake.versions[out.version]
+    assert tags["heldout_macro_f1"] == repr(0.7) and tags["heldout_micro_f1"] == repr(0.8)
+    assert tags["heldout_data_hash"] == current != tracking.eval_data_hash(params, "es", "val")
+    assert tags["val_macro_f1"] == repr(0.6)  # kept for reference only
+
+
+def test_a_run_without_a_heldout_score_cannot_be_registered(
+    params: Params, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    FakeRegistry({"a": {"eval_val_macro_f1": 0.9}}, None).install(monkeypatch)
+    with pytest.raises(LookupError, match="eval_heldout_macro_f1"):
+        stages.register_best(params, "es", ["a"])
+
+
+def test_a_champion_scored_on_other_data_is_rescored_on_heldout(
+    params: Params, monkeypatch: pytest.MonkeyPatch, trained_tagger_dir: Path
+) -> None:
+    # A champion registered before: only a validation score, which says nothing about heldout.
+    val_hash = tracking.eval_data_hash(params, "es", "val")
+    champion = {"val_macro_f1": repr(1.0), "val_data_hash": val_hash}
+    fake = FakeRegistry({"a": {"eval_heldout_macro_f1": 0.2}}, champion)
+    fake.install(monkeypatch)
+    monkeypatch.setattr(registry, "resolve_tagger_dir", lambda uri, p: trained_tagger_dir)
+    heldout = read_conll(split_file(params, "es", "heldout"))
+    expected = evaluate_f1(Tagger.load(trained_tagger_dir), heldout, params.data.entity_types, 8)
+    # PER -> CORP: both score 0 (missed, spurious), LOC and GRP stay right.
+    assert expected["macro"]["f1"] == pytest.approx(0.5)
+    out = stages.register_best(params, "es", ["a"])
+    assert out.champion_f1 == pytest.approx(0.5)  # not the stored validation 1.0
+    assert out.alias == CHALLENGER
