@@ -137,6 +137,11 @@ def test_a_whole_number_is_a_valid_float(tmp_path: Path) -> None:
         ("train: {device: 'cuda:x'}", "train.device", "expected auto, cpu, cuda or cuda:N"),
         ("train: {precision: fp8}", "train.precision", "expected 'auto', 'fp32'"),
         ("train: {languages: [es, es]}", "train.languages", "duplicates: es"),
+        ("train: {by_language: {zh: {epochs: 0}}}", "train.by_language", "zh.epochs: must be >= 1"),
+        ("train: {by_language: {zh: {foo: 1}}}", "train.by_language", "zh.foo: unknown field"),
+        ("train: {by_language: {zh: {lr_min: 1.0}}}", "train.by_language", "<= train.lr_encoder"),
+        ("train: {by_language: {es: {archs: [bert_crf]}}}", "train.by_language", "cannot differ"),
+        ("train: {by_language: {z1: {epochs: 2}}}", "train.by_language", "'z1': not a language"),
         ("data: {languages: []}", "data.languages", "at least one"),
         ("data: {languages: [es, es]}", "data.languages", "duplicates: es"),
         ("data: {languages: [es, e1]}", "data.languages[1]", "not a language code"),
@@ -296,3 +301,15 @@ def test_source_env_override(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) ->
 
 def test_config_error_is_a_value_error() -> None:
     assert issubclass(ConfigError, ValueError)
+
+
+def test_by_language_changes_only_its_language(tmp_path: Path) -> None:
+    path = write(tmp_path, "train: {epochs: 1, by_language: {zh: {epochs: 3, lr_head: 1.0e-3}}}")
+    params = load_params(path)
+    zh, es = params.for_language("zh").train, params.for_language("es").train
+    assert (zh.epochs, zh.lr_head, zh.by_language) == (3, 1.0e-3, ())
+    assert (es.epochs, es.lr_head) == (1, params.train.lr_head)
+    assert zh.batch_size == es.batch_size == params.train.batch_size
+    assert params.train.epochs == 1  # the shared section is unchanged
+    assert params.train.model_dump()["by_language"] == {"zh": {"epochs": 3, "lr_head": 1.0e-3}}
+    assert hash(params) == hash(load_params(path))

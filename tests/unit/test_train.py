@@ -176,3 +176,32 @@ def test_callbacks_see_validation_records_and_progress_lines(
     assert lines[0].startswith("es bert_crf epoch 1/2 step 1/2 loss ")
     assert "val-F1 " in lines[0] and "(best)" in lines[0]
     assert lines[1].startswith("es bert_crf epoch 2/2 step 2/2 ")
+
+
+def test_train_model_trains_each_language_with_its_own_changes(
+    tiny_bert_dir: Path, toy_corpus: ToyCorpus, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import complex_ner.engines.train as train_module
+    from complex_ner.core.config import Params
+
+    seen: dict[str, TrainConfig] = {}
+
+    def capture(
+        tagger: Tagger, train: object, val: object, cfg: TrainConfig, *a: object, **kw: Any
+    ) -> None:
+        seen[tagger.spec.lang] = cfg
+        assert kw["model_extra"]["trained_with"]["train"]["epochs"] == cfg.epochs
+
+    monkeypatch.setattr(train_module, "fit", capture)
+    monkeypatch.setattr(
+        train_module, "load_training_data", lambda p, lang: (toy_corpus(20), toy_corpus(2))
+    )
+    monkeypatch.setattr(train_module, "start_encoder", lambda params, lang: str(tiny_bert_dir))
+    base = Params(root=tmp_path)
+    train = TrainConfig.model_validate(
+        base.train.model_dump() | {"epochs": 1, "by_language": {"zh": {"epochs": 2}}}
+    )
+    params = base.model_copy(update={"train": train})
+    train_module.train_model(params, "es", "bert_crf")
+    train_module.train_model(params, "zh", "bert_crf")
+    assert (seen["es"].epochs, seen["zh"].epochs) == (1, 2)

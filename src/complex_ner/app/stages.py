@@ -184,7 +184,8 @@ def train(
         encoder=pretraining.encoder_label(params, lang),
         val_data_hash=tracking.eval_data_hash(params, lang),
     )
-    logged = {**tracking.flat_params(params), "model.arch": arch}
+    # What trains this language: train.by_language applied, so MLflow shows the values used.
+    logged = {**tracking.flat_params(params.for_language(lang)), "model.arch": arch}
     with tracking.start_run(params, f"{lang}-{arch}", tags, log_params=logged) as run:
         callbacks = default_callbacks(f"{lang} {arch}", log, on_epoch_end=run.epoch_logger())
         result = training.train_model(params, lang, arch, resume=resume, callbacks=callbacks)

@@ -24,6 +24,7 @@ from pydantic import (
     Field,
     ValidationError,
     ValidationInfo,
+    field_serializer,
     field_validator,
     model_validator,
 )
@@ -290,6 +291,10 @@ class TrainConfig(_Section):
     average: Literal["none", "swa", "ema"] = "none"
     average_start: Rate = 0.5
     ema_decay: OpenFraction = 0.99
+    # Per-language changes of the keys above, e.g. {zh: {epochs: 2}}: one budget can give the
+    # language that gains most from another pass the minutes (docs/results.md). Held as
+    # (language, complete section) pairs so that params stay hashable; dumped as the changes.
+    by_language: tuple[tuple[LanguageCode, TrainConfig], ...] = ()
 
     @field_validator("lr_min")
     @classmethod
@@ -298,6 +303,47 @@ class TrainConfig(_Section):
         if peak is not None and value > peak:
             raise ValueError(f"must be <= train.lr_encoder ({peak})")
         return value
+
+    @field_validator("by_language", mode="before")
+    @classmethod
+    def _apply_language_changes(cls, value: Any, info: ValidationInfo) -> Any:
+        if not isinstance(value, Mapping):
+            return value
+        # by_language is the last field: info.data holds every other one, already validated.
+        merged = []
+        for lang, changes in value.items():
+            if not isinstance(lang, str) or not lang.isalpha():
+                raise ValueError(f"{lang!r}: not a language code")
+            if not isinstance(changes, Mapping):
+                raise ValueError(f"{lang}: expected a mapping of train keys")
+            fixed = sorted(set(changes) & _NOT_PER_LANGUAGE)
+            if fixed:
+                raise ValueError(f"{lang}: {', '.join(fixed)} cannot differ per language")
+            try:
+                merged.append((lang, TrainConfig.model_validate(info.data | dict(changes))))
+            except ValidationError as exc:
+                problems = "; ".join(
+                    f"{lang}.{_dotted(e['loc'])}: {_message(TrainConfig, e)}"
+                    for e in exc.errors(include_url=False)
+                )
+                raise ValueError(problems) from None
+        return tuple(merged)
+
+    @field_serializer("by_language")
+    def _dump_changes(self, value: tuple[tuple[str, TrainConfig], ...]) -> dict[str, Any]:
+        base = self.model_dump(exclude={"by_language"})
+        return {
+            lang: {k: v for k, v in cfg.model_dump(exclude={"by_language"}).items() if base[k] != v}
+            for lang, cfg in value
+        }
+
+    def for_language(self, lang: str) -> TrainConfig:
+        """This section with ``by_language[lang]`` applied (itself when there is none)."""
+        return dict(self.by_language).get(lang, self)
+
+
+#: Keys that name what is trained or where it goes, so they are the same for every language.
+_NOT_PER_LANGUAGE = frozenset({"languages", "archs", "output_dir", "by_language"})
 
 
 class PretrainConfig(_Section):
@@ -390,6 +436,10 @@ with warnings.catch_warnings():
         def defaults(cls, root: Path) -> Params:
             """Every setting at its default, paths relative to ``root`` (no params file)."""
             return cls().model_copy(update={"root": root.resolve()})
+
+        def for_language(self, lang: str) -> Params:
+            """These params with ``train.by_language[lang]`` applied (what trains ``lang``)."""
+            return self.model_copy(update={"train": self.train.for_language(lang)})
 
         def path(self, relative: str | Path) -> Path:
             """Resolve a params path against the project root."""

@@ -15,18 +15,35 @@ def pick_device(name: str) -> torch.device:
     return torch.device(name)
 
 
+def cpu_has_native_bf16() -> bool:
+    """Whether oneDNN runs bf16 matrix products natively here (AVX512-BF16 or AMX)."""
+    # The same capability probe PyTorch's own CPU-autocast tests use; without it bf16 is emulated
+    # and slower than fp32.
+    return bool(
+        torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported()
+    )
+
+
 def pick_precision(name: str, device: torch.device) -> str:
-    """``auto`` is bf16 on CUDA and fp32 on CPU."""
+    """The training forward pass's precision.
+
+    ``auto`` is bf16 on CUDA and on CPUs with native bf16, else fp32. fp16 is CUDA-only (no
+    gradient scaler on CPU), so it becomes fp32 there; an explicit ``bf16`` is kept.
+    """
     if name == "auto":
-        return "bf16" if device.type == "cuda" else "fp32"
-    if name in ("bf16", "fp16") and device.type != "cuda":
-        return "fp32"  # autocast is only used on CUDA
+        if device.type == "cuda" or (device.type == "cpu" and cpu_has_native_bf16()):
+            return "bf16"
+        return "fp32"
+    if name == "fp16" and device.type != "cuda":
+        return "fp32"
     return name
 
 
 def autocast_context(device: torch.device, precision: str | None) -> Any:
-    """bf16/fp16 autocast on CUDA; nothing on CPU (fp32 is faster there than emulated bf16)."""
-    if device.type != "cuda" or precision == "fp32":
+    """Autocast for bf16/fp16; ``None`` means bf16 on CUDA and fp32 on CPU (prediction)."""
+    if precision is None:
+        precision = "bf16" if device.type == "cuda" else "fp32"
+    if precision == "fp32" or device.type not in ("cuda", "cpu"):
         return contextlib.nullcontext()
     dtype = torch.float16 if precision == "fp16" else torch.bfloat16
-    return torch.autocast("cuda", dtype=dtype)
+    return torch.autocast(device.type, dtype=dtype)

@@ -437,6 +437,7 @@ def train_model(
         resume: Continue from the run folder's checkpoint when it exists.
         callbacks: Passed to :func:`fit` (progress lines, tracking).
     """
+    params = params.for_language(lang)
     m = params.model
     # Trimmed and/or WWM-adapted per params; FileNotFoundError names the command to run.
     encoder = start_encoder(params, lang)
