@@ -313,3 +313,6 @@ def test_by_language_changes_only_its_language(tmp_path: Path) -> None:
     assert params.train.epochs == 1  # the shared section is unchanged
     assert params.train.model_dump()["by_language"] == {"zh": {"epochs": 3, "lr_head": 1.0e-3}}
     assert hash(params) == hash(load_params(path))
+    # Applied to the section as it is now, not to a snapshot taken when the file was read.
+    copied = params.train.model_copy(update={"batch_size": 4})
+    assert (copied.for_language("zh").batch_size, copied.for_language("zh").epochs) == (4, 3)

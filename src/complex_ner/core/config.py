@@ -8,6 +8,7 @@ are the one declaration of each setting; the model code takes its hyperparameter
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import warnings
@@ -293,8 +294,9 @@ class TrainConfig(_Section):
     ema_decay: OpenFraction = 0.99
     # Per-language changes of the keys above, e.g. {zh: {epochs: 2}}: one budget can give the
     # language that gains most from another pass the minutes (docs/results.md). Held as
-    # (language, complete section) pairs so that params stay hashable; dumped as the changes.
-    by_language: tuple[tuple[LanguageCode, TrainConfig], ...] = ()
+    # (language, changes as canonical JSON) pairs so that params stay hashable, and applied to
+    # the section as it is when asked (after overrides and copies), never to a stale snapshot.
+    by_language: tuple[tuple[LanguageCode, str], ...] = ()
 
     @field_validator("lr_min")
     @classmethod
@@ -306,11 +308,11 @@ class TrainConfig(_Section):
 
     @field_validator("by_language", mode="before")
     @classmethod
-    def _apply_language_changes(cls, value: Any, info: ValidationInfo) -> Any:
+    def _check_language_changes(cls, value: Any, info: ValidationInfo) -> Any:
         if not isinstance(value, Mapping):
             return value
         # by_language is the last field: info.data holds every other one, already validated.
-        merged = []
+        checked = []
         for lang, changes in value.items():
             if not isinstance(lang, str) or not lang.isalpha():
                 raise ValueError(f"{lang!r}: not a language code")
@@ -320,26 +322,27 @@ class TrainConfig(_Section):
             if fixed:
                 raise ValueError(f"{lang}: {', '.join(fixed)} cannot differ per language")
             try:
-                merged.append((lang, TrainConfig.model_validate(info.data | dict(changes))))
+                TrainConfig.model_validate(info.data | dict(changes))
             except ValidationError as exc:
                 problems = "; ".join(
                     f"{lang}.{_dotted(e['loc'])}: {_message(TrainConfig, e)}"
                     for e in exc.errors(include_url=False)
                 )
                 raise ValueError(problems) from None
-        return tuple(merged)
+            checked.append((lang, json.dumps(dict(changes), sort_keys=True)))
+        return tuple(checked)
 
     @field_serializer("by_language")
-    def _dump_changes(self, value: tuple[tuple[str, TrainConfig], ...]) -> dict[str, Any]:
-        base = self.model_dump(exclude={"by_language"})
-        return {
-            lang: {k: v for k, v in cfg.model_dump(exclude={"by_language"}).items() if base[k] != v}
-            for lang, cfg in value
-        }
+    def _dump_changes(self, value: tuple[tuple[str, str], ...]) -> dict[str, Any]:
+        return {lang: json.loads(changes) for lang, changes in value}
 
     def for_language(self, lang: str) -> TrainConfig:
         """This section with ``by_language[lang]`` applied (itself when there is none)."""
-        return dict(self.by_language).get(lang, self)
+        changes = dict(self.by_language).get(lang)
+        if changes is None:
+            return self
+        merged = self.model_dump(exclude={"by_language"}) | json.loads(changes)
+        return TrainConfig.model_validate(merged)
 
 
 #: Keys that name what is trained or where it goes, so they are the same for every language.
