@@ -316,3 +316,18 @@ def test_by_language_changes_only_its_language(tmp_path: Path) -> None:
     # Applied to the section as it is now, not to a snapshot taken when the file was read.
     copied = params.train.model_copy(update={"batch_size": 4})
     assert (copied.for_language("zh").batch_size, copied.for_language("zh").epochs) == (4, 3)
+
+
+def test_an_override_of_a_train_key_is_for_every_language(tmp_path: Path) -> None:
+    text = "train: {epochs: 1, by_language: {zh: {epochs: 2, lr_head: 1.0e-3}, es: {epochs: 3}}}"
+    path = write(tmp_path, text)
+    params = load_params(path, ["train.epochs=4"])
+    zh, es = params.for_language("zh").train, params.for_language("es").train
+    assert (zh.epochs, zh.lr_head, es.epochs) == (4, 1.0e-3, 4)
+    assert params.train.model_dump()["by_language"] == {"zh": {"lr_head": 1.0e-3}, "es": {}}
+    # A per-language override still changes just that language.
+    params = load_params(path, ["train.by_language.zh.epochs=5"])
+    assert (params.for_language("zh").train.epochs, params.for_language("es").train.epochs) == (
+        5,
+        3,
+    )

@@ -58,6 +58,7 @@ def test_params_written_as_the_stages_read_them(root: Path, tmp_path: Path) -> N
     comments = [line for line in params_file.read_text().splitlines() if "#" in line]
     dvc.set_params(params_file, [parse_override(t) for t in overrides])
     assert load_params(params_file) == expected
+    assert expected.for_language("zh").train.epochs == 3  # for every language, as load_params
     text = params_file.read_text(encoding="utf-8")
     assert "archs: [bert_crf, bert_linear]" in text
     kept = [line for line in text.splitlines() if "#" in line]

@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from complex_ner.core.config import drop_language_changes
 from complex_ner.core.io import atomic_write_text
 
 Log = Callable[[str], None]
@@ -347,7 +348,9 @@ def save_experiment(
 
 def set_params(path: Path, values: Sequence[tuple[Sequence[str], Any]]) -> None:
     """Write values into a YAML params file, keeping its comments and layout (what
-    ``dvc exp run --set-param`` does). Lists are written in flow style, ``[a, b]``.
+    ``dvc exp run --set-param`` does). Lists are written in flow style, ``[a, b]``. A
+    ``train.<key>`` value also replaces that key's ``train.by_language`` entries, as in
+    :func:`complex_ner.core.config.load_params`.
 
     Args:
         values: (key path, value) pairs, e.g. ``(["train", "epochs"], 1)``.
@@ -371,6 +374,7 @@ def set_params(path: Path, values: Sequence[tuple[Sequence[str], Any]]) -> None:
         # ruamel's 1e-07, which YAML 1.1 reads as a string.
         text = pyyaml.safe_dump(value, default_flow_style=True, width=10**6)
         node[keys[-1]] = ruamel.load(text)
+        drop_language_changes(data, keys)
     out = StringIO()
     ruamel.dump(data, out)
     atomic_write_text(path, out.getvalue())

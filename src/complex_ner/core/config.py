@@ -12,7 +12,7 @@ import json
 import os
 import re
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping, MutableMapping, Sequence
 from pathlib import Path
 from typing import Annotated, Any, Literal, get_args
 
@@ -587,7 +587,25 @@ def _apply_override(raw: dict[str, Any], text: str) -> str:
             raise ConfigError(f"override {text!r}: {'.'.join(parts[: i + 1])} is not a section")
         node = child
     node[parts[-1]] = value
+    drop_language_changes(raw, parts)
     return ".".join(parts)
+
+
+def drop_language_changes(raw: MutableMapping[str, Any], keys: Sequence[str]) -> None:
+    """After ``train.<key>`` was set in ``raw``, remove ``<key>`` from ``train.by_language``.
+
+    A value given for a run (``-S train.epochs=4``, a named configuration) is meant for every
+    language; a per-language entry of params.yaml would otherwise silently win over it.
+    """
+    if len(keys) != 2 or keys[0] != "train" or keys[1] == "by_language":
+        return
+    by_language = (raw.get("train") or {}).get("by_language")
+    if not isinstance(by_language, MutableMapping):
+        return
+    for changes in by_language.values():
+        # The language's entry stays (maybe empty): YAML round trips keep its comments.
+        if isinstance(changes, MutableMapping) and keys[1] in changes:
+            del changes[keys[1]]
 
 
 def read_mapping(path: Path, what: str, expected: str) -> dict[str, Any]:
