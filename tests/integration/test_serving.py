@@ -15,11 +15,11 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from complex_ner.adapters.registry import register_version, set_alias
+from complex_ner.adapters.registry import register_version, resolve_tagger_dir, set_alias
 from complex_ner.adapters.tracking import start_run
 from complex_ner.cli import app
 from complex_ner.core.config import load_params
-from complex_ner.core.paths import CHAMPION
+from complex_ner.core.paths import CHAMPION, ENCODER_DIR, ONNX_FILE, champion_uri
 
 pytestmark = pytest.mark.integration
 BIN = Path(sys.executable).parent
@@ -46,6 +46,18 @@ def registry(tmp_path_factory: pytest.TempPathFactory, trained_tagger_dir: Path)
         info = run.log_pyfunc(trained_tagger_dir)
     set_alias(params, "es", CHAMPION, register_version(params, "es", info.model_uri, {}))
     return root
+
+
+def test_the_served_model_carries_the_export_and_no_torch(registry: Path) -> None:
+    folder = resolve_tagger_dir(champion_uri("es"), load_params(registry / "params.yaml"))
+    assert (folder / ONNX_FILE).is_file() and not (folder / ENCODER_DIR).exists()
+    model_dir = next(p for p in folder.parents if (p / "MLmodel").is_file())
+    names = {
+        line.split("==")[0].strip().lower()
+        for line in (model_dir / "requirements.txt").read_text(encoding="utf-8").splitlines()
+    }
+    assert {"onnxruntime", "tokenizers"} <= names
+    assert not names & {"torch", "transformers", "numba", "pytorch-crf"}
 
 
 def test_serve_champion_over_http(registry: Path, free_port: int) -> None:
