@@ -426,9 +426,10 @@ class EncodedWindow:
     keep: list[bool]
 
 
-def _special_affixes(tokenizer: PieceTokenizer) -> tuple[list[int], list[int]]:
-    """The special-token ids a tokenizer puts before and after a single sequence."""
-    encoding = tokenizer.backend.encode("a", add_special_tokens=True)
+def _special_affixes(tokenizer: Any) -> tuple[list[int], list[int]]:
+    """The special-token ids a tokenizer (fast or :class:`PieceTokenizer`) puts before and after
+    a single sequence."""
+    encoding = piece_tokenizer(tokenizer).backend.encode("a", add_special_tokens=True)
     ids, special = list(encoding.ids), list(encoding.special_tokens_mask)
     if 0 not in special:
         raise ValueError("the tokenizer produced no content piece for 'a'")
