@@ -112,16 +112,22 @@ def viterbi(emissions: np.ndarray, lengths: Sequence[int], crf: CRFScores) -> li
     score = crf.start + em[:, 0]
     # shape: (seq_len - 1, batch, num_tags): best previous tag of each tag at each step
     history = np.empty((max(seq_len - 1, 0), batch, num_tags), dtype=np.int64)
+    shortest = int(lens.min())
+    identity = np.arange(num_tags)
     for t in range(1, seq_len):
         # shape: (batch, num_tags, num_tags) indexed [batch, from, to]
         nxt = (score[:, :, None] + crf.transitions[None]) + em[:, t, None, :]
         # shape: (batch, num_tags)
-        history[t - 1] = nxt.argmax(axis=1)
+        best_from = nxt.argmax(axis=1)
+        best = np.take_along_axis(nxt, best_from[:, None, :], axis=1)[:, 0]
+        if t < shortest:
+            score, history[t - 1] = best, best_from
+            continue
         running = (t < lens)[:, None]
-        # Past a sequence's end its score is carried over, so the end is scored at its length.
-        score = np.where(running, nxt.max(axis=1), score)
-        # ... and backtracking through a padded step keeps the tag: the identity map.
-        history[t - 1] = np.where(running, history[t - 1], np.arange(num_tags))
+        # Past a sequence's end its score is carried over, so the end is scored at its length,
+        # and backtracking through a padded step keeps the tag: the identity map.
+        score = np.where(running, best, score)
+        history[t - 1] = np.where(running, best_from, identity)
     # shape: (batch,)
     current = (score + crf.end).argmax(axis=1)
     rows = np.arange(batch)
