@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import shutil
 import tempfile
 import warnings
 from collections.abc import Callable, Sequence
@@ -61,11 +62,13 @@ from benchmarks.harness import (
     torch_threads,
 )
 from complex_ner.core.config import ModelConfig
-from complex_ner.domain.alignment import collate, gather_words
+from complex_ner.domain.batch import collate, gather_words
 from complex_ner.domain.data import Sentence
 from complex_ner.domain.metrics import entity_scores
 from complex_ner.domain.models.heads import Head, LinearHead
 from complex_ner.domain.models.tagger import Tagger, build_model
+from complex_ner.engines.export import export_onnx
+from complex_ner.engines.onnx_tagger import OnnxTagger
 from complex_ner.engines.predict import predict_entities
 
 COLUMNS = [
@@ -87,6 +90,8 @@ COLUMNS = [
 OURS_SYSTEM = "ours (one linear head)"
 PIPELINE_SYSTEM = "HF pipeline, aggregation=first"
 INT8_SYSTEM = "ours, dynamic int8 (nn.Linear)"
+ONNX_SYSTEM = "ONNX export fp32 (onnxruntime + numpy)"
+ONNX_INT8_SYSTEM = "ONNX export, dynamic int8 (onnxruntime)"
 #: Target of the performance issue: three times the pipeline's sentences per second.
 SPEEDUP_TARGET = 3.0
 
@@ -255,8 +260,9 @@ def pipeline_runner(hf: Any, tokenizer: Any, device: str) -> Runner:
     return run
 
 
-def tagger_runner(tagger: Tagger) -> Runner:
-    """``run(sentences, batch_size) -> word tags`` through ``Tagger.predict``."""
+def tagger_runner(tagger: Tagger | OnnxTagger) -> Runner:
+    """``run(sentences, batch_size) -> word tags`` through ``Tagger.predict`` (or the ONNX
+    tagger's, which is the prediction path's)."""
 
     def run(sentences: list[list[str]], batch_size: int) -> list[list[str]]:
         with torch.inference_mode():
@@ -416,6 +422,17 @@ def run_device(
         int8 = tagger_runner(quantized_copy(tagger))
         int8(warm, ours_bs)
         systems.append((INT8_SYSTEM, int8, ours_bs))
+    onnx_dir = Path(tempfile.mkdtemp(prefix="bench-onnx-"))
+    if device == "cpu":
+        # The same weights exported as prediction runs them (the check is recorded, not
+        # required: a probe's near-ties may flip between float layouts).
+        folder = tagger.save(onnx_dir / "model")
+        export_onnx(folder, warm, int8=not args.no_int8, tagger=tagger, strict=False)
+        variants = [(ONNX_SYSTEM, False)] + ([] if args.no_int8 else [(ONNX_INT8_SYSTEM, True)])
+        for name, quantized in variants:
+            run = tagger_runner(OnnxTagger.load(folder, int8=quantized, threads=thr))
+            run(warm, 8)
+            systems.append((name, run, sweep(name, run, sizes[0])))
     outputs: dict[str, list[Any]] = {name: [] for name, _, _ in systems}
     seconds = dict.fromkeys(outputs, 0.0)
     peak = dict.fromkeys(outputs, 0.0)
@@ -488,6 +505,35 @@ def run_device(
         if not args.quick:
             cost = macro_f1(gold, ours_tags) - macro_f1(gold, outputs[INT8_SYSTEM])
             summary.append(target("int8 macro-F1 cost, linear probe (cpu)", round(cost, 4)))
+    for name in (ONNX_SYSTEM, ONNX_INT8_SYSTEM):
+        if name not in outputs:
+            continue
+        vs_pipeline = rates[name] / rates[PIPELINE_SYSTEM]
+        vs_ours = rates[name] / rates[OURS_SYSTEM]
+        # Issue 14's targets: fp32 at least as fast as the torch predictor, int8 3x the pipeline.
+        fp32 = name == ONNX_SYSTEM
+        summary += [
+            target(
+                f"{name} vs HF pipeline, sentences/s ratio",
+                round(vs_pipeline, 2),
+                None if fp32 else f">= {SPEEDUP_TARGET:g}x",
+                None if fp32 else vs_pipeline >= SPEEDUP_TARGET,
+            ),
+            target(
+                f"{name} vs ours (torch), sentences/s ratio",
+                round(vs_ours, 2),
+                ">= 1x" if fp32 else None,
+                vs_ours >= 1.0 if fp32 else None,
+            ),
+            target(
+                f"{name} words same as ours fp32",
+                round(agreement(outputs[name], ours_tags)[0], 4),
+            ),
+        ]
+        if not args.quick:
+            cost = macro_f1(gold, ours_tags) - macro_f1(gold, outputs[name])
+            summary.append(target(f"{name} macro-F1 cost, linear probe", round(cost, 4)))
+    shutil.rmtree(onnx_dir, ignore_errors=True)
     differences = explain_differences(tagger, words, ours_tags, hf_tags)
     tagger.to("cpu")
     hf.to("cpu")

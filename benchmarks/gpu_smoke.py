@@ -1,9 +1,9 @@
-"""GPU smoke check of the prediction paths: lean load vs transformers load, on CUDA with bf16.
+"""GPU smoke check of the prediction paths: the torch model on CUDA (bf16) vs the ONNX export.
 
-Saves a ``bert_crf`` tagger over the encoder (random head, seed 0), loads it twice on the GPU
-(``Tagger.load(lean=True)``: raw tokenizer + plain-torch BERT; ``lean=False``: transformers) and
-once on the CPU, and compares emissions, tags and marginals on real sentences (without a GPU
-both loads run on the CPU).
+Saves a ``bert_crf`` tagger over the encoder (random head, seed 0), exports it to ONNX
+(onnxruntime on the CPU, what prediction runs), loads the torch model on the GPU and on the CPU,
+and compares emissions, tags and marginals on real sentences (without a GPU both torch loads run
+on the CPU).
 
     python -m benchmarks.gpu_smoke --encoder models/encoders/e5-trim \
         --conll data/processed/es/val.conll
@@ -32,9 +32,11 @@ from benchmarks.harness import (
 from complex_ner.core.config import ModelConfig
 from complex_ner.core.device import autocast_context
 from complex_ner.core.paths import split_file
-from complex_ner.domain.alignment import collate
+from complex_ner.domain.batch import collate
 from complex_ner.domain.data import read_conll
 from complex_ner.domain.models.tagger import Tagger, build_model
+from complex_ner.engines.export import export_onnx
+from complex_ner.engines.onnx_tagger import OnnxTagger
 
 COLUMNS = ["check", "value"]
 
@@ -64,29 +66,31 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
             torch.manual_seed(0)
             tagger = build_model(str(encoder), tag_set(), ModelConfig(arch="bert_crf"), "es")
         folder = tagger.save(Path(tmp) / "model")
-        lean = Tagger.load(folder, device=device, lean=True)
-        full = Tagger.load(folder, device=device, lean=False)
-        cpu = Tagger.load(folder, device="cpu", lean=True)
-    out["lean_encoder"] = type(lean.encoder).__name__
-    out["full_encoder"] = type(full.encoder).__name__
-    batch = collate(lean.encode(sentences[:64]), lean.pad_id).to(device)
+        export_onnx(folder, sentences[:64])
+        onnx = OnnxTagger.load(folder)
+        gpu = Tagger.load(folder, device=device)
+        cpu = Tagger.load(folder, device="cpu")
+    windows = onnx.encode(sentences[:64])
+    batch = collate(windows, gpu.pad_id).to(device)
     with torch.inference_mode(), autocast_context(torch.device(device), None):
         # shape: (batch, words, num_tags)
-        em_lean = lean.emissions(batch).float()
-        em_full = full.emissions(batch).float()
-    out["emissions_max_abs_diff_lean_vs_transformers"] = float((em_lean - em_full).abs().max())
-    tags_lean, marg_lean = lean.predict_ids(sentences, batch_size=128, with_marginals=True)
-    tags_full, _ = full.predict_ids(sentences, batch_size=128)
+        em_torch = gpu.emissions(batch).float().cpu()
+    em_onnx, _ = onnx.emissions(windows)
+    out["emissions_max_abs_diff_onnx_vs_torch"] = float(
+        (em_torch - torch.from_numpy(em_onnx)).abs()[batch.word_mask.cpu()].max()
+    )
+    tags_onnx, marg_onnx = onnx.predict_ids(sentences, batch_size=128, with_marginals=True)
+    tags_gpu, _ = gpu.predict_ids(sentences, batch_size=128)
     tags_cpu, _ = cpu.predict_ids(sentences, batch_size=128)
-    out["words"] = sum(len(t) for t in tags_lean)
-    out["same_words_lean_vs_transformers"] = agreement(tags_lean, tags_full)
-    out[f"same_words_{device}_vs_cpu_fp32"] = agreement(tags_lean, tags_cpu)
+    out["words"] = sum(len(t) for t in tags_onnx)
+    out[f"same_words_onnx_vs_torch_{device}"] = agreement(tags_onnx, tags_gpu)
+    out["same_words_onnx_vs_torch_cpu_fp32"] = agreement(tags_onnx, tags_cpu)
     out["marginals_rows_sum_to_1"] = all(
-        abs(sum(row) - 1) < 1e-3 for sent in (marg_lean or []) for row in sent
+        abs(sum(row) - 1) < 1e-3 for sent in (marg_onnx or []) for row in sent
     )
     record = result(
         args,
-        f"Prediction load paths on {device}: lean vs transformers",
+        f"Prediction paths: torch on {device} vs the ONNX export",
         COLUMNS,
         [[k, v] for k, v in out.items()],
         machine=machine_info(),

@@ -56,7 +56,6 @@ from complex_ner.domain.encoders import (
     tiny_random_bert,
 )
 from complex_ner.domain.metrics import entity_scores
-from complex_ner.domain.rawtok import load_raw_tokenizer
 from complex_ner.engines.train import load_training_data, train_model
 
 LANG = "zh"
@@ -265,8 +264,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
             common.append(f"model.encoder={Path(encoder).resolve()}")
         params = load_params(args.params, common)
         encoder_name = resolve_encoder(params.model.encoder, params.root)
-        # The raw tokenizers pipeline: the same pieces, loaded in a fraction of the time.
-        tokenizer = load_raw_tokenizer(encoder_name) or load_tokenizer(encoder_name)
+        tokenizer = load_tokenizer(encoder_name)
         # The scorer's first call imports its libraries (seconds): not the first join's cost.
         entity_scores([["B-PER"]], [["B-PER"]], params.data.entity_types)
         with torch_threads(args.threads):

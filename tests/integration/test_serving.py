@@ -15,11 +15,16 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from complex_ner.adapters.registry import register_version, set_alias
+from complex_ner.adapters.registry import (
+    alias_file,
+    register_version,
+    resolve_tagger_dir,
+    set_alias,
+)
 from complex_ner.adapters.tracking import start_run
 from complex_ner.cli import app
 from complex_ner.core.config import load_params
-from complex_ner.core.paths import CHAMPION
+from complex_ner.core.paths import CHAMPION, ENCODER_DIR, ONNX_FILE, champion_uri
 
 pytestmark = pytest.mark.integration
 BIN = Path(sys.executable).parent
@@ -46,6 +51,38 @@ def registry(tmp_path_factory: pytest.TempPathFactory, trained_tagger_dir: Path)
         info = run.log_pyfunc(trained_tagger_dir)
     set_alias(params, "es", CHAMPION, register_version(params, "es", info.model_uri, {}))
     return root
+
+
+def test_the_served_model_carries_the_export_and_no_torch(registry: Path) -> None:
+    folder = resolve_tagger_dir(champion_uri("es"), load_params(registry / "params.yaml"))
+    assert (folder / ONNX_FILE).is_file() and not (folder / ENCODER_DIR).exists()
+    model_dir = next(p for p in folder.parents if (p / "MLmodel").is_file())
+    names = {
+        line.split("==")[0].strip().lower()
+        for line in (model_dir / "requirements.txt").read_text(encoding="utf-8").splitlines()
+    }
+    assert {"onnxruntime", "tokenizers"} <= names
+    assert not names & {"torch", "transformers", "numba", "pytorch-crf"}
+
+
+def test_the_champion_resolves_through_the_alias_file_without_mlflow(registry: Path) -> None:
+    params = load_params(registry / "params.yaml")
+    recorded = json.loads(alias_file(params).read_text(encoding="utf-8"))
+    entry = recorded["models"]["complex-ner-es"][CHAMPION]
+    assert Path(entry["tagger_dir"]) == resolve_tagger_dir(champion_uri("es"), params)
+    code = (
+        "import sys\n"
+        "from complex_ner.cli import app\n"
+        f"app(['predict', '-p', {str(registry / 'params.yaml')!r}, 'Luis vive en Quito'],"
+        " standalone_mode=False)\n"
+        "print('MLFLOW', 'mlflow' in sys.modules)\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+    proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    lines = proc.stdout.strip().splitlines()
+    assert lines[-1] == "MLFLOW False"
+    assert [e["type"] for e in json.loads(lines[-2])["entities"]] == ["PER", "LOC"]
 
 
 def test_serve_champion_over_http(registry: Path, free_port: int) -> None:

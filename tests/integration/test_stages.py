@@ -14,7 +14,7 @@ import pytest
 import yaml
 
 from complex_ner.adapters import tracking
-from complex_ner.app import stages
+from complex_ner.app import serve, stages
 from complex_ner.core.config import Params, load_params
 from complex_ner.core.paths import (
     CHALLENGER,
@@ -114,11 +114,11 @@ def test_train_evaluate_register_and_resolve_the_champion(
 
     # The champion alias resolves to the model this run trained.
     rows = [list(s.tokens) for s in toy_corpus(24)]
-    champion = stages.load_model(champion_uri("es"), project)
-    local = stages.load_model(str(best_model_dir(project, "es", "bert_crf")), project)
-    assert stages.predict(champion, rows) == stages.predict(local, rows)
+    champion = serve.load_model(champion_uri("es"), project)
+    local = serve.load_model(str(best_model_dir(project, "es", "bert_crf")), project)
+    assert serve.predict(champion, rows) == serve.predict(local, rows)
     with pytest.raises(LookupError, match="no-such"):
-        stages.load_model("models:/complex-ner-es@no-such", project)
+        serve.load_model("models:/complex-ner-es@no-such", project)
 
 
 def test_champion_is_rescored_when_the_heldout_data_changed(

@@ -12,12 +12,11 @@ import torch
 from complex_ner.domain.alignment import (
     EncodedWindow,
     align_sentences,
-    collate,
     encode_sentences,
-    gather_words,
     join_words,
     merge_windows,
 )
+from complex_ner.domain.batch import collate, gather_words
 from complex_ner.domain.encoders import load_encoder, load_tokenizer
 
 BARE = "\u2581"

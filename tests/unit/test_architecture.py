@@ -8,6 +8,9 @@ from pathlib import Path
 import complex_ner
 
 PACKAGE = Path(complex_ner.__file__).resolve().parent
+#: The one function-local project import: the CLI imports the pipeline steps (torch,
+#: transformers) on first use, so that `complex-ner predict` runs the ONNX export without them.
+LAZY = {("complex_ner.cli", "complex_ner.app.stages")}
 
 
 def _modules() -> dict[str, ast.Module]:
@@ -41,7 +44,7 @@ def _graph() -> tuple[dict[str, set[str]], list[tuple[str, int]]]:
             if not targets:
                 continue
             edges[name].update(targets)
-            if id(node) not in top:
+            if id(node) not in top and not all((name, t) in LAZY for t in targets):
                 local.append((name, node.lineno))
     return edges, local
 

@@ -17,6 +17,7 @@ import torch
 from benchmarks import (
     bench_crf,
     bench_inference,
+    bench_onnx,
     bench_overhead,
     bench_quality,
     bench_roofline,
@@ -111,15 +112,12 @@ def test_combined_table_marks_met_and_missed_targets() -> None:
 
 
 def test_crf_paths_match_torchcrf(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
-    record, written = run_quick(
-        bench_crf, tmp_path, "--no-kernel-costs", "--random-inputs", "20", "--devices", "cpu"
-    )
+    record, written = run_quick(bench_crf, tmp_path, "--random-inputs", "20", "--devices", "cpu")
     check_printed_table(record, written, capsys.readouterr().out)
     assert record["total_mismatches"] == 0 and record["torch_loop_mismatches"] == 0
     check = record["equivalence"]
-    assert check["inputs"] == 20 and check["compiled_refused"] == 0
-    assert check["compiled_mismatched_sequences"] == 0
-    assert all(c["auto"]["median"] > 0 and c["torchcrf"]["median"] > 0 for c in record["cells"])
+    assert check["inputs"] == 20 and check["numpy_mismatched_sequences"] == 0
+    assert all(c["numpy"]["median"] > 0 and c["torchcrf"]["median"] > 0 for c in record["cells"])
 
 
 def test_inference_compares_equal_weights(
@@ -136,9 +134,22 @@ def test_inference_compares_equal_weights(
         bench_inference.OURS_SYSTEM,
         bench_inference.PIPELINE_SYSTEM,
         bench_inference.INT8_SYSTEM,
+        bench_inference.ONNX_SYSTEM,
+        bench_inference.ONNX_INT8_SYSTEM,
     ]
     assert all(r["rate"] > 0 and 0 <= r["word_agreement_vs_pipeline"] <= 1 for r in full)
     assert full[0]["word_agreement_vs_fp32"] == 1.0
+
+
+def test_onnx_compares_torch_fp32_and_int8(
+    tiny_bert_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    record, written = run_quick(bench_onnx, tmp_path, "--encoder", str(tiny_bert_dir))
+    check_printed_table(record, written, capsys.readouterr().out)
+    systems = [r["system"] for r in record["records"]]
+    assert systems == ["torch (Tagger.predict)", "ONNX fp32", "ONNX int8"]
+    assert record["records"][1]["word_agreement_vs_torch"] == 1.0
+    assert all(r["rate"] > 0 for r in record["records"])
 
 
 def test_groups_to_tags_starts_a_new_entity_per_group() -> None:
@@ -271,7 +282,7 @@ def test_quality_trains_each_arch_and_keeps_partial_rows(
     assert all(0 <= r["best_val_macro_f1"] <= 1 for r in rows)
 
 
-def test_gpu_smoke_loads_agree_on_the_cpu(
+def test_gpu_smoke_torch_and_onnx_agree_on_the_cpu(
     tiny_bert_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture
 ) -> None:
     record, written = run_quick(
@@ -280,8 +291,8 @@ def test_gpu_smoke_loads_agree_on_the_cpu(
     check_printed_table(record, written, capsys.readouterr().out)
     checks = record["checks"]
     assert checks["device"] == "cpu"
-    assert checks["emissions_max_abs_diff_lean_vs_transformers"] < 1e-4
-    assert checks["same_words_lean_vs_transformers"] == 1.0
+    assert checks["emissions_max_abs_diff_onnx_vs_torch"] < 1e-4
+    assert checks["same_words_onnx_vs_torch_cpu"] == 1.0
     assert checks["marginals_rows_sum_to_1"] is True
 
 

@@ -16,18 +16,18 @@ from transformers import PreTrainedTokenizerFast
 
 from complex_ner.core.config import ConfigError, DataConfig, ModelConfig, TrainConfig, load_params
 from complex_ner.domain.alignment import (
+    PieceTokenizer,
     align_sentences,
     alignment_stats,
     char_pieces,
-    collate,
     encode_sentences,
     join_words,
     merge_windows,
 )
+from complex_ner.domain.batch import collate
 from complex_ner.domain.data import Sentence
 from complex_ner.domain.models.tagger import Tagger, build_model
-from complex_ner.domain.rawtok import load_raw_tokenizer
-from complex_ner.engines.predict import predict_entities
+from complex_ner.engines.predict import load_tagger, predict_entities
 from complex_ner.engines.train import fit
 
 BARE = "\u2581"
@@ -114,13 +114,13 @@ def test_char_pieces_reports_the_form_found(unigram: Any) -> None:
 
 
 def test_raw_tokenizer_gives_the_same_char_alignment(unigram: Any, unigram_dir: Path) -> None:
-    raw = load_raw_tokenizer(unigram_dir)
-    assert raw is not None
+    backend = Tokenizer.from_file(str(unigram_dir / "tokenizer.json"))
+    raw = PieceTokenizer(backend, unigram.unk_token_id, unigram.pad_token_id)
     sentences = [["北", "京", "ab", "15", "，", "海"], ["海", "北"], ["ab"], []]
     for label_piece in ("first", "last"):
         want = align_sentences(unigram, sentences, label_piece=label_piece, join="char")
         assert align_sentences(raw, sentences, label_piece=label_piece, join="char") == want
-    assert raw.convert_tokens_to_ids(["北", "海"]) == [unigram.convert_tokens_to_ids("北"), 0]
+    assert char_pieces(raw, ["北", "海"]) == char_pieces(unigram, ["北", "海"])
 
 
 def test_join_words_char_joins_like_space() -> None:
@@ -218,14 +218,22 @@ def test_char_tagger_round_trip_predicts_as_in_memory(
     batch = collate(tagger.encode(words), tagger.pad_id)
     with torch.inference_mode():
         emissions = tagger.eval().emissions(batch)
-    for lean in (True, False):
-        loaded = Tagger.load(tmp_path / "model", lean=lean)
-        assert loaded.spec.join == "char"
-        assert loaded.encode(words) == tagger.encode(words)
-        with torch.inference_mode():
-            assert torch.allclose(loaded.emissions(batch), emissions, atol=1e-4)
-        assert loaded.predict(words) == expected
-        assert predict_entities(loaded, texts) == predict_entities(tagger, texts)
+    loaded = Tagger.load(tmp_path / "model")
+    assert loaded.spec.join == "char"
+    assert loaded.encode(words) == tagger.encode(words)
+    with torch.inference_mode():
+        assert torch.allclose(loaded.emissions(batch), emissions, atol=1e-4)
+    assert loaded.predict(words) == expected
+    # The ONNX export (what prediction runs) cuts the same windows and tags alike.
+    onnx = load_tagger(tmp_path / "model")
+    assert onnx.spec.join == "char"
+    assert onnx.encode(words) == tagger.encode(words)
+    assert onnx.predict(words) == expected
+    got, want = predict_entities(onnx, texts), predict_entities(tagger, texts)
+    # Confidences are marginals of emissions onnxruntime computes to within float rounding.
+    assert got == [
+        [{**e, "confidence": pytest.approx(e["confidence"], abs=1e-4)} for e in row] for row in want
+    ]
 
 
 def test_benchmark_quick_compares_joins(

@@ -2,26 +2,24 @@
 
 from __future__ import annotations
 
-import ast
-import contextlib
 import itertools
 import math
-import warnings
 from collections.abc import Callable, Iterator
-from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from torchcrf import CRF
 
 from complex_ner.core.bio import parse_tag
-from complex_ner.domain.models import crf as crf_module
 from complex_ner.domain.models.crf import (
     ConstrainedCRF,
     bio_transition_masks,
     crf_marginals,
     viterbi_decode,
 )
+from complex_ner.domain.models.numpy_crf import CRFScores, viterbi
+from complex_ner.domain.models.numpy_crf import crf_marginals as crf_marginals_np
 
 SMALL_TAGS = ["O", "B-A", "I-A", "B-B", "I-B"]
 
@@ -78,28 +76,38 @@ def randomise(crf: CRF, generator: torch.Generator, scale: float = 1.0) -> None:
             param.copy_(torch.randn(param.shape, generator=generator) * scale)
 
 
-VITERBI_PATHS = ["torch", "compiled"]
+VITERBI_PATHS = ["torch", "numpy"]
 
 
-@contextlib.contextmanager
-def forced_path(path: str) -> Iterator[None]:
-    """Make ``viterbi_decode`` take one implementation; "compiled" may not fall back silently."""
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(crf_module, "_use_compiled", lambda batch_size: path == "compiled")
-        if path == "compiled":
-
-            def no_fallback(*args: object) -> list[list[int]]:
-                raise AssertionError("the compiled path fell back to the torch loop")
-
-            patch.setattr(crf_module, "_viterbi_torch", no_fallback)
-        yield
+def numpy_scores(crf: CRF, tags: list[str] | None = None, constrain: bool = False) -> CRFScores:
+    """The scores of a torchcrf CRF for the numpy decoder."""
+    names = tags if tags is not None else [f"T{i}" for i in range(crf.num_tags)]
+    return CRFScores(
+        names,
+        crf.start_transitions.detach().float().numpy(),
+        crf.transitions.detach().float().numpy(),
+        crf.end_transitions.detach().float().numpy(),
+        constrain=constrain,
+    )
 
 
 def decode_with(path: str, crf: CRF, emissions: torch.Tensor, mask: torch.Tensor) -> list:
-    with forced_path(path):
-        return viterbi_decode(
-            emissions, mask, crf.start_transitions, crf.transitions, crf.end_transitions
-        )
+    """Unconstrained decoding by the torch loop or the numpy twin."""
+    if path == "numpy":
+        return viterbi(emissions.float().numpy(), mask.sum(1).tolist(), numpy_scores(crf))
+    return viterbi_decode(
+        emissions, mask, crf.start_transitions, crf.transitions, crf.end_transitions
+    )
+
+
+def model_decode(
+    path: str, model: ConstrainedCRF, emissions: torch.Tensor, mask: torch.Tensor
+) -> list:
+    """What ``model.decode`` gives, by the torch loop or the numpy twin."""
+    if path == "numpy":
+        scores = numpy_scores(model.crf, list(model.tags), constrain=model.constrain)
+        return viterbi(emissions.float().numpy(), mask.sum(1).tolist(), scores)
+    return model.decode(emissions, mask)
 
 
 def log_uniform_int(generator: torch.Generator, high: int) -> int:
@@ -145,8 +153,7 @@ def test_decode_matches_brute_force(constrain: bool, path: str) -> None:
         batch, seq_len = 3, int(torch.randint(1, 5, (1,), generator=generator))
         emissions = torch.randn(batch, seq_len, len(SMALL_TAGS), generator=generator) * 2
         mask = random_prefix_mask(generator, batch, seq_len)
-        with forced_path(path):
-            decoded = model.decode(emissions, mask)
+        decoded = model_decode(path, model, emissions, mask)
         for b in range(batch):
             length = int(mask[b].sum())
             candidates = all_paths(length, SMALL_TAGS, constrain)
@@ -228,8 +235,7 @@ def test_constrained_decode_is_always_valid_bio(path: str) -> None:
         # Push I- tags up so an unconstrained decoder would often produce invalid BIO.
         emissions[:, :, 2::2] += 30
         mask = random_prefix_mask(generator, 16, 20)
-        with forced_path(path):
-            decoded = model.decode(emissions, mask)
+        decoded = model_decode(path, model, emissions, mask)
         for tags, length in zip(decoded, mask.sum(1).tolist(), strict=True):
             assert len(tags) == length
             assert is_valid_bio(tags, REAL_TAGS)
@@ -241,8 +247,7 @@ def test_all_forbidden_still_decodes(path: str) -> None:
     model = ConstrainedCRF(["I-A", "I-B"])
     emissions = torch.randn(2, 3, 2)
     mask = torch.tensor([[True, True, True], [True, False, False]])
-    with forced_path(path):
-        paths = model.decode(emissions, mask)
+    paths = model_decode(path, model, emissions, mask)
     assert [len(p) for p in paths] == [3, 1]
     assert all(0 <= t < 2 for p in paths for t in p)
     marginals = model.marginals(emissions, mask)
@@ -413,8 +418,8 @@ def test_empty_batch_decodes_to_empty_list() -> None:
 
 
 def test_torch_max_breaks_exact_ties_at_the_first_index() -> None:
-    # The compiled kernel keeps the first maximal index (strict ">"): this is the torch CPU
-    # behaviour it copies, in the layouts torchcrf's recursion and final argmax use.
+    # numpy's argmax keeps the first maximal index: this is the torch CPU behaviour the numpy
+    # decoder relies on, in the layouts torchcrf's recursion and final argmax use.
     row = torch.tensor([[1.0, 3.0, 3.0, -0.0, 3.0]])
     assert row.max(dim=1).indices.tolist() == [1]
     assert row.argmax(dim=1).tolist() == [1]
@@ -425,7 +430,7 @@ def test_torch_max_breaks_exact_ties_at_the_first_index() -> None:
     assert (scores.max(dim=1).indices == 7).all()
 
 
-def test_compiled_equals_torchcrf_on_thousands_of_random_inputs() -> None:
+def test_numpy_equals_torchcrf_on_thousands_of_random_inputs() -> None:
     generator = torch.Generator().manual_seed(2024)
     inputs = mismatches = ties = 0
     for case in range(2000):
@@ -446,14 +451,14 @@ def test_compiled_equals_torchcrf_on_thousands_of_random_inputs() -> None:
             randomise(crf, generator, scale=scale)
         mask = random_prefix_mask(generator, batch, seq_len)
         expected = crf.decode(emissions, mask)
-        got = decode_with("compiled", crf, emissions, mask)
+        got = decode_with("numpy", crf, emissions, mask)
         mismatches += sum(a != b for a, b in zip(got, expected, strict=True))
         inputs += 1
     assert (inputs, ties, mismatches) == (2000, 667, 0)
 
 
-def test_compiled_all_equal_scores_pick_torchcrf_path() -> None:
-    # Every path ties: torch keeps index 0 at every max, so does the kernel.
+def test_numpy_all_equal_scores_pick_torchcrf_path() -> None:
+    # Every path ties: torch keeps index 0 at every max, so does numpy's argmax.
     crf = CRF(13, batch_first=True)
     with torch.no_grad():
         for param in (crf.start_transitions, crf.transitions, crf.end_transitions):
@@ -461,29 +466,11 @@ def test_compiled_all_equal_scores_pick_torchcrf_path() -> None:
     emissions = torch.zeros(5, 9, 13)
     mask = torch.arange(9).unsqueeze(0) < torch.tensor([9, 1, 4, 9, 2]).unsqueeze(1)
     expected = crf.decode(emissions, mask)
-    assert decode_with("compiled", crf, emissions, mask) == expected
+    assert decode_with("numpy", crf, emissions, mask) == expected
     assert expected[0] == [0] * 9
 
 
-@pytest.mark.parametrize("crf_dtype", [torch.float32, torch.float64])
-def test_compiled_float64_inputs_equal_torchcrf(crf_dtype: torch.dtype) -> None:
-    # float64 emissions with float32 or float64 transitions: torch promotes every sum to float64.
-    generator = torch.Generator().manual_seed(64)
-    for case in range(100):
-        batch, seq_len = log_uniform_int(generator, 64), log_uniform_int(generator, 48)
-        crf = CRF(int(torch.randint(1, 26, (1,), generator=generator)), batch_first=True)
-        randomise(crf, generator)
-        crf = crf.to(crf_dtype)
-        shape = (batch, seq_len, crf.num_tags)
-        if case % 2:
-            emissions = torch.randint(-1, 2, shape, generator=generator).double()
-        else:
-            emissions = torch.randn(shape, generator=generator, dtype=torch.float64)
-        mask = random_prefix_mask(generator, batch, seq_len)
-        assert decode_with("compiled", crf, emissions, mask) == crf.decode(emissions, mask)
-
-
-def test_constrained_compiled_equals_torch_path() -> None:
+def test_constrained_numpy_equals_torch_path() -> None:
     generator = torch.Generator().manual_seed(13)
     model = ConstrainedCRF(REAL_TAGS)
     for case in range(60):
@@ -497,102 +484,53 @@ def test_constrained_compiled_equals_torch_path() -> None:
             randomise(model.crf, generator, scale=3.0)
             emissions = torch.randn(shape, generator=generator) * 3
         mask = random_prefix_mask(generator, batch, seq_len)
-        with forced_path("torch"):
-            expected = model.decode(emissions, mask)
-        with forced_path("compiled"):
-            assert model.decode(emissions, mask) == expected, f"case {case}"
+        expected = model.decode(emissions, mask)
+        assert model_decode("numpy", model, emissions, mask) == expected, f"case {case}"
 
 
-@pytest.mark.parametrize("bad", [math.nan, math.inf, -math.inf, 3e38])
-def test_non_finite_or_huge_scores_fall_back_to_torch(bad: float) -> None:
-    crf = CRF(4, batch_first=True)
-    emissions = torch.randn(3, 5, 4)
-    emissions[1, 2, 3] = bad
-    mask = torch.ones(3, 5, dtype=torch.bool)
-    start, trans, end = crf.start_transitions, crf.transitions, crf.end_transitions
-    assert crf_module._viterbi_compiled(emissions, mask, start, trans, end) is None
-    assert viterbi_decode(emissions, mask, start, trans, end) == crf.decode(emissions, mask)
-    # Padded positions are never read, by torchcrf or by the kernel.
-    mask[1, 2:] = False
-    paths = crf_module._viterbi_compiled(emissions, mask, start, trans, end)
-    assert paths == crf.decode(emissions, mask)
+@pytest.mark.parametrize("constrain", [False, True])
+def test_numpy_marginals_match_torch_and_brute_force(constrain: bool) -> None:
+    generator = torch.Generator().manual_seed(31)
+    model = ConstrainedCRF(SMALL_TAGS, constrain=constrain)
+    for _ in range(15):
+        randomise(model.crf, generator)
+        batch, seq_len = 3, int(torch.randint(1, 5, (1,), generator=generator))
+        emissions = torch.randn(batch, seq_len, 5, generator=generator)
+        mask = random_prefix_mask(generator, batch, seq_len)
+        scores = numpy_scores(model.crf, SMALL_TAGS, constrain=constrain)
+        got = crf_marginals_np(emissions.numpy(), mask.sum(1).tolist(), scores)
+        # shape: (batch, seq_len, num_tags)
+        expected = model.marginals(emissions, mask).detach().numpy()
+        np.testing.assert_allclose(got, expected, atol=1e-5)
+        for b in range(batch):
+            length = int(mask[b].sum())
+            candidates = all_paths(length, SMALL_TAGS, constrain)
+            weights = torch.tensor(
+                [path_score(model.crf, emissions[b].double(), list(p)) for p in candidates]
+            )
+            probs = torch.softmax(weights.double(), dim=0)
+            brute = np.zeros((seq_len, 5))
+            for prob, path in zip(probs.tolist(), candidates, strict=True):
+                for t, tag in enumerate(path):
+                    brute[t, tag] += prob
+            np.testing.assert_allclose(got[b], brute, atol=1e-5)
+            assert (got[b, length:] == 0).all()
 
 
-def test_kernel_failure_falls_back_to_torch_with_a_warning(monkeypatch: pytest.MonkeyPatch) -> None:
-    def broken(*args: object) -> bool:
-        raise OSError("cache directory is read-only")
-
-    monkeypatch.setattr(crf_module, "_kernel", lambda: broken)
-    monkeypatch.setattr(crf_module, "_kernel_failed", False)
-    crf = CRF(5, batch_first=True)
-    emissions = torch.randn(20, 6, 5)
-    mask = random_prefix_mask(torch.Generator().manual_seed(0), 20, 6)
-    args = (crf.start_transitions, crf.transitions, crf.end_transitions)
-    with pytest.warns(RuntimeWarning, match="compiled Viterbi kernel failed"):
-        assert viterbi_decode(emissions, mask, *args) == crf.decode(emissions, mask)
-    assert crf_module._kernel_failed
-    assert not crf_module._use_compiled(64)
-    with warnings.catch_warnings():
-        warnings.simplefilter("error")  # warned once, then the torch loop silently
-        assert viterbi_decode(emissions, mask, *args) == crf.decode(emissions, mask)
-
-
-def test_kernel_without_cache_directory_compiles_in_memory(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    import numba
-
-    real_njit = numba.njit
-    calls = []
-
-    def njit(**options: object) -> Callable[[Callable[..., bool]], object]:
-        calls.append(options["cache"])
-        if options["cache"]:
-            raise RuntimeError("cannot cache function '_viterbi_kernel': no locator available")
-        return real_njit(**options)
-
-    monkeypatch.setattr(numba, "njit", njit)
-    with pytest.warns(RuntimeWarning, match="NUMBA_CACHE_DIR"):
-        kernel = crf_module._kernel.__wrapped__()  # bypass the process-wide cached kernel
-    assert calls == [True, False]
-    assert kernel is not None and kernel.py_func is crf_module._viterbi_kernel
-
-
-def test_small_batches_do_not_load_the_kernel(monkeypatch: pytest.MonkeyPatch) -> None:
-    # A single-sentence process must not pay numba's import; bulk decoding loads the kernel.
-    import functools
-
-    @functools.cache
-    def never_loaded() -> None:
-        raise AssertionError("not called by _use_compiled")
-
-    monkeypatch.setattr(crf_module, "_kernel", never_loaded)
-    monkeypatch.setattr(crf_module, "_kernel_failed", False)
-    assert not crf_module._use_compiled(1)
-    assert not crf_module._use_compiled(crf_module._LOAD_MIN_BATCH - 1)
-    assert crf_module._use_compiled(crf_module._LOAD_MIN_BATCH)
-    monkeypatch.setattr(crf_module, "_kernel", functools.cache(lambda: None))
-    crf_module._kernel()  # loaded (here: unavailable) once, then every batch size tries it
-    assert crf_module._use_compiled(1)
-
-
-def test_numba_is_not_imported_at_module_import() -> None:
-    source = Path(crf_module.__file__).read_text(encoding="utf-8")
-    top_level = [
-        alias.name.split(".")[0]
-        for node in ast.parse(source).body
-        if isinstance(node, ast.Import | ast.ImportFrom)
-        for alias in (node.names if isinstance(node, ast.Import) else [ast.alias(node.module)])
-    ]
-    assert "numba" not in top_level and "llvmlite" not in top_level
+def test_numpy_decoder_rejects_bad_shapes_and_lengths() -> None:
+    crf = numpy_scores(CRF(5, batch_first=True), SMALL_TAGS, constrain=True)
+    with pytest.raises(ValueError, match="emissions must have dimension of 3, got 2"):
+        viterbi(np.zeros((2, 5), dtype=np.float32), [1, 1], crf)
+    with pytest.raises(ValueError, match="expected last dimension of emissions is 5, got 4"):
+        viterbi(np.zeros((1, 2, 4), dtype=np.float32), [2], crf)
+    with pytest.raises(ValueError, match=r"lengths must be in \[1, 2\], got \[3\]"):
+        viterbi(np.zeros((1, 2, 5), dtype=np.float32), [3], crf)
+    with pytest.raises(ValueError, match=r"transitions must have shape \(5, 5\), got \(4, 4\)"):
+        CRFScores(SMALL_TAGS, np.zeros(5), np.zeros((4, 4)), np.zeros(5))
 
 
 @pytest.mark.gpu
-def test_cuda_tensors_use_the_torch_loop(monkeypatch: pytest.MonkeyPatch) -> None:
-    def not_for_cuda(*args: object) -> None:
-        raise AssertionError("the compiled kernel is CPU-only")
-
-    monkeypatch.setattr(crf_module, "_viterbi_compiled", not_for_cuda)
+def test_cuda_tensors_decode_like_cpu() -> None:
     crf = CRF(13, batch_first=True)
     emissions = torch.randn(64, 20, 13)
     mask = random_prefix_mask(torch.Generator().manual_seed(1), 64, 20)

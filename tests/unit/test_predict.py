@@ -12,10 +12,10 @@ from typer.testing import CliRunner
 from complex_ner.cli import app
 from complex_ner.core.config import DataConfig
 from complex_ner.domain.data import Sentence, format_conll, read_conll
-from complex_ner.domain.models.tagger import Tagger
 from complex_ner.engines.predict import (
     InputError,
     entities_from_tags,
+    load_tagger,
     predict_conll_batched,
     predict_entities,
     tokenize,
@@ -81,7 +81,7 @@ def test_entities_from_tags_offsets_and_confidence() -> None:
 
 
 def test_predict_entities_on_text_tokens_and_bad_input(trained_tagger_dir: Path) -> None:
-    tagger = Tagger.load(trained_tagger_dir)
+    tagger = load_tagger(trained_tagger_dir)
     text = "Luis vive en Quito y escucha Soda Stereo"
     out = predict_entities(tagger, [text, ["marta", "vive", "en", "lima"], "", "   "])
     assert [(e["text"], e["type"]) for e in out[0]] == [
@@ -128,7 +128,7 @@ def test_cli_predict_jsonl_conll_and_unknown_model(
 def test_batch_prediction_resumes_without_redoing_chunks(
     trained_tagger_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, toy_corpus: Any
 ) -> None:
-    tagger = Tagger.load(trained_tagger_dir)
+    tagger = load_tagger(trained_tagger_dir)
     sents = [Sentence(f"t{i}", s.tokens, None, "test") for i, s in enumerate(toy_corpus(20))]
     src = tmp_path / "test.conll"
     src.write_text(

@@ -129,7 +129,7 @@ def test_the_saved_model_holds_the_weights_that_scored_better(
     assert not all(
         torch.equal(averagers[0].averaged_state()[n], v) for n, v in trainable(tagger).items()
     )
-    loaded = dict(Tagger.load(tmp_path / "model", lean=False).named_parameters())
+    loaded = dict(Tagger.load(tmp_path / "model").named_parameters())
     assert expected.keys() <= loaded.keys()
     assert all(torch.equal(loaded[n], v.cpu()) for n, v in expected.items())
 

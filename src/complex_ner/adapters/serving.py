@@ -1,8 +1,10 @@
 """The MLflow pyfunc model: raw sentences or token lists in, entities out.
 
 MLflow loads this file "from code" (``Run.log_pyfunc`` logs its path): it runs the module, which
-hands :class:`NerPyfunc` to :func:`mlflow.models.set_model`. The project never imports it, so
-the prediction CLI does not pay for importing ``mlflow.pyfunc``.
+hands :class:`NerPyfunc` to :func:`mlflow.models.set_model`; nothing is unpickled. The model's
+artifact is the tagger folder without its torch weights: ``tagger.json``, ``head.safetensors``,
+``tokenizer/`` and the ONNX export, run by onnxruntime (:mod:`complex_ner.engines.onnx_tagger`),
+so serving imports neither torch nor transformers.
 
 Input: a DataFrame with a ``text`` column (raw sentences) or a ``tokens`` column (lists of
 words), or a plain list of strings / token lists. Output: a DataFrame with one ``entities``
@@ -16,7 +18,6 @@ from typing import Any
 
 import mlflow.pyfunc
 import pandas as pd
-import torch
 from mlflow.models import set_model
 
 from complex_ner.core.paths import TAGGER_ARTIFACT
@@ -24,10 +25,9 @@ from complex_ner.engines.predict import load_tagger, predict_entities
 
 
 class NerPyfunc(mlflow.pyfunc.PythonModel):
-    """A complex-ner tagger folder served through MLflow."""
+    """A complex-ner tagger folder's ONNX export served through MLflow."""
 
     def load_context(self, context: Any) -> None:
-        torch.set_num_threads(max(1, torch.get_num_threads()))
         self.tagger = load_tagger(context.artifacts[TAGGER_ARTIFACT])
 
     # MLflow reads this hint: a DataFrame (what the signature's columns give) is handed over

@@ -13,7 +13,9 @@ import hashlib
 import json
 import os
 import re
+import shutil
 import subprocess
+import tempfile
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -24,7 +26,13 @@ import yaml
 
 from complex_ner.core.config import Params
 from complex_ner.core.io import pyplot, save_png
-from complex_ner.core.paths import TAGGER_ARTIFACT, VAL_SPLIT, split_file
+from complex_ner.core.paths import (
+    EXPORT_FILE,
+    SERVED_FILES,
+    TAGGER_ARTIFACT,
+    VAL_SPLIT,
+    split_file,
+)
 
 EXPERIMENT = "complex-ner"
 PARENT_ENV = "COMPLEX_NER_PARENT_RUN_ID"
@@ -32,16 +40,15 @@ PARENT_ENV = "COMPLEX_NER_PARENT_RUN_ID"
 EXPERIMENT_ENV = "COMPLEX_NER_DVC_EXPERIMENT"
 PYFUNC_NAME = "model"
 
-#: What a logged pyfunc model needs at serving time (MLflow records these in the model).
+#: What a logged pyfunc model needs at serving time (MLflow records these in the model): the
+#: ONNX export runs on onnxruntime; no torch, transformers or numba.
 PYFUNC_REQUIREMENTS = (
-    "torch==2.13.0",
-    "transformers==5.24.0",
-    "pytorch-crf==0.7.2",
-    "numba==0.68.1",  # optional at run time: CRF decoding falls back to torch without it
+    "onnxruntime==1.31.1",
+    "tokenizers==0.23.3",
+    "safetensors==0.8.0",
+    "numpy==2.4.6",
     "pydantic==2.14.4",
     "pyyaml",
-    "safetensors",
-    "tokenizers",
     "pandas",
     "mlflow==3.17.2",
 )
@@ -254,23 +261,41 @@ class Run:
             self._mlflow.log_artifact(str(path), folder)
 
     def log_pyfunc(self, tagger_dir: Path) -> Any:
-        """Log a tagger folder as the run's ``mlflow.pyfunc`` model (named ``model``).
+        """Log a tagger folder's ONNX export as the run's ``mlflow.pyfunc`` model (``model``).
 
         The model is logged "from code": MLflow runs ``adapters/serving.py`` when it loads the
-        model, so nothing is pickled and the class is found in the packaged source.
+        model, so nothing is pickled and the class is found in the packaged source. Its artifact
+        is the folder without the torch encoder (:data:`~complex_ner.core.paths.SERVED_FILES`).
+
+        Raises:
+            FileNotFoundError: the folder has no ONNX export.
         """
         import pandas as pd
 
+        if not (tagger_dir / EXPORT_FILE).is_file():
+            raise FileNotFoundError(
+                f"{tagger_dir}: no ONNX export ({EXPORT_FILE}); "
+                f"run `complex-ner export --model {tagger_dir}`"
+            )
         package = Path(__file__).resolve().parents[1]
-        return self._mlflow.pyfunc.log_model(
-            name=PYFUNC_NAME,
-            python_model=str(package / "adapters" / "serving.py"),
-            artifacts={TAGGER_ARTIFACT: str(tagger_dir)},
-            code_paths=[str(package)],
-            signature=_pyfunc_signature(),
-            input_example=pd.DataFrame({"text": ["el museo del prado está en madrid ."]}),
-            pip_requirements=list(PYFUNC_REQUIREMENTS),
-        )
+        with tempfile.TemporaryDirectory(prefix="served-") as tmp:
+            served = Path(tmp) / tagger_dir.name
+            served.mkdir()
+            for name in SERVED_FILES:
+                source = tagger_dir / name
+                if source.is_dir():
+                    shutil.copytree(source, served / name)
+                elif source.is_file():
+                    shutil.copyfile(source, served / name)
+            return self._mlflow.pyfunc.log_model(
+                name=PYFUNC_NAME,
+                python_model=str(package / "adapters" / "serving.py"),
+                artifacts={TAGGER_ARTIFACT: str(served)},
+                code_paths=[str(package)],
+                signature=_pyfunc_signature(),
+                input_example=pd.DataFrame({"text": ["el museo del prado está en madrid ."]}),
+                pip_requirements=list(PYFUNC_REQUIREMENTS),
+            )
 
 
 def _is_number(value: Any) -> bool:

@@ -18,6 +18,7 @@ from complex_ner.core.config import Params
 from complex_ner.core.io import atomic_write_text
 from complex_ner.core.paths import (
     CURVES_FILE,
+    EXPORT_FILE,
     HISTORY_FILE,
     PRETRAIN_RESULT_FILE,
     REGISTERED_ARCH,
@@ -33,10 +34,10 @@ from complex_ner.core.paths import (
 )
 from complex_ner.domain import data, validation, vocab
 from complex_ner.domain import stats as corpus_stats
-from complex_ner.domain.data import Sentence
 from complex_ner.domain.encoders import provision_default_encoder, resolve_encoder
-from complex_ner.domain.models.tagger import Tagger
+from complex_ner.domain.models.spec import read_tagger_json
 from complex_ner.engines import evaluate as evaluation
+from complex_ner.engines import export as exporting
 from complex_ner.engines import predict as prediction
 from complex_ner.engines import pretrain as pretraining
 from complex_ner.engines import train as training
@@ -193,6 +194,15 @@ def train(
         run.log_metrics(
             {"best_val_macro_f1": result.best_f1, "best_epoch": float(result.best_epoch)}
         )
+        if result.model_dir is not None:
+            # The ONNX export's check against the torch model (engines/export.py).
+            check = json.loads((result.model_dir / EXPORT_FILE).read_text(encoding="utf-8"))
+            run.log_metrics(
+                {
+                    f"onnx_{key}": float(check["check"][key])
+                    for key in ("max_abs_emission_diff", "word_tag_agreement")
+                }
+            )
         if result.history:
             tracking.plot_history(result.history, out / CURVES_FILE)
             run.log_artifact(out / CURVES_FILE, "training")
@@ -251,6 +261,16 @@ def tables(
     )
 
 
+def export(params: Params, folder: Path, int8: bool = False) -> dict[str, Any]:
+    """Export a saved tagger folder to ONNX (training does this for every model it saves),
+    checked on the validation split of the model's language."""
+    spec, _ = read_tagger_json(folder)
+    val = data.read_conll(split_file(params, spec.lang, VAL_SPLIT))
+    return exporting.export_onnx(
+        folder, [s.tokens for s in val], int8=int8, batch_size=params.evaluate.batch_size
+    )
+
+
 # --------------------------------------------------------------------------- registry
 
 
@@ -266,7 +286,7 @@ def _champion_f1_on(params: Params, lang: str, version: str, tags: dict[str, str
     if tags.get(HELDOUT_HASH_TAG) == current and HELDOUT_F1_TAG in tags:
         return float(tags[HELDOUT_F1_TAG])
     folder = registry.resolve_tagger_dir(f"models:/{registered_name(lang)}/{version}", params)
-    tagger = Tagger.load(folder)
+    tagger = prediction.load_tagger(folder)  # what the registry serves: the ONNX export
     sentences = data.read_conll(split_file(params, lang, REPORTED_SPLIT))
     scores = evaluation.evaluate_f1(
         tagger, sentences, params.data.entity_types, params.evaluate.batch_size
@@ -336,45 +356,3 @@ def register(params: Params, languages: Sequence[str] | None = None) -> dict[str
     out = {lang: asdict(register_best(params, lang)) for lang in langs}
     atomic_write_text(params.path(params.register.output), json.dumps(out, indent=2) + "\n")
     return out
-
-
-# --------------------------------------------------------------------------- prediction
-
-
-def load_model(model: str, params: Params) -> Tagger:
-    """A tagger from a registry URI (``models:/name@alias``, ``runs:/...``) or a folder."""
-    if model.startswith(("models:/", "runs:/")):
-        return prediction.load_tagger(registry.resolve_tagger_dir(model, params))
-    path = Path(model)
-    if not path.is_absolute() and (params.root / path).exists():
-        path = params.root / path
-    return prediction.load_tagger(path)
-
-
-def predict(tagger: Tagger, rows: Sequence[Any], batch_size: int = 64) -> list[list[dict]]:
-    """Entities for raw sentences (strings) or pre-tokenized rows (lists of words)."""
-    return prediction.predict_entities(tagger, list(rows), batch_size)
-
-
-def predict_conll(
-    tagger: Tagger, rows: Sequence[Any], lang: str, batch_size: int = 64
-) -> tuple[list[Sentence], list[list[str]]]:
-    """Sentences and their predicted BIO tags, ready for ``format_conll``: raw lines are
-    tokenized as MultiCoNER does; empty lines are dropped."""
-    sentences = prediction.as_sentences(rows, lang)
-    tags = tagger.predict([s.tokens for s in sentences], batch_size=batch_size)
-    return sentences, tags
-
-
-def predict_file(
-    tagger: Tagger,
-    input_path: Path,
-    output: Path,
-    chunk_size: int = 2000,
-    batch_size: int = 64,
-    progress: Callable[[int], None] | None = None,
-) -> dict[str, int]:
-    """Tag a (large) MultiCoNER file in resumable chunks; the submission file is atomic."""
-    return prediction.predict_conll_batched(
-        tagger, input_path, output, chunk_size, batch_size, progress=progress
-    )

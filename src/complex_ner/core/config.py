@@ -285,6 +285,8 @@ class TrainConfig(_Section):
     precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
     threads: int = 0
     keep_checkpoint: bool = False
+    # The saved model's ONNX export (what prediction runs) gets a dynamic int8 twin too.
+    export_int8: bool = False
     output_dir: str = "models/trained"
     augment: AugmentConfig = AugmentConfig()
     # Weight averaging (SWA: equal weights, EMA: exponential) of the steps after average_start

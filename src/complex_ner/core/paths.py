@@ -21,6 +21,14 @@ CURVES_FILE = "training_curves.png"
 # A tagger folder (see domain.models.tagger)
 TAGGER_FILE = "tagger.json"
 HEAD_FILE = "head.safetensors"
+ENCODER_DIR = "encoder"  # HuggingFace config + safetensors weights (the torch model)
+TOKENIZER_DIR = "tokenizer"
+# The ONNX export of encoder + emission head (engines/export.py), what prediction runs
+ONNX_FILE = "model.onnx"
+ONNX_INT8_FILE = "model.int8.onnx"  # opt-in dynamic int8 quantization of ONNX_FILE
+EXPORT_FILE = "onnx.json"  # how it was exported and checked; the tokenizer ids it needs
+#: What a served (MLflow pyfunc) model carries of a tagger folder: no torch encoder weights
+SERVED_FILES = (TAGGER_FILE, HEAD_FILE, TOKENIZER_DIR, ONNX_FILE, ONNX_INT8_FILE, EXPORT_FILE)
 
 # Inside a logged MLflow pyfunc model: the artifact key of the tagger folder
 TAGGER_ARTIFACT = "tagger"

@@ -52,28 +52,28 @@ from __future__ import annotations
 
 import math
 from bisect import bisect_right
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-import torch
-from torch import Tensor
+import numpy as np
 
 from complex_ner.core.config import JoinMode, LabelPiece
 from complex_ner.core.lang import joins_without_space
 
 __all__ = [
-    "Batch",
     "EncodedWindow",
+    "PieceTokenizer",
     "WordAlignment",
     "align_sentences",
     "alignment_stats",
     "char_pieces",
-    "collate",
     "encode_sentences",
-    "gather_words",
     "join_words",
     "merge_windows",
+    "pad_windows",
+    "piece_tokenizer",
+    "predict_windows",
 ]
 
 T = TypeVar("T")
@@ -83,6 +83,53 @@ _SPACE_MARKERS = "\u2581\u0120 "
 # SentencePiece's word-start marker: the prefix of a character's word-initial piece.
 _METASPACE = "\u2581"
 _JOINS = ("space", "natural", "char")
+
+
+# --------------------------------------------------------------------------- the tokenizer
+
+
+@dataclass(frozen=True)
+class PieceTokenizer:
+    """What alignment tokenizes with: a ``tokenizers.Tokenizer`` and the ids its JSON leaves out.
+
+    A transformers fast tokenizer runs the same ``tokenizers.Tokenizer``
+    (``backend_tokenizer``); the unknown and padding tokens are named in
+    ``tokenizer_config.json`` rather than in ``tokenizer.json``, so they travel beside it
+    (a saved tagger's ONNX export records them, see :mod:`complex_ner.engines.export`).
+
+    Attributes:
+        backend: The ``tokenizers.Tokenizer``.
+        unk_id: The unknown token's id (None without one).
+        pad_id: The padding id.
+    """
+
+    backend: Any
+    unk_id: int | None
+    pad_id: int
+
+
+def piece_tokenizer(tokenizer: Any) -> PieceTokenizer:
+    """A :class:`PieceTokenizer` for a transformers fast tokenizer (or the one given).
+
+    Truncation and padding are switched off on the backend, as transformers does on every call
+    that does not ask for them.
+
+    Raises:
+        ValueError: ``tokenizer`` is not a fast tokenizer (no offsets to align with).
+    """
+    if not isinstance(tokenizer, PieceTokenizer):
+        backend = getattr(tokenizer, "backend_tokenizer", None)
+        if backend is None or not getattr(tokenizer, "is_fast", False):
+            raise ValueError(
+                f"{type(tokenizer).__name__} is not a fast tokenizer; alignment needs offsets"
+            )
+        pad = tokenizer.pad_token_id
+        tokenizer = PieceTokenizer(backend, tokenizer.unk_token_id, int(pad or 0))
+    if tokenizer.backend.truncation is not None:
+        tokenizer.backend.no_truncation()
+    if tokenizer.backend.padding is not None:
+        tokenizer.backend.no_padding()
+    return tokenizer
 
 
 # --------------------------------------------------------------------------- words -> pieces
@@ -241,21 +288,22 @@ def char_pieces(tokenizer: Any, chars: Iterable[str]) -> dict[str, tuple[int, st
     is looked up un-prefixed (``北``), then with the word-start marker (``▁北``).
 
     Args:
-        tokenizer: A fast HuggingFace tokenizer or a
-            :class:`~complex_ner.domain.rawtok.RawTokenizer`.
+        tokenizer: A fast HuggingFace tokenizer or a :class:`PieceTokenizer`.
         chars: The characters (each looked up once).
     """
-    normalizer = tokenizer.backend_tokenizer.normalizer
+    pieces = piece_tokenizer(tokenizer)
+    normalizer = pieces.backend.normalizer
     forms: dict[str, str | None] = {}
     for char in set(chars):
         # BERT's normaliser pads CJK characters with spaces; an inner space means several words.
         form = normalizer.normalize_str(char).strip() if normalizer is not None else char
         forms[char] = form if form and not any(c.isspace() for c in form) else None
     candidates = sorted({p for f in forms.values() if f for p in (f, _METASPACE + f)})
-    # convert_tokens_to_ids answers the unknown token's id (or None) for a missing piece.
-    unk_id = tokenizer.unk_token_id
-    ids = tokenizer.convert_tokens_to_ids(candidates) if candidates else []
-    found = {p: i for p, i in zip(candidates, ids, strict=True) if i is not None and i != unk_id}
+    found: dict[str, int] = {}
+    for piece in candidates:
+        piece_id = pieces.backend.token_to_id(piece)  # None for a piece not in the vocabulary
+        if piece_id is not None and piece_id != pieces.unk_id:
+            found[piece] = piece_id
     out: dict[str, tuple[int, str] | None] = {}
     for char, form in forms.items():
         choices = (form, _METASPACE + form) if form else ()
@@ -312,13 +360,6 @@ def _one_piece_per_char(
     return out_ids, out_offsets, out_tokens
 
 
-def _check_tokenizer(tokenizer: Any) -> None:
-    if not getattr(tokenizer, "is_fast", False):
-        raise ValueError(
-            f"{type(tokenizer).__name__} is not a fast tokenizer; alignment needs offsets mapping"
-        )
-
-
 def _check_label_piece(label_piece: str) -> None:
     if label_piece not in ("first", "last"):
         raise ValueError(f"label_piece must be 'first' or 'last', got {label_piece!r}")
@@ -338,7 +379,7 @@ def align_sentences(
         label_piece: Which of a word's pieces carries its label.
         join: How words are joined into text and pieces (see the module docstring).
     """
-    _check_tokenizer(tokenizer)
+    pieces = piece_tokenizer(tokenizer)
     _check_label_piece(label_piece)
     for index, words in enumerate(sentences):
         if isinstance(words, str):
@@ -346,29 +387,19 @@ def align_sentences(
     if not sentences:
         return []
     joined = [join_words(words, join) for words in sentences]
-    pieces: dict[str, tuple[int, str] | None] = {}
+    char_map: dict[str, tuple[int, str] | None] = {}
     if join == "char":
         chars = {c for words in sentences for w in words if _written_without_space(w) for c in w}
-        pieces = char_pieces(tokenizer, chars)
-    encoded = tokenizer(
-        [text for text, _ in joined],
-        add_special_tokens=False,
-        return_offsets_mapping=True,
-        truncation=False,
-        padding=False,
-        verbose=False,  # long sentences are windowed, so the max-length warning is noise
-    )
-    unk_id = tokenizer.unk_token_id
+        char_map = char_pieces(pieces, chars)
+    encodings = pieces.backend.encode_batch([text for text, _ in joined], add_special_tokens=False)
     alignments = []
-    for words, (text, spans), ids, offsets in zip(
-        sentences, joined, encoded["input_ids"], encoded["offset_mapping"], strict=True
-    ):
-        ids = list(ids)
-        offsets = [(int(o[0]), int(o[1])) for o in offsets]
-        tokens = tokenizer.convert_ids_to_tokens(ids)
+    for words, (text, spans), encoding in zip(sentences, joined, encodings, strict=True):
+        ids = list(encoding.ids)
+        offsets = [(int(start), int(end)) for start, end in encoding.offsets]
+        tokens = list(encoding.tokens)
         if join == "char":
-            ids, offsets, tokens = _one_piece_per_char(words, spans, ids, offsets, tokens, pieces)
-        alignments.append(_align_one(text, spans, ids, offsets, tokens, unk_id, label_piece))
+            ids, offsets, tokens = _one_piece_per_char(words, spans, ids, offsets, tokens, char_map)
+        alignments.append(_align_one(text, spans, ids, offsets, tokens, pieces.unk_id, label_piece))
     return alignments
 
 
@@ -396,11 +427,12 @@ class EncodedWindow:
 
 
 def _special_affixes(tokenizer: Any) -> tuple[list[int], list[int]]:
-    """The special-token ids a tokenizer puts before and after a single sequence."""
-    encoded = tokenizer("a", add_special_tokens=True, return_special_tokens_mask=True)
-    ids, special = list(encoded["input_ids"]), list(encoded["special_tokens_mask"])
+    """The special-token ids a tokenizer (fast or :class:`PieceTokenizer`) puts before and after
+    a single sequence."""
+    encoding = piece_tokenizer(tokenizer).backend.encode("a", add_special_tokens=True)
+    ids, special = list(encoding.ids), list(encoding.special_tokens_mask)
     if 0 not in special:
-        raise ValueError(f"{type(tokenizer).__name__} produced no content piece for 'a'")
+        raise ValueError("the tokenizer produced no content piece for 'a'")
     first = special.index(0)
     last = len(special) - 1 - special[::-1].index(0)
     return ids[:first], ids[last + 1 :]
@@ -470,7 +502,8 @@ def encode_sentences(
         label_piece: Which of a word's pieces carries its label.
         join: How words are joined into text (see :func:`join_words`).
     """
-    prefix, suffix = _special_affixes(tokenizer)
+    pieces = piece_tokenizer(tokenizer)
+    prefix, suffix = _special_affixes(pieces)
     budget = max_length - len(prefix) - len(suffix)
     if budget < 1:
         raise ValueError(
@@ -483,7 +516,7 @@ def encode_sentences(
             f"got {stride}"
         )
     windows: list[EncodedWindow] = []
-    alignments = align_sentences(tokenizer, sentences, label_piece=label_piece, join=join)
+    alignments = align_sentences(pieces, sentences, label_piece=label_piece, join=join)
     for sentence_index, alignment in enumerate(alignments):
         n_words = len(alignment.word_spans)
         if n_words == 0:
@@ -515,98 +548,85 @@ def encode_sentences(
     return windows
 
 
-# --------------------------------------------------------------------------- tensors
-
-
-@dataclass
-class Batch:
-    """Padded tensors for a list of windows.
-
-    Attributes:
-        input_ids: ``(batch, pieces)`` piece ids, padded with ``pad_id``.
-        attention_mask: ``(batch, pieces)`` 1 for real pieces, 0 for padding.
-        word_index: ``(batch, words)`` label-piece index per word, 0 for padding.
-        word_mask: ``(batch, words)`` bool prefix mask of real words.
-        labels: ``(batch, words)`` word labels, ``label_pad`` for padding; None if not given.
-    """
-
-    input_ids: Tensor
-    attention_mask: Tensor
-    word_index: Tensor
-    word_mask: Tensor
-    labels: Tensor | None = None
-
-    def to(self, device: torch.device | str) -> Batch:
-        """A copy with every tensor on ``device``."""
-        return Batch(
-            input_ids=self.input_ids.to(device),
-            attention_mask=self.attention_mask.to(device),
-            word_index=self.word_index.to(device),
-            word_mask=self.word_mask.to(device),
-            labels=None if self.labels is None else self.labels.to(device),
-        )
-
-
-def collate(
-    windows: Sequence[EncodedWindow],
-    pad_id: int,
-    sentence_labels: Sequence[Sequence[int]] | None = None,
-    label_pad: int = 0,
-) -> Batch:
-    """Pad windows into a :class:`Batch`.
+def pad_windows(windows: Sequence[EncodedWindow], pad_id: int) -> dict[str, np.ndarray]:
+    """Pad windows into the encoder's inputs (``domain.batch.collate`` makes them tensors).
 
     Args:
         windows: Windows from :func:`encode_sentences`, in any order.
         pad_id: The tokenizer's padding id (1 for XLM-R, 0 for BERT).
-        sentence_labels: Optional label ids per word of every input sentence, indexed by
-            ``window.sentence_index`` (the list given to :func:`encode_sentences`).
-        label_pad: Label id written at padded word positions.
+
+    Returns:
+        ``input_ids`` and ``attention_mask`` (int64) of shape ``(batch, pieces)``,
+        ``word_index`` (int64) and ``word_mask`` (bool) of shape ``(batch, words)``.
+
+    Raises:
+        ValueError: no windows, or a window without words.
     """
     if not windows:
         raise ValueError("cannot collate an empty list of windows")
-    batch_size = len(windows)
-    max_pieces = max(len(window.input_ids) for window in windows)
-    max_words = max(len(window.word_ids) for window in windows)
-    input_ids = torch.full((batch_size, max_pieces), pad_id, dtype=torch.long)
-    attention_mask = torch.zeros((batch_size, max_pieces), dtype=torch.long)
-    word_index = torch.zeros((batch_size, max_words), dtype=torch.long)
-    word_mask = torch.zeros((batch_size, max_words), dtype=torch.bool)
-    labels = None
-    if sentence_labels is not None:
-        labels = torch.full((batch_size, max_words), label_pad, dtype=torch.long)
+    batch = len(windows)
+    max_pieces = max(len(w.input_ids) for w in windows)
+    max_words = max(len(w.word_ids) for w in windows)
+    # shape: (batch, pieces)
+    input_ids = np.full((batch, max_pieces), pad_id, dtype=np.int64)
+    attention_mask = np.zeros((batch, max_pieces), dtype=np.int64)
+    # shape: (batch, words)
+    word_index = np.zeros((batch, max_words), dtype=np.int64)
+    word_mask = np.zeros((batch, max_words), dtype=bool)
     for row, window in enumerate(windows):
         n_pieces, n_words = len(window.input_ids), len(window.word_ids)
         if n_words == 0:
             # pytorch-crf needs the first time step of every row unmasked.
             raise ValueError(f"window {row} (sentence {window.sentence_index}) has no words")
-        input_ids[row, :n_pieces] = torch.tensor(window.input_ids, dtype=torch.long)
+        input_ids[row, :n_pieces] = window.input_ids
         attention_mask[row, :n_pieces] = 1
-        word_index[row, :n_words] = torch.tensor(window.word_piece_index, dtype=torch.long)
+        word_index[row, :n_words] = window.word_piece_index
         word_mask[row, :n_words] = True
-        if labels is not None and sentence_labels is not None:
-            sentence = sentence_labels[window.sentence_index]
-            if len(sentence) <= window.word_ids[-1]:
-                raise ValueError(
-                    f"sentence {window.sentence_index} has {len(sentence)} labels but the "
-                    f"window reaches word {window.word_ids[-1]}"
-                )
-            labels[row, :n_words] = torch.tensor([sentence[w] for w in window.word_ids])
-    return Batch(input_ids, attention_mask, word_index, word_mask, labels)
+    return {
+        "input_ids": input_ids,
+        "attention_mask": attention_mask,
+        "word_index": word_index,
+        "word_mask": word_mask,
+    }
 
 
-def gather_words(hidden: Tensor, word_index: Tensor) -> Tensor:
-    """Pick each word's label-piece vector: ``(batch, pieces, h)`` -> ``(batch, words, h)``.
+WindowDecoder = Callable[
+    [Sequence[EncodedWindow], bool], tuple[list[list[int]], list[list[list[float]]] | None]
+]
 
-    Padded word positions (index 0) receive the first piece's vector; mask them downstream.
+
+def predict_windows(
+    windows: Sequence[EncodedWindow],
+    sentence_lengths: Sequence[int],
+    decode: WindowDecoder,
+    batch_size: int,
+    with_marginals: bool = False,
+) -> tuple[list[list[int]], list[list[list[float]]] | None]:
+    """Tag ids (and marginals) per word of every sentence, from batch-wise window decoding.
+
+    Windows are sorted by length so batches carry little padding; ``decode(batch, marginals)``
+    returns each window's tag ids and, when asked, its per-word marginals; the kept window of
+    every word gives its prediction (:func:`merge_windows`).
+
+    Raises:
+        ValueError: ``batch_size`` below 1.
     """
-    if hidden.dim() != 3 or word_index.dim() != 2 or hidden.size(0) != word_index.size(0):
-        raise ValueError(
-            f"expected hidden (batch, pieces, h) and word_index (batch, words), got "
-            f"{tuple(hidden.shape)} and {tuple(word_index.shape)}"
-        )
-    # shape: (batch, words, h)
-    index = word_index.to(hidden.device).unsqueeze(-1).expand(-1, -1, hidden.size(-1))
-    return hidden.gather(1, index)
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+    order = sorted(range(len(windows)), key=lambda i: len(windows[i].input_ids))
+    preds: list[list[int]] = [[] for _ in windows]
+    margs: list[list[list[float]]] = [[] for _ in windows]
+    for start in range(0, len(order), batch_size):
+        idx = order[start : start + batch_size]
+        paths, probs = decode([windows[i] for i in idx], with_marginals)
+        for row, i in enumerate(idx):
+            preds[i] = paths[row]
+            if probs is not None:
+                margs[i] = probs[row]
+    n = len(sentence_lengths)
+    merged = merge_windows(windows, preds, n, sentence_lengths)
+    merged_m = merge_windows(windows, margs, n, sentence_lengths) if with_marginals else None
+    return merged, merged_m
 
 
 def merge_windows(

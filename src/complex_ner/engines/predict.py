@@ -1,6 +1,7 @@
 """Raw text in, entities out: MultiCoNER-style tokenization and entity extraction.
 
-Kept free of Prefect, Great Expectations, DVC and MLflow imports: this is the prediction path,
+Kept free of torch, transformers, Prefect, Great Expectations, DVC and MLflow imports: this is
+the prediction path (the ONNX export through :class:`~complex_ner.engines.onnx_tagger.OnnxTagger`),
 and its cold start is measured.
 """
 
@@ -18,7 +19,7 @@ from complex_ner.core.io import atomic_path, atomic_write_text
 from complex_ner.core.lang import token_spans
 from complex_ner.core.paths import BEST_DIR, TAGGER_FILE
 from complex_ner.domain.data import Sentence, format_conll, iter_conll
-from complex_ner.domain.models.tagger import Tagger
+from complex_ner.engines.onnx_tagger import OnnxTagger
 
 
 @dataclass(frozen=True)
@@ -185,20 +186,25 @@ def predict_entities(
 # --------------------------------------------------------------------------- models and files
 
 
-def load_tagger(folder: str | Path) -> Tagger:
-    """A tagger from a saved tagger folder, or from a training run's folder holding ``model/``.
+def load_tagger(folder: str | Path, *, int8: bool = False, threads: int = 0) -> OnnxTagger:
+    """The ONNX tagger of a saved tagger folder, or of a training run's folder holding ``model/``.
 
     Registry URIs (``models:/name@alias``) are resolved to a folder by the application layer.
 
+    Args:
+        folder: The tagger folder (or the run folder above it).
+        int8: Run the dynamically quantized export.
+        threads: onnxruntime's intra-op threads; 0 lets onnxruntime choose.
+
     Raises:
-        FileNotFoundError: the folder does not exist or holds no tagger.
+        FileNotFoundError: the folder does not exist, holds no tagger or no export.
     """
     path = Path(folder)
     if (path / BEST_DIR / TAGGER_FILE).is_file():  # a training run's folder
         path = path / BEST_DIR
     if not (path / TAGGER_FILE).is_file():
         raise FileNotFoundError(f"{folder}: no such model folder (no {TAGGER_FILE})")
-    return Tagger.load(path)
+    return OnnxTagger.load(path, int8=int8, threads=threads)
 
 
 def predict_conll_batched(

@@ -32,11 +32,13 @@ from complex_ner.core.config import Params, TrainConfig
 from complex_ner.core.device import pick_device, pick_precision
 from complex_ner.core.io import atomic_write_text, replace_dir, staging_dir, write_json
 from complex_ner.core.paths import BEST_DIR, CHECKPOINT_DIR, HISTORY_FILE, run_dir, split_file
-from complex_ner.domain.alignment import Batch, EncodedWindow, collate
+from complex_ner.domain.alignment import EncodedWindow
 from complex_ner.domain.augment import MentionReplacer
+from complex_ner.domain.batch import Batch, collate
 from complex_ner.domain.data import Sentence, read_conll
 from complex_ner.domain.models.tagger import Tagger, build_model, iter_batches
 from complex_ner.engines.evaluate import evaluate_f1
+from complex_ner.engines.export import export_onnx
 from complex_ner.engines.pretrain import encoder_label, start_encoder
 from complex_ner.engines.trainer import (
     Callback,
@@ -344,6 +346,9 @@ def fit(
 ) -> FitResult:
     """Train ``tagger`` on ``train``, keep the best model on ``val`` under ``out_dir/model``.
 
+    The saved model is then exported to ONNX and checked on ``val``
+    (:func:`complex_ner.engines.export.export_onnx`).
+
     Args:
         resume: Continue from ``out_dir/checkpoint`` when it exists.
         callbacks: Observe the run (progress lines, tracking); one that returns True from
@@ -396,11 +401,17 @@ def fit(
     if (end.epoch >= cfg.epochs or end.stopped_early) and not cfg.keep_checkpoint:
         # The checkpoint (weights plus optimizer state, ~3x the model) only serves --resume.
         shutil.rmtree(end.checkpoint, ignore_errors=True)
+    model_dir = out_dir / BEST_DIR if end.best_epoch else None
+    if model_dir is not None:
+        # What prediction runs, checked against the saved torch model on the validation split.
+        export_onnx(
+            model_dir, [s.tokens for s in val], int8=cfg.export_int8, batch_size=cfg.batch_size * 2
+        )
     return FitResult(
         best_f1=end.best_f1,
         best_epoch=end.best_epoch,
         history=end.history,
-        model_dir=out_dir / BEST_DIR if end.best_epoch else None,
+        model_dir=model_dir,
         stopped_early=end.stopped_early,
         best_weights=end.best_weights,
     )

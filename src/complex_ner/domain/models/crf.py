@@ -9,9 +9,7 @@ plain ``torchcrf.CRF`` and a constrained and an unconstrained model can share on
 
 from __future__ import annotations
 
-import functools
-import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import torch
@@ -19,6 +17,7 @@ from torch import Tensor, nn
 from torchcrf import CRF
 
 from complex_ner.core.bio import transition_table
+from complex_ner.domain.models.numpy_crf import FORBIDDEN_SCORE
 
 __all__ = [
     "FORBIDDEN_SCORE",
@@ -28,11 +27,6 @@ __all__ = [
     "crf_marginals",
     "viterbi_decode",
 ]
-
-# Finite rather than -inf: when every path is forbidden (e.g. a tag set made only of I- tags)
-# max/logsumexp still yield finite scores and a valid argmax instead of NaN. It is far below any
-# realistic path score yet small enough that float32 sums of a few of them do not overflow.
-FORBIDDEN_SCORE: float = -1e9
 
 
 def bio_transition_masks(tags: Sequence[str]) -> tuple[Tensor, Tensor, Tensor]:
@@ -144,19 +138,13 @@ def viterbi_decode(
     start_allowed: Tensor | None = None,
     trans_allowed: Tensor | None = None,
     end_allowed: Tensor | None = None,
-    backend: str = "auto",
 ) -> list[list[int]]:
     """Find the best tag path of every sequence with a batched Viterbi.
 
     Without constraint masks the result is identical to ``torchcrf.CRF.decode`` with the same
     parameters: the recursion uses the same float operations in the same order, and ties are
-    broken the way ``torch.max`` breaks them (first maximal index).
-
-    CPU tensors go through a numba-compiled kernel (one loop over the whole batch instead of a
-    few torch operations per word) once it is loaded; a call with at least ``_LOAD_MIN_BATCH``
-    sequences loads it, smaller calls before that use the torch loop so that a one-sentence
-    process does not pay numba's import and compilation. CUDA tensors, float16/bfloat16 scores,
-    non-finite scores and hosts where numba fails use the torch loop; the paths are the same.
+    broken the way ``torch.max`` breaks them (first maximal index). Prediction decodes the ONNX
+    export's emissions with the numpy twin, :func:`complex_ner.domain.models.numpy_crf.viterbi`.
 
     Args:
         emissions: Scores of shape ``(batch, seq_len, num_tags)``.
@@ -167,19 +155,13 @@ def viterbi_decode(
         start_allowed: Optional bool mask ``(num_tags,)``; disallowed starts are forbidden.
         trans_allowed: Optional bool mask ``(num_tags, num_tags)``.
         end_allowed: Optional bool mask ``(num_tags,)``.
-        backend: ``"auto"`` (the choice above), ``"torch"`` (always the torch loop) or
-            ``"compiled"`` (always the kernel, loading it if needed; for benchmarks and tests).
 
     Returns:
         One list of tag ids per sequence, of length ``mask[b].sum()``.
 
     Raises:
-        ValueError: On inconsistent shapes, an invalid mask, an unknown ``backend``, or
-            ``backend="compiled"`` for inputs the kernel cannot decode (CUDA tensors, dtypes
-            other than float32/float64, non-finite scores, no usable numba).
+        ValueError: On inconsistent shapes or an invalid mask.
     """
-    if backend not in ("auto", "torch", "compiled"):
-        raise ValueError(f"backend: expected 'auto', 'torch' or 'compiled', got {backend!r}")
     _check_emissions(emissions)
     batch_size, seq_len, num_tags = emissions.shape
     mask = as_bool_mask(mask, (batch_size, seq_len))
@@ -194,17 +176,6 @@ def viterbi_decode(
     )
     if batch_size == 0:
         return []
-    if backend == "compiled":
-        paths = None
-        if emissions.device.type == "cpu":
-            paths = _viterbi_compiled(emissions, mask, start, trans, end)
-        if paths is None:
-            raise ValueError("backend='compiled': the kernel cannot decode these inputs")
-        return paths
-    if backend == "auto" and emissions.device.type == "cpu" and _use_compiled(batch_size):
-        paths = _viterbi_compiled(emissions, mask, start, trans, end)
-        if paths is not None:
-            return paths
     return _viterbi_torch(emissions, mask, start, trans, end)
 
 
@@ -294,221 +265,6 @@ def _backtrack_numpy(
         current = history[t, rows, current]
         best[t] = current
     return [row[:length] for row, length in zip(best.T.tolist(), lengths, strict=True)]
-
-
-# Smallest batch decoded by the compiled kernel once it is loaded: once loaded it beats the torch
-# loop at every batch size (docs/benchmarks.md, CRF decoding).
-_COMPILED_MIN_BATCH = 1
-# Smallest batch that loads the kernel. Loading (import numba, then a cached or fresh compile)
-# costs seconds once, so a single-sentence `complex-ner predict` (batch 1) keeps its cold start
-# while bulk decoding pays it once and then saves time on every batch (docs/benchmarks.md).
-_LOAD_MIN_BATCH = 16
-
-
-def _use_compiled(batch_size: int) -> bool:
-    """Whether a CPU decode of ``batch_size`` sequences should try the compiled kernel."""
-    if _kernel_failed or batch_size < _COMPILED_MIN_BATCH:
-        return False
-    return batch_size >= _LOAD_MIN_BATCH or _kernel.cache_info().currsize > 0
-
-
-# Largest magnitude a path score may reach in the compiled kernel, per float dtype. Below it no
-# sum can overflow to inf, so no inf - inf = NaN can appear and torch's NaN-propagating max
-# never has to be imitated; inputs that could get there are decoded by the torch loop instead.
-_SAFE_SCORE_LIMIT = {np.dtype(np.float32): 1e37, np.dtype(np.float64): 1e306}
-
-
-def _viterbi_kernel(
-    emissions: np.ndarray,
-    lengths: np.ndarray,
-    start: np.ndarray,
-    trans: np.ndarray,
-    end: np.ndarray,
-    limit: float,
-    paths: np.ndarray,
-) -> bool:
-    """Viterbi recursion and backtrack of every sequence; compiled by numba, see ``_kernel``.
-
-    Each step computes ``(score[from] + trans[from, to]) + emissions[t, to]`` in the array
-    dtype, in torchcrf's association order, and keeps the first ``from`` of the maximum on
-    ties, as ``torch.max(dim=...)`` does on CPU, so the paths are exactly torchcrf's. A
-    sequence's recursion stops at its own length, which equals torchcrf's carry-over of the
-    score through padded steps.
-
-    Args:
-        emissions: Scores of shape ``(batch, seq_len, num_tags)``, float32 or float64.
-        lengths: Sequence lengths of shape ``(batch,)``, each in ``[1, seq_len]``.
-        start: Start scores of shape ``(num_tags,)``, same dtype as ``emissions``.
-        trans: Transition scores of shape ``(num_tags, num_tags)`` indexed ``[from, to]``.
-        end: End scores of shape ``(num_tags,)``.
-        limit: Bound on any input magnitude and any path score magnitude.
-        paths: Output of shape ``(batch, seq_len)``; row ``b`` gets its path in
-            ``[:lengths[b]]``.
-
-    Returns:
-        False, with ``paths`` partly written, when an input is not finite or a path score
-        could exceed ``limit``; True otherwise.
-    """
-    batch, seq_len, num_tags = emissions.shape
-    # Largest input magnitudes; "not a <= limit" is also true for NaN.
-    max_start = 0.0
-    max_end = 0.0
-    for j in range(num_tags):
-        a = abs(start[j])
-        if not a <= limit:
-            return False
-        max_start = max(max_start, a)
-        a = abs(end[j])
-        if not a <= limit:
-            return False
-        max_end = max(max_end, a)
-    max_trans = 0.0
-    for i in range(num_tags):
-        for j in range(num_tags):
-            a = abs(trans[i, j])
-            if not a <= limit:
-                return False
-            max_trans = max(max_trans, a)
-    # shape: (num_tags, num_tags) indexed [to, from]: the max over "from" below then reads a
-    # contiguous row and keeps its running maximum in a register, which measured 2-3x faster
-    # than updating a row of maxima per "from" (the torch loop's layout).
-    trans_to = np.ascontiguousarray(trans.T)
-    # shape: (num_tags,) x 2, swapped every step
-    score = np.empty(num_tags, dtype=emissions.dtype)
-    nxt = np.empty(num_tags, dtype=emissions.dtype)
-    # shape: (seq_len, num_tags); history[t, to] = best previous tag; reused by every sequence
-    history = np.empty((seq_len, num_tags), dtype=np.int32)
-    for b in range(batch):
-        length = lengths[b]
-        # Padded emissions never reach a path in torchcrf either, so only valid ones count.
-        max_em = 0.0
-        for t in range(length):
-            for j in range(num_tags):
-                a = abs(emissions[b, t, j])
-                if not a <= limit:
-                    return False
-                max_em = max(max_em, a)
-        if max_start + max_end + length * (max_em + max_trans) > limit:
-            return False
-        for j in range(num_tags):
-            score[j] = start[j] + emissions[b, 0, j]
-        for t in range(1, length):
-            for j in range(num_tags):
-                emission = emissions[b, t, j]
-                # from = 0 seeds the maximum; strict ">" keeps the first maximal "from".
-                best_score = (score[0] + trans_to[j, 0]) + emission
-                best_from = 0
-                for i in range(1, num_tags):
-                    v = (score[i] + trans_to[j, i]) + emission
-                    if v > best_score:
-                        best_score = v
-                        best_from = i
-                nxt[j] = best_score
-                history[t, j] = best_from
-            score, nxt = nxt, score
-        best = 0
-        best_score = score[0] + end[0]
-        for j in range(1, num_tags):
-            v = score[j] + end[j]
-            if v > best_score:
-                best_score = v
-                best = j
-        paths[b, length - 1] = best
-        for t in range(length - 1, 0, -1):
-            best = history[t, best]
-            paths[b, t - 1] = best
-    return True
-
-
-@functools.cache
-def _kernel() -> Callable[..., bool] | None:
-    """The numba-compiled :func:`_viterbi_kernel`, or None when numba is unusable here.
-
-    numba is imported on first use only: importing it costs about half a second, which
-    ``import complex_ner`` (and the CLI's cold start) should not pay. Compiled machine code is
-    cached on disk (``cache=True``) next to this file, or in numba's user-wide cache
-    directory (``NUMBA_CACHE_DIR`` overrides it) when that is read-only; with no writable
-    cache location at all the kernel is compiled in memory on every process start.
-    """
-    try:
-        import numba
-    except ImportError:  # pragma: no cover - numba is a declared dependency
-        return None
-    try:
-        return numba.njit(cache=True, nogil=True)(_viterbi_kernel)
-    except Exception:  # e.g. RuntimeError "no locator available": no writable cache dir
-        warnings.warn(
-            "numba cannot cache the Viterbi kernel (no writable cache directory; set "
-            "NUMBA_CACHE_DIR); compiling it in memory instead",
-            RuntimeWarning,
-            stacklevel=2,
-        )
-    try:
-        return numba.njit(cache=False, nogil=True)(_viterbi_kernel)
-    except Exception:  # pragma: no cover - defensive: decoding falls back to torch
-        return None
-
-
-# Set when a kernel call failed (compilation error, unwritable cache that numba only notices at
-# compile time...): decoding then stays on the torch loop for the rest of the process.
-_kernel_failed = False
-
-
-def _viterbi_compiled(
-    emissions: Tensor, mask: Tensor, start: Tensor, trans: Tensor, end: Tensor
-) -> list[list[int]] | None:
-    """Decode CPU tensors with the compiled kernel; None when it cannot be used.
-
-    Falls back (returns None) when numba is unusable, for dtypes other than float32/float64
-    after torch's type promotion, and for non-finite or overflow-prone scores (torch's max
-    propagates NaN, the kernel does not imitate that).
-
-    Args:
-        emissions: CPU scores of shape ``(batch, seq_len, num_tags)``, ``batch >= 1``.
-        mask: Validated bool prefix mask of shape ``(batch, seq_len)``.
-        start: Constraint-masked start scores, shape ``(num_tags,)``.
-        trans: Constraint-masked transition scores, shape ``(num_tags, num_tags)``.
-        end: Constraint-masked end scores, shape ``(num_tags,)``.
-
-    Returns:
-        One list of tag ids per sequence, or None.
-    """
-    global _kernel_failed
-    if _kernel_failed:
-        return None
-    # torchcrf adds these tensors with torch's type promotion; converting every input to the
-    # promoted dtype first is exact (float32 -> float64 is lossless) and gives the same sums.
-    dtype = torch.promote_types(torch.promote_types(emissions.dtype, start.dtype), trans.dtype)
-    dtype = torch.promote_types(dtype, end.dtype)
-    if dtype not in (torch.float32, torch.float64):
-        return None
-    kernel = _kernel()
-    if kernel is None:
-        return None
-    # shape: (batch, seq_len, num_tags)
-    em = np.ascontiguousarray(emissions.detach().to(dtype).numpy())
-    np_dtype = em.dtype
-    # shape: (num_tags,), (num_tags, num_tags), (num_tags,)
-    start_np = np.ascontiguousarray(start.detach().cpu().to(dtype).numpy())
-    trans_np = np.ascontiguousarray(trans.detach().cpu().to(dtype).numpy())
-    end_np = np.ascontiguousarray(end.detach().cpu().to(dtype).numpy())
-    # shape: (batch,)
-    lengths = mask.sum(dim=1).numpy()
-    # shape: (batch, seq_len)
-    paths = np.empty(mask.shape, dtype=np.int64)
-    try:
-        ok = kernel(em, lengths, start_np, trans_np, end_np, _SAFE_SCORE_LIMIT[np_dtype], paths)
-    except Exception as error:  # never let the accelerator break decoding: use the torch loop
-        _kernel_failed = True
-        warnings.warn(
-            f"compiled Viterbi kernel failed ({error!r}); decoding with torch from now on",
-            RuntimeWarning,
-            stacklevel=3,
-        )
-        return None
-    if not ok:
-        return None
-    return [row[:length] for row, length in zip(paths.tolist(), lengths.tolist(), strict=True)]
 
 
 def crf_marginals(

@@ -16,84 +16,19 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from pydantic import ValidationError
 from torch import Tensor, nn
 
-from complex_ner.core.config import (
-    Arch,
-    HeadConfig,
-    LabelPiece,
-    ModelConfig,
-    StrTuple,
-    WindowConfig,
-    config_error,
-)
+from complex_ner.core.config import ModelConfig
 from complex_ner.core.device import autocast_context
 from complex_ner.core.io import replace_dir
-from complex_ner.core.paths import HEAD_FILE, TAGGER_FILE
-from complex_ner.domain.alignment import (
-    Batch,
-    EncodedWindow,
-    collate,
-    encode_sentences,
-    gather_words,
-    merge_windows,
-)
+from complex_ner.core.paths import ENCODER_DIR, HEAD_FILE, TAGGER_FILE, TOKENIZER_DIR
+from complex_ner.domain.alignment import EncodedWindow, predict_windows
+from complex_ner.domain.batch import Batch, collate, gather_words
 from complex_ner.domain.encoders import load_encoder, load_tokenizer
-from complex_ner.domain.models.bert_lite import load_lite_encoder
 from complex_ner.domain.models.heads import Head, build_head
-from complex_ner.domain.rawtok import load_raw_tokenizer
+from complex_ner.domain.models.spec import FORMAT_VERSION, TaggerSpec, read_tagger_json
 
-#: Version of the ``tagger.json`` layout: a flat ``spec`` (tags, arch, head hyperparameters,
-#: window settings, label_piece, lang, encoder_name).
-FORMAT_VERSION = 1
-
-
-class TaggerSpec(HeadConfig, WindowConfig):
-    """Everything needed to rebuild a tagger besides its weights.
-
-    The head hyperparameters and window settings are those of :class:`ModelConfig` (inherited,
-    so they are declared once); the rest is fixed when the tagger is built.
-    """
-
-    tags: StrTuple
-    arch: Arch
-    label_piece: LabelPiece
-    lang: str
-    encoder_name: str
-
-    @classmethod
-    def from_config(
-        cls, model: ModelConfig, tags: Sequence[str], lang: str, encoder_name: str
-    ) -> TaggerSpec:
-        """The spec of a tagger built from ``model`` for ``lang`` with this encoder."""
-        # Head and window settings by name; the label piece is resolved for the language.
-        shared = model.model_dump(include=set(cls.model_fields))
-        return cls.model_validate(
-            {
-                **shared,
-                "label_piece": model.piece_for(lang),
-                "tags": tuple(tags),
-                "lang": lang,
-                "encoder_name": encoder_name,
-            }
-        )
-
-    def to_json(self) -> dict[str, Any]:
-        """The flat JSON object stored under ``spec`` in ``tagger.json``."""
-        return self.model_dump(mode="json")
-
-    @classmethod
-    def from_json(cls, raw: Any, source: str | Path = TAGGER_FILE) -> TaggerSpec:
-        """Read :meth:`to_json`'s object (any ``FORMAT_VERSION`` 1 file).
-
-        Raises:
-            ConfigError: an unknown or missing field or a bad value, named with ``source``.
-        """
-        try:
-            return cls.model_validate(raw)
-        except ValidationError as exc:
-            raise config_error(source, cls, exc) from None
+__all__ = ["FORMAT_VERSION", "Tagger", "TaggerSpec", "build_model", "iter_batches"]
 
 
 class Tagger(nn.Module):
@@ -141,14 +76,7 @@ class Tagger(nn.Module):
 
     def encode(self, sentences: Sequence[Sequence[str]]) -> list[EncodedWindow]:
         """Windows for these sentences with this tagger's alignment settings."""
-        return encode_sentences(
-            self.tokenizer,
-            sentences,
-            max_length=self.spec.max_length,
-            stride=self.spec.stride,
-            label_piece=self.spec.label_piece,
-            join=self.spec.join,
-        )
+        return self.spec.encode(self.tokenizer, sentences)
 
     @torch.inference_mode()
     def predict_ids(
@@ -159,34 +87,37 @@ class Tagger(nn.Module):
     ) -> tuple[list[list[int]], list[list[list[float]]] | None]:
         """Tag ids per word (and, optionally, per-word tag marginals) for every sentence.
 
-        Windows are sorted by length so batches carry little padding; every input word gets a
-        tag, long sentences through overlapping windows.
+        Every input word gets a tag, long sentences through overlapping windows
+        (:func:`~complex_ner.domain.alignment.predict_windows`).
         """
         was_training = self.training
         self.eval()
-        windows = self.encode(sentences)
-        order = sorted(range(len(windows)), key=lambda i: len(windows[i].input_ids))
-        preds: list[list[int]] = [[] for _ in windows]
-        margs: list[list[list[float]]] = [[] for _ in windows]
         device = self.device
-        for start in range(0, len(order), batch_size):
-            idx = order[start : start + batch_size]
-            batch = collate([windows[i] for i in idx], self.pad_id).to(device)
+
+        def decode(
+            chunk: Sequence[EncodedWindow], marginals: bool
+        ) -> tuple[list[list[int]], list[list[list[float]]] | None]:
+            batch = collate(chunk, self.pad_id).to(device)
             with autocast_context(device, None):
+                # shape: (batch, words, num_tags)
                 em = self.emissions(batch).float()
-            decoded = self.head.decode(em, batch.word_mask)
-            probs = self.head.marginals(em, batch.word_mask).cpu() if with_marginals else None
-            for row, i in enumerate(idx):
-                preds[i] = decoded[row]
-                if probs is not None:
-                    margs[i] = probs[row, : len(decoded[row])].tolist()
-        self.train(was_training)
-        lengths = [len(s) for s in sentences]
-        merged = merge_windows(windows, preds, len(sentences), lengths)
-        merged_m = (
-            merge_windows(windows, margs, len(sentences), lengths) if with_marginals else None
-        )
-        return merged, merged_m
+            paths = self.head.decode(em, batch.word_mask)
+            if not marginals:
+                return paths, None
+            # shape: (batch, words, num_tags)
+            probs = self.head.marginals(em, batch.word_mask).cpu()
+            return paths, [probs[row, : len(p)].tolist() for row, p in enumerate(paths)]
+
+        try:
+            return predict_windows(
+                self.encode(sentences),
+                [len(s) for s in sentences],
+                decode,
+                batch_size,
+                with_marginals,
+            )
+        finally:
+            self.train(was_training)
 
     def predict(self, sentences: Sequence[Sequence[str]], batch_size: int = 64) -> list[list[str]]:
         """BIO tags per word for every sentence."""
@@ -203,8 +134,8 @@ class Tagger(nn.Module):
         folder.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
         try:
-            self.encoder.save_pretrained(tmp / "encoder", safe_serialization=True)
-            self.tokenizer.save_pretrained(tmp / "tokenizer")
+            self.encoder.save_pretrained(tmp / ENCODER_DIR, safe_serialization=True)
+            self.tokenizer.save_pretrained(tmp / TOKENIZER_DIR)
             state = {k: v.detach().cpu().contiguous() for k, v in self.head.state_dict().items()}
             save_file(state, str(tmp / HEAD_FILE))
             meta = {"format_version": FORMAT_VERSION, "spec": self.spec.to_json(), **(extra or {})}
@@ -216,21 +147,11 @@ class Tagger(nn.Module):
         return folder
 
     @classmethod
-    def load(
-        cls, folder: str | Path, device: str | torch.device = "cpu", lean: bool = True
-    ) -> Tagger:
+    def load(cls, folder: str | Path, device: str | torch.device = "cpu") -> Tagger:
         """Load a folder written by :meth:`save` (JSON and safetensors only).
 
-        Args:
-            folder: The model folder.
-            device: Where to put the model.
-            lean: Prediction's fast path: read ``tokenizer/tokenizer.json`` with the raw
-                ``tokenizers`` library (:mod:`complex_ner.domain.rawtok`) and a plain BERT
-                encoder with :mod:`complex_ner.domain.models.bert_lite`, so transformers is never
-                imported (about 10 s of the CLI's cold start). Both give the same pieces and
-                outputs as the transformers objects; whatever they do not support (no
-                ``tokenizer.json``, not a plain BERT) is loaded through transformers. ``False``
-                always uses transformers.
+        This is the torch model (training, evaluation, export); prediction runs the folder's
+        ONNX export instead (:mod:`complex_ner.engines.onnx_tagger`).
 
         Raises:
             FileNotFoundError: ``folder`` has no ``tagger.json``.
@@ -240,24 +161,9 @@ class Tagger(nn.Module):
         from safetensors.torch import load_file
 
         folder = Path(folder)
-        meta_path = folder / TAGGER_FILE
-        if not meta_path.is_file():
-            raise FileNotFoundError(f"{folder}: not a complex-ner model folder (no {TAGGER_FILE})")
-        meta = json.loads(meta_path.read_text(encoding="utf-8"))
-        if meta.get("format_version") != FORMAT_VERSION:
-            raise ValueError(
-                f"{meta_path}: unsupported format_version {meta.get('format_version')}"
-            )
-        spec = TaggerSpec.from_json(meta.get("spec"), meta_path)
-        encoder: Any = None
-        tokenizer: Any = None
-        if lean:
-            encoder = load_lite_encoder(folder / "encoder")
-            tokenizer = load_raw_tokenizer(folder / "tokenizer")
-        if encoder is None:
-            encoder = load_encoder(str(folder / "encoder"))
-        if tokenizer is None:
-            tokenizer = load_tokenizer(str(folder / "tokenizer"))
+        spec, _ = read_tagger_json(folder)
+        encoder = load_encoder(str(folder / ENCODER_DIR))
+        tokenizer = load_tokenizer(str(folder / TOKENIZER_DIR))
         tagger = cls(encoder, tokenizer, spec)
         tagger.head.load_state_dict(load_file(str(folder / HEAD_FILE)))
         return tagger.to(device).eval()
