@@ -73,3 +73,10 @@ def dvc_project(tmp_path: Path, root: Path, multiconer_dir: Path, tiny_bert_dir:
     run(["git", "add", "-A"], repo, env)
     run(["git", "commit", "-q", "-m", "tiny project"], repo, env)
     return repo
+
+
+@pytest.fixture(autouse=True)
+def _no_leaked_tracking_uri(monkeypatch: pytest.MonkeyPatch) -> None:
+    """mlflow.set_tracking_uri exports MLFLOW_TRACKING_URI: one test's store must not become
+    the next test's registry (each project's default is its own mlruns/)."""
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)

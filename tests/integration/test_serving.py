@@ -47,9 +47,13 @@ def registry(tmp_path_factory: pytest.TempPathFactory, trained_tagger_dir: Path)
     root = tmp_path_factory.mktemp("registry")
     (root / "params.yaml").write_text("{}\n")
     params = load_params(root / "params.yaml")
-    with start_run(params, "serving-test", {}) as run:
-        info = run.log_pyfunc(trained_tagger_dir)
-    set_alias(params, "es", CHAMPION, register_version(params, "es", info.model_uri, {}))
+    # mlflow.set_tracking_uri exports MLFLOW_TRACKING_URI, so an earlier test's store would
+    # otherwise be this project's registry (and the alias file's recorded URI).
+    with pytest.MonkeyPatch.context() as mp:
+        mp.delenv("MLFLOW_TRACKING_URI", raising=False)
+        with start_run(params, "serving-test", {}) as run:
+            info = run.log_pyfunc(trained_tagger_dir)
+        set_alias(params, "es", CHAMPION, register_version(params, "es", info.model_uri, {}))
     return root
 
 
