@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import onnx
 import pytest
 import torch
 from tokenizers import Tokenizer
@@ -25,7 +26,7 @@ from complex_ner.core.paths import EXPORT_FILE, ONNX_FILE, ONNX_INT8_FILE
 from complex_ner.domain.alignment import PieceTokenizer, align_sentences, encode_sentences
 from complex_ner.domain.models.tagger import Tagger, build_model
 from complex_ner.engines import export as export_module
-from complex_ner.engines.export import ExportCheckError, export_onnx
+from complex_ner.engines.export import ExportCheckError, contracting_matmuls, export_onnx
 from complex_ner.engines.onnx_tagger import OnnxTagger
 from complex_ner.engines.predict import load_tagger
 
@@ -120,6 +121,16 @@ def test_int8_export_is_opt_in_and_recorded(
     manifest = export_onnx(folder, words, int8=True)
     assert (folder / ONNX_INT8_FILE).is_file()
     assert manifest["int8"]["check"]["sentences"] == len(words)
+    # The down-projections (intermediate -> hidden, one per layer) and the emission head
+    # (hidden -> tags) stay fp32; every other weight MatMul is quantized.
+    kept = manifest["int8"]["fp32_matmuls"]
+    layers = Tagger.load(folder).encoder.config.num_hidden_layers
+    assert len(kept) == layers + 1
+    assert sorted(kept) == sorted(contracting_matmuls(folder / ONNX_FILE))
+    quantized_graph = onnx.load(str(folder / ONNX_INT8_FILE)).graph
+    ops = {node.name: node.op_type for node in quantized_graph.node}
+    assert all(ops[name] == "MatMul" for name in kept)
+    assert sum(op in {"MatMulInteger", "DynamicQuantizeMatMul"} for op in ops.values()) > 0
     quantized = load_tagger(folder, int8=True)
     tags = quantized.predict(words)
     assert [len(t) for t in tags] == [len(w) for w in words]

@@ -11,7 +11,11 @@ Before the export counts, every given sentence (training passes the validation s
 through both models: the largest absolute emission difference is recorded and the word tags
 must be identical; ``onnx.json`` then records the check and the tokenizer ids prediction needs.
 With ``int8`` an onnxruntime dynamic int8 quantization (``model.int8.onnx``) is written too; its
-agreement with the torch tags is recorded, not required.
+agreement with the torch tags is recorded, not required. Weights are quantized per output
+channel, and the projections that contract a wider dimension than they produce (the
+feed-forward down-projections, and the small emission head) stay in fp32: their inputs are the
+post-GELU activations, whose few large values make the per-tensor activation scale of dynamic
+quantization too coarse for the rest (``docs/benchmarks.md`` has the layer-by-layer figures).
 """
 
 from __future__ import annotations
@@ -35,7 +39,7 @@ from complex_ner.domain.batch import collate, gather_words
 from complex_ner.domain.models.tagger import Tagger
 from complex_ner.engines.onnx_tagger import OnnxTagger
 
-__all__ = ["EXPORT_FORMAT", "ExportCheckError", "export_onnx"]
+__all__ = ["EXPORT_FORMAT", "ExportCheckError", "contracting_matmuls", "export_onnx"]
 
 #: Version of ``onnx.json``.
 EXPORT_FORMAT = 1
@@ -151,11 +155,39 @@ def _compare(
     }
 
 
-def _quantize(source: Path, target: Path) -> None:
+def contracting_matmuls(model_path: Path) -> list[str]:
+    """Names of the MatMul nodes whose constant weight maps a wider input to a narrower output.
+
+    Found from the graph's shapes, not from module names, so any encoder's export gets the same
+    rule (BERT, XLM-R and e5 down-projections are ``(intermediate, hidden)``).
+    """
+    import onnx
+
+    graph = onnx.load(str(model_path), load_external_data=False).graph
+    # shape: (in_features, out_features) for a MatMul's constant right-hand side
+    shapes = {init.name: tuple(init.dims) for init in graph.initializer}
+    return [
+        node.name
+        for node in graph.node
+        if node.op_type == "MatMul"
+        and len(shapes.get(node.input[1], ())) == 2
+        and shapes[node.input[1]][0] > shapes[node.input[1]][1]
+    ]
+
+
+def _quantize(source: Path, target: Path) -> dict[str, Any]:
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
+    keep_fp32 = contracting_matmuls(source)
     with atomic_path(target) as tmp:
-        quantize_dynamic(str(source), str(tmp), weight_type=QuantType.QInt8)
+        quantize_dynamic(
+            str(source),
+            str(tmp),
+            weight_type=QuantType.QInt8,
+            per_channel=True,
+            nodes_to_exclude=keep_fp32,
+        )
+    return {"weights": "int8, per channel", "fp32_matmuls": keep_fp32}
 
 
 def export_onnx(
@@ -214,10 +246,11 @@ def export_onnx(
         )
     int8_path = folder / ONNX_INT8_FILE
     if int8:
-        _quantize(fp32, int8_path)
+        scheme = _quantize(fp32, int8_path)
         quantized = OnnxTagger.load(folder, int8=True, threads=threads, manifest=manifest)
         manifest["int8"] = {
             "file": ONNX_INT8_FILE,
+            **scheme,
             "check": _compare(tagger, quantized, sentences, batch_size),
         }
     elif int8_path.exists():
