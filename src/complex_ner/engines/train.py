@@ -536,12 +536,14 @@ def train_model(
     *,
     resume: bool = False,
     callbacks: Sequence[Callback] = (),
+    world: World | None = None,
 ) -> FitResult:
     """Build the encoder + ``arch`` head from params and train it on ``lang``.
 
     Args:
         resume: Continue from the run folder's checkpoint when it exists.
         callbacks: Passed to :func:`fit` (progress lines, tracking).
+        world: Passed to :func:`fit` (default: torchrun's environment).
     """
     params = params.for_language(lang)
     m = params.model
@@ -572,4 +574,5 @@ def train_model(
         resume=resume,
         callbacks=callbacks,
         model_extra=extra,
+        world=world,
     )
