@@ -10,7 +10,8 @@ Memory must stay flat as the file grows: compare the rows of one worker count ac
 
 The model: ``--model`` (a trained tagger folder with its ONNX export), else an untrained tagger
 over ``--encoder`` (the trimmed e5 of the pipeline: the real model's size and speed; untrained
-weights tag at the same speed), else (``--quick`` or no encoder) over a tiny random BERT.
+weights tag at the same speed), else (``--tiny``, ``--quick`` or no encoder) over a tiny random
+BERT (hidden 32, 2 layers: the chunking, the pool and memory at full file sizes).
 
     python -m benchmarks.bench_batch_predict --encoder models/encoders/trimmed --sizes 4000
     python -m benchmarks.bench_batch_predict --quick
@@ -96,7 +97,7 @@ def make_model(args: Any, scratch: Path) -> tuple[Path, str]:
     from complex_ner.domain.models.tagger import build_model
     from complex_ner.engines.export import export_onnx
 
-    if args.encoder is not None and not args.quick:
+    if args.encoder is not None and not (args.quick or args.tiny):
         encoder, label = args.encoder, f"untrained head on {args.encoder.name}"
     else:
         encoder, label = tiny_encoder(scratch / "tiny-bert"), "untrained, tiny BERT"
@@ -117,6 +118,9 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--chunk-size", type=int, default=2000)
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--model", type=Path, default=None, help="a trained tagger folder")
+    parser.add_argument(
+        "--tiny", action="store_true", help="a tiny random BERT (real text, full sizes)"
+    )
     parser.add_argument("--keep", type=Path, default=None, help="build the file here and keep it")
     args = parse(parser, argv)
     if args.quick:
