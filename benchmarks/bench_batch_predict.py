@@ -19,6 +19,7 @@ BERT (hidden 32, 2 layers: the chunking, the pool and memory at full file sizes)
 
 from __future__ import annotations
 
+import os
 import random
 import shutil
 import sys
@@ -54,6 +55,8 @@ COLUMNS = (
     "sent/s (tagging)",
     "end to end s",
     "sent/s (end to end)",
+    "worker CPU s",
+    "sent per worker CPU s",
     "peak MiB per worker",
     "flow process peak MiB",
 )
@@ -175,6 +178,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
                 tagging_s = got["tagging_seconds"]
                 assert got["sentences"] == size, got
                 peaks = sorted(wk["peak_rss_mb"] for wk in got["workers"])
+                cpu = sum(wk["cpu_seconds"] for wk in got["workers"])
                 record = {
                     "model": label,
                     "sentences": size,
@@ -184,13 +188,17 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
                     "tagging_rate": size / tagging_s,
                     "total_s": total_s,
                     "total_rate": size / total_s,
+                    "worker_cpu_s": cpu,
+                    "sentences_per_worker_cpu_s": size / cpu,
                     "worker_peak_mb": peaks,
+                    "loadavg_1min": os.getloadavg()[0],
                     "flow_process_peak_mb": parent.peak,
                 }
                 records.append(record)
                 rows.append(
                     [label, size, w, got["chunks"], tagging_s, size / tagging_s, total_s]
-                    + [size / total_s, " / ".join(f"{p:,.0f}" for p in peaks), parent.peak]
+                    + [size / total_s, cpu, size / cpu]
+                    + [" / ".join(f"{p:,.0f}" for p in peaks), parent.peak]
                 )
                 out.unlink()
         shutil.rmtree(scratch / "model", ignore_errors=True)
@@ -201,6 +209,9 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         "Tagging s: from mapping the chunks over the tasks to the last result (Prefect's "
         "process pool: worker start-up and one model load per worker included); end to end "
         "adds the planning pass over the whole file (which also checks it) and the join.",
+        "Worker CPU s: user + system CPU time of the worker processes (imports and model load "
+        "included); sentences per worker CPU second do not depend on how busy the machine is, "
+        "wall-clock rates do (loadavg_1min of each row is in the JSON).",
         "Peak MiB per worker: each worker process's peak resident memory (VmHWM), model "
         "included; flow process: sampled RSS of the process that planned and joined.",
     ]

@@ -65,7 +65,7 @@ def batch_predict(
     Returns:
         ``sentences``, ``chunks``, ``reused_chunks`` (finished by an earlier run),
         ``tagging_seconds`` (the mapped tasks, worker start-up included) and, per worker
-        process, the chunks it tagged and its peak memory (``workers``).
+        process, the chunks it tagged, its peak memory and CPU seconds (``workers``).
     """
     logger = get_run_logger()
     params = load_params(params_path)
@@ -89,9 +89,12 @@ def batch_predict(
     result: dict[str, Any] = serve.finish_batch(job)
     workers: dict[int, dict[str, float]] = {}
     for chunk in done:
-        worker = workers.setdefault(chunk["pid"], {"chunks": 0, "peak_rss_mb": 0.0})
+        worker = workers.setdefault(
+            chunk["pid"], {"chunks": 0, "peak_rss_mb": 0.0, "cpu_seconds": 0.0}
+        )
         worker["chunks"] += 1
-        worker["peak_rss_mb"] = max(worker["peak_rss_mb"], chunk["peak_rss_mb"])
+        for key in ("peak_rss_mb", "cpu_seconds"):  # both only grow in a process
+            worker[key] = max(worker[key], chunk[key])
     result["reused_chunks"] = len(job.spans) - len(todo)
     result["tagging_seconds"] = tagging_seconds
     result["workers"] = list(workers.values())
