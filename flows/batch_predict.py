@@ -25,7 +25,6 @@ from pathlib import Path
 from typing import Any
 
 from prefect import flow, get_run_logger, task, unmapped
-from prefect.server.api.server import SubprocessASGIServer
 from prefect.settings import PREFECT_API_URL, temporary_settings
 from prefect.task_runners import ProcessPoolTaskRunner
 
@@ -112,6 +111,9 @@ def run(workers: int = 1, **kwargs: Any) -> dict[str, Any]:
     configured = PREFECT_API_URL.value()
     if configured:
         return batch_predict.with_options(task_runner=pool)(**kwargs)
+    # Imported here: the server module is heavy, and a configured server does not need it.
+    from prefect.server.api.server import SubprocessASGIServer
+
     server = SubprocessASGIServer()  # the one Prefect's client would start on its own
     server.start()
     with temporary_settings(updates={PREFECT_API_URL: server.api_url}):
