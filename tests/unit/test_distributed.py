@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
 import pytest
 import torch
 
+from complex_ner.app import stages
+from complex_ner.core.config import ConfigError, load_params
 from complex_ner.core.device import pick_device
 from complex_ner.core.distributed import World, any_rank, shard, shard_weight, sum_over_ranks
 
@@ -79,3 +84,35 @@ def test_devices_in_a_distributed_world() -> None:
     with pytest.raises(ValueError, match=r"train.device: 'cuda:0' pins one device, but 2"):
         pick_device("cuda:0", world)
     assert pick_device("cuda:0", World()) == torch.device("cuda:0")  # one process: as asked
+
+
+def test_train_devices_start_torchrun_unless_already_under_it(
+    root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for key in ("WORLD_SIZE", "RANK", "LOCAL_RANK"):
+        monkeypatch.delenv(key, raising=False)
+    two = load_params(root / "params.yaml", ["train.devices=2"])
+    assert stages.needs_torchrun(two)
+    assert not stages.needs_torchrun(load_params(root / "params.yaml"))  # the default: 1
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", "1")
+    assert not stages.needs_torchrun(two)  # each process torchrun started trains as its rank
+    assert stages.torchrun_command(2, ["train", "--lang", "es"]) == [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc-per-node=2",
+        "-m",
+        "complex_ner.cli",
+        "train",
+        "--lang",
+        "es",
+    ]
+
+
+def test_devices_is_one_run_wide_setting(root: Path) -> None:
+    with pytest.raises(ConfigError, match="devices cannot differ per language"):
+        load_params(root / "params.yaml", ["train.by_language={zh: {devices: 2}}"])
+    with pytest.raises(ConfigError, match="train.devices"):
+        load_params(root / "params.yaml", ["train.devices=0"])
