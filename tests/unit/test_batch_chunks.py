@@ -186,3 +186,18 @@ def test_peak_memory_is_this_process_high_water_mark() -> None:
     assert peak_rss_mb() >= before
     assert peak_rss_mb() > 64
     del block
+
+
+def test_the_benchmark_file_repeats_the_source_with_new_ids(tmp_path: Path) -> None:
+    from benchmarks.bench_batch_predict import build_test_file, head
+
+    source = read_conll(_big(tmp_path, 3))
+    built = read_conll(build_test_file(source, 8, tmp_path / "built.conll"), labeled=False)
+    assert len(built) == 8 and len({s.id for s in built}) == 8
+    assert all(s.tags is None for s in built)
+    by_id = {s.id: s.tokens for s in source}
+    assert all(s.tokens == by_id[s.id.rsplit("-r", 1)[0]] for s in built)
+    # Every pass holds each source sentence once (reshuffled): passes 1 and 2 are complete.
+    assert sorted(s.id for s in built[:3]) == ["s0-r0", "s1-r0", "s2-r0"]
+    first = read_conll(head(tmp_path / "built.conll", 5, tmp_path / "five.conll"), labeled=False)
+    assert [s.id for s in first] == [s.id for s in built[:5]]
