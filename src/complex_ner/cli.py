@@ -202,16 +202,30 @@ def train(
     resume: Annotated[bool, typer.Option(help="Continue from the run's checkpoint.")] = False,
     progress: ProgressOpt = True,
 ) -> None:
-    """Fine-tune encoder + head on one language; keeps the best model on validation macro-F1."""
+    """Fine-tune encoder + head on one language; keeps the best model on validation macro-F1.
+
+    With train.devices N > 1 (and not already under torchrun) this command runs itself under
+    torchrun with N data-parallel processes.
+    """
     p = _load(params, set_)
     _check_lang(p, lang)
     arch = arch or p.model.arch
     if arch not in ARCHITECTURES:
         raise _fail(f"--arch: {arch!r} is not one of {', '.join(ARCHITECTURES)}", 2)
+    steps = _stages()
     try:
-        run = _stages().train(p, lang, arch, resume=resume, log=_log(progress))
+        if steps.needs_torchrun(p):
+            # The same command in every process: each reads its rank from torchrun's environment.
+            args = ["train", "--lang", lang, "--arch", arch, "--params", str(params.resolve())]
+            args += [a for s in set_ or () for a in ("--set", s)]
+            args += ["--resume" if resume else "--no-resume"]
+            args += ["--progress" if progress else "--no-progress"]
+            raise typer.Exit(steps.train_distributed(p, args))
+        run = steps.train(p, lang, arch, resume=resume, log=_log(progress))
     except EXPECTED as exc:
         raise _fail(str(exc)) from None
+    if run is None:  # a rank other than 0 under torchrun: rank 0 reports
+        return
     typer.echo(
         f"{lang} {arch}: best validation macro-F1 {run.best_f1:.4f} at epoch "
         f"{run.best_epoch}; model in {run.model_dir}; MLflow run {run.run_id}"
@@ -430,3 +444,7 @@ def predict_batch(
 def main() -> None:  # pragma: no cover - console entry point
     """Entry point that never prints a traceback for expected errors."""
     sys.exit(app())
+
+
+if __name__ == "__main__":  # `python -m complex_ner.cli`, as torchrun starts each process
+    main()

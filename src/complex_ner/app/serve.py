@@ -17,7 +17,30 @@ from complex_ner.domain.data import Sentence
 from complex_ner.engines import predict as prediction
 from complex_ner.engines.onnx_tagger import OnnxTagger
 
-__all__ = ["load_model", "predict", "predict_conll", "predict_file"]
+__all__ = [
+    "BatchJob",
+    "finish_batch",
+    "load_model",
+    "model_folder",
+    "plan_batch",
+    "predict",
+    "predict_chunk",
+    "predict_conll",
+    "predict_file",
+]
+
+BatchJob = prediction.BatchJob
+
+
+def model_folder(model: str, params: Params) -> Path:
+    """The local tagger folder of a registry URI (``models:/name@alias``, ``runs:/...``; MLflow
+    downloads it when its store is remote) or of a folder (relative to the project)."""
+    if model.startswith(("models:/", "runs:/")):
+        return registry.resolve_tagger_dir(model, params)
+    path = Path(model)
+    if not path.is_absolute() and (params.root / path).exists():
+        path = params.root / path
+    return path
 
 
 def load_model(model: str, params: Params, *, threads: int = 0, int8: bool = False) -> OnnxTagger:
@@ -29,13 +52,43 @@ def load_model(model: str, params: Params, *, threads: int = 0, int8: bool = Fal
         threads: onnxruntime's intra-op threads; 0 lets onnxruntime choose.
         int8: Run the dynamically quantized export.
     """
-    if model.startswith(("models:/", "runs:/")):
-        folder = registry.resolve_tagger_dir(model, params)
-        return prediction.load_tagger(folder, threads=threads, int8=int8)
-    path = Path(model)
-    if not path.is_absolute() and (params.root / path).exists():
-        path = params.root / path
-    return prediction.load_tagger(path, threads=threads, int8=int8)
+    return prediction.load_tagger(model_folder(model, params), threads=threads, int8=int8)
+
+
+# One tagger per worker process, loaded by its first chunk: a process pool's workers tag many
+# chunks each and must not reload the model for every one.
+_WORKER_TAGGERS: dict[tuple[str, int, bool], OnnxTagger] = {}
+
+
+def plan_batch(
+    folder: Path, input_path: Path, output: Path, chunk_size: int = 2000, int8: bool = False
+) -> BatchJob:
+    """Cut ``input_path`` into chunks for ``folder``'s model (an interrupted run's plan and
+    finished chunks when it is the same job); malformed input fails here."""
+    key = prediction.batch_model_key(folder, int8)
+    return prediction.plan_batch(input_path, output, chunk_size, key)
+
+
+def predict_chunk(
+    folder: Path,
+    job: BatchJob,
+    index: int,
+    batch_size: int = 64,
+    threads: int = 1,
+    int8: bool = False,
+) -> dict[str, Any]:
+    """Tag one chunk of ``job`` in this (worker) process with ``folder``'s model; see
+    :func:`complex_ner.engines.predict.predict_chunk`."""
+    key = (str(folder), threads, int8)
+    if key not in _WORKER_TAGGERS:
+        _WORKER_TAGGERS[key] = prediction.load_tagger(folder, threads=threads, int8=int8)
+    return prediction.predict_chunk(_WORKER_TAGGERS[key], job, index, batch_size)
+
+
+def finish_batch(job: BatchJob) -> dict[str, int]:
+    """Join the finished chunks into the submission file (atomic) and drop the parts."""
+    prediction.join_batch(job)
+    return {"sentences": job.sentences, "chunks": len(job.spans)}
 
 
 def predict(tagger: OnnxTagger, rows: Sequence[Any], batch_size: int = 64) -> list[list[dict]]:

@@ -8,6 +8,9 @@ the DVC stages (``app/pipeline.py``). Engines get MLflow only as callbacks built
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -15,6 +18,7 @@ from typing import Any
 
 from complex_ner.adapters import registry, tracking
 from complex_ner.core.config import Params
+from complex_ner.core.distributed import World
 from complex_ner.core.io import atomic_write_text
 from complex_ner.core.paths import (
     CURVES_FILE,
@@ -173,10 +177,48 @@ class TrainedRun:
     model_dir: str
 
 
+def needs_torchrun(params: Params) -> bool:
+    """Whether ``train.devices`` asks for more processes than this one (not yet under torchrun)."""
+    return params.train.devices > 1 and not World.from_env().distributed
+
+
+def torchrun_command(devices: int, cli_args: Sequence[str]) -> list[str]:
+    """``torchrun`` (``python -m torch.distributed.run``) with ``devices`` processes on this
+    machine, each running ``complex-ner <cli_args>``."""
+    return [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        f"--nproc-per-node={devices}",
+        "-m",
+        "complex_ner.cli",
+        *cli_args,
+    ]
+
+
+def train_distributed(params: Params, cli_args: Sequence[str]) -> int:
+    """Run ``complex-ner <cli_args>`` under torchrun with ``train.devices`` processes; torchrun's
+    exit status (it stops every process when one fails).
+
+    Each process finds itself in torchrun's environment and runs :func:`train` as its rank.
+    """
+    command = torchrun_command(params.train.devices, cli_args)
+    return subprocess.run(command, cwd=params.root, env=dict(os.environ), check=False).returncode
+
+
 def train(
     params: Params, lang: str, arch: str, *, resume: bool = False, log: Log | None = print
-) -> TrainedRun:
-    """Train one language x architecture inside an MLflow run; per-epoch metrics, curves."""
+) -> TrainedRun | None:
+    """Train one language x architecture inside an MLflow run; per-epoch metrics, curves.
+
+    Under torchrun, rank 0 does all of this; the other ranks only train alongside it (no MLflow
+    run, no files) and get None.
+    """
+    world = World.from_env()
+    if not world.main:
+        training.train_model(params, lang, arch, resume=resume, world=world)
+        return None
     tags = tracking.lineage_tags(
         params,
         "train",
@@ -184,12 +226,15 @@ def train(
         arch=arch,
         encoder=pretraining.encoder_label(params, lang),
         val_data_hash=tracking.eval_data_hash(params, lang),
+        world_size=str(world.size),
     )
     # What trains this language: train.by_language applied, so MLflow shows the values used.
     logged = {**tracking.flat_params(params.for_language(lang)), "model.arch": arch}
     with tracking.start_run(params, f"{lang}-{arch}", tags, log_params=logged) as run:
         callbacks = default_callbacks(f"{lang} {arch}", log, on_epoch_end=run.epoch_logger())
-        result = training.train_model(params, lang, arch, resume=resume, callbacks=callbacks)
+        result = training.train_model(
+            params, lang, arch, resume=resume, callbacks=callbacks, world=world
+        )
         out = run_dir(params, lang, arch)
         run.log_metrics(
             {"best_val_macro_f1": result.best_f1, "best_epoch": float(result.best_epoch)}

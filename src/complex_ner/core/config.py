@@ -294,6 +294,9 @@ class TrainConfig(_Section):
     average: Literal["none", "swa", "ema"] = "none"
     average_start: Rate = 0.5
     ema_decay: OpenFraction = 0.99
+    # Data-parallel processes (DDP, one per device); 1 trains in this process. Under torchrun
+    # the launcher's WORLD_SIZE decides instead (core/distributed.py).
+    devices: PositiveInt = 1
     # Per-language changes of the keys above, e.g. {zh: {epochs: 2}}: one budget can give the
     # language that gains most from another pass the minutes (docs/results.md). Held as
     # (language, changes as canonical JSON) pairs so that params stay hashable, and applied to
@@ -348,7 +351,7 @@ class TrainConfig(_Section):
 
 
 #: Keys that name what is trained or where it goes, so they are the same for every language.
-_NOT_PER_LANGUAGE = frozenset({"languages", "archs", "output_dir", "by_language"})
+_NOT_PER_LANGUAGE = frozenset({"languages", "archs", "output_dir", "by_language", "devices"})
 
 
 class PretrainConfig(_Section):

@@ -7,12 +7,32 @@ from typing import Any
 
 import torch
 
+from complex_ner.core.distributed import World
 
-def pick_device(name: str) -> torch.device:
-    """``auto`` is the first CUDA device when there is one, else the CPU."""
+
+def pick_device(name: str, world: World | None = None) -> torch.device:
+    """``auto`` is the first CUDA device when there is one, else the CPU.
+
+    In a distributed world each process owns one GPU, ``cuda:<LOCAL_RANK>``, for ``auto`` and
+    ``cuda`` alike (torchrun hands out the devices).
+
+    Raises:
+        ValueError: a fixed ``cuda:N`` in a distributed world (every process would share it).
+    """
+    if world is None or not world.distributed:
+        if name == "auto":
+            return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        return torch.device(name)
     if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cpu":
+        return torch.device("cpu")
+    if name != "cuda":
+        raise ValueError(
+            f"train.device: {name!r} pins one device, but {world.size} processes train: "
+            "use auto or cuda (each process takes cuda:<LOCAL_RANK>)"
+        )
+    return torch.device("cuda", world.local_rank)
 
 
 def cpu_has_native_bf16() -> bool:

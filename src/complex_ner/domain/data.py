@@ -118,14 +118,20 @@ def iter_sentences(
     path: str | Path = "<string>",
     tagset: Iterable[str] | None = None,
     labeled: bool = True,
+    *,
+    first_line: int = 1,
+    first_index: int = 0,
 ) -> Iterator[Sentence]:
     """Yield sentences from lines (without their newlines) as soon as each one ends.
 
     See :func:`parse_conll`; this is its streaming form, for files too large to hold.
+    ``first_line`` and ``first_index`` say where ``lines`` start in the file (for error
+    messages and for the ``conll-<n>`` ids of sentences without a header) when they are a
+    part of it (:func:`iter_conll_span`).
     """
     allowed = set(tagset) if tagset is not None else None
     done: list[Sentence] = []
-    count = 0
+    count = first_index
     ids: set[str] = set()
     cur_id: str | None = None
     cur_domain: str | None = None
@@ -161,8 +167,8 @@ def iter_sentences(
         tokens.clear()
         tags.clear()
 
-    lineno = 0
-    for lineno, raw in enumerate(lines, start=1):
+    lineno = first_line - 1
+    for lineno, raw in enumerate(lines, start=first_line):
         line = raw.rstrip("\n").rstrip("\r").rstrip(" \t")
         if lineno == 1:
             line = line.removeprefix("\ufeff")
@@ -237,15 +243,129 @@ def iter_conll(
     def lines() -> Iterator[str]:
         with open(path, "rb") as fh:
             for lineno, raw in enumerate(fh, start=1):
-                try:
-                    yield raw.decode("utf-8")
-                except UnicodeDecodeError as exc:
-                    bad = raw[exc.start : exc.start + 4]
-                    raise DataFormatError(
-                        path, lineno, f"bytes that are not UTF-8 ({bad!r})"
-                    ) from None
+                yield _utf8(raw, path, lineno)
 
     yield from iter_sentences(lines(), path, tagset=tagset, labeled=labeled)
+
+
+def _utf8(raw: bytes, path: Path, lineno: int) -> str:
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        bad = raw[exc.start : exc.start + 4]
+        raise DataFormatError(path, lineno, f"bytes that are not UTF-8 ({bad!r})") from None
+
+
+@dataclass(frozen=True)
+class ConllSpan:
+    """A byte range of a CoNLL file holding whole sentences: one chunk of a large file.
+
+    Attributes:
+        start: Offset of its first byte.
+        end: Offset after its last byte.
+        first_line: The file's line number at ``start``.
+        first_index: Sentences in the file before it.
+        sentences: Sentences in it.
+    """
+
+    start: int
+    end: int
+    first_line: int
+    first_index: int
+    sentences: int
+
+
+def conll_spans(
+    path: str | Path, sentences_per_span: int, labeled: bool = True
+) -> Iterator[ConllSpan]:
+    """Cut a CoNLL file into spans of ``sentences_per_span`` sentences (the last: the rest).
+
+    One streaming pass that parses (and so checks) the whole file; memory holds one sentence
+    and the ids seen so far (duplicates are an error across the whole file).
+
+    Raises:
+        ValueError: ``sentences_per_span`` below 1.
+        DataFormatError: a missing file, non-UTF-8 bytes or a malformed line.
+    """
+    if sentences_per_span < 1:
+        raise ValueError(f"sentences per chunk must be at least 1, got {sentences_per_span}")
+    path = Path(path)
+    if not path.is_file():
+        raise DataFormatError(path, None, "file not found")
+    size = path.stat().st_size
+    # Where the line the parser is reading lies; a sentence is yielded while the parser reads
+    # the line that ends it: a blank line (which then closes the span) or the next header
+    # (which opens the next span), or the end of the file.
+    at = {"start": 0, "end": 0, "line": 0, "blank": False, "eof": False}
+
+    def lines() -> Iterator[str]:
+        offset = 0
+        with open(path, "rb") as fh:
+            for lineno, raw in enumerate(fh, start=1):
+                line = _utf8(raw, path, lineno)
+                blank = not line.rstrip("\n").rstrip("\r").rstrip(" \t").removeprefix("\ufeff")
+                at.update(start=offset, end=offset + len(raw), line=lineno, blank=blank)
+                offset += len(raw)
+                yield line
+        at["eof"] = True
+
+    start, first_line, first_index, count = 0, 1, 0, 0
+    for _ in iter_sentences(lines(), path, labeled=labeled):
+        count += 1
+        if count < sentences_per_span:
+            continue
+        if at["eof"]:
+            end, next_line = size, int(at["line"]) + 1
+        elif at["blank"]:
+            end, next_line = int(at["end"]), int(at["line"]) + 1
+        else:
+            end, next_line = int(at["start"]), int(at["line"])
+        yield ConllSpan(start, end, first_line, first_index, count)
+        start, first_line, first_index, count = end, next_line, first_index + count, 0
+    if count:
+        yield ConllSpan(start, size, first_line, first_index, count)
+
+
+def iter_conll_span(path: str | Path, span: ConllSpan, labeled: bool = True) -> Iterator[Sentence]:
+    """Stream the sentences of one span of a CoNLL file (:func:`conll_spans`).
+
+    Raises:
+        DataFormatError: a malformed line (named by its line in the whole file), or a span
+            that no longer holds the sentences it was planned with (the file changed).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise DataFormatError(path, None, "file not found")
+
+    def lines() -> Iterator[str]:
+        with open(path, "rb") as fh:
+            fh.seek(span.start)
+            left, lineno = span.end - span.start, span.first_line
+            while left > 0:
+                raw = fh.readline(left)
+                if not raw:
+                    break
+                left -= len(raw)
+                yield _utf8(raw, path, lineno)
+                lineno += 1
+
+    count = 0
+    for sentence in iter_sentences(
+        lines(),
+        path,
+        labeled=labeled,
+        first_line=span.first_line,
+        first_index=span.first_index,
+    ):
+        count += 1
+        yield sentence
+    if count != span.sentences:
+        raise DataFormatError(
+            path,
+            span.first_line,
+            f"expected {span.sentences} sentences from here, found {count}: "
+            "the file changed since it was split into chunks",
+        )
 
 
 def format_conll(sentences: Iterable[Sentence], tags: Sequence[Sequence[str]] | None = None) -> str:

@@ -39,11 +39,17 @@ from complex_ner.domain.models.numpy_crf import (
 )
 from complex_ner.domain.models.spec import TaggerSpec, read_tagger_json
 
-__all__ = ["CRF_KEYS", "OnnxTagger"]
+__all__ = ["CRF_KEYS", "OnnxTagger", "export_key"]
 
 #: Where a CRF head keeps its scores in ``head.safetensors`` (the torch module's names).
 CRF_KEYS = ("crf.crf.start_transitions", "crf.crf.transitions", "crf.crf.end_transitions")
 TOKENIZER_JSON = "tokenizer.json"
+
+
+def export_key(model_path: Path) -> str:
+    """An export file's version: its path, size and modification time."""
+    stat = model_path.stat()
+    return f"{model_path.resolve()}:{stat.st_size}:{stat.st_mtime_ns}"
 
 
 class OnnxTagger:
@@ -54,11 +60,19 @@ class OnnxTagger:
         session: An ``onnxruntime.InferenceSession`` of the export.
         tokenizer: The raw tokenizer with its unknown and padding ids.
         crf: The CRF scores, or None for the linear head.
+        model_key: Identifies the export file's version (path, size, modification time):
+            chunked prediction reuses no chunk another model tagged.
     """
 
     def __init__(
-        self, spec: TaggerSpec, session: Any, tokenizer: PieceTokenizer, crf: CRFScores | None
+        self,
+        spec: TaggerSpec,
+        session: Any,
+        tokenizer: PieceTokenizer,
+        crf: CRFScores | None,
+        model_key: str = "unknown",
     ) -> None:
+        self.model_key = model_key
         self.spec = spec
         self.tags = spec.tags
         self.tag_to_id = {t: i for i, t in enumerate(spec.tags)}
@@ -103,7 +117,7 @@ class OnnxTagger:
                     f"run `complex-ner export --model {folder}`"
                 )
             manifest = json.loads(path.read_text(encoding="utf-8"))
-        model_path = folder / (ONNX_INT8_FILE if int8 else ONNX_FILE)
+        model_path = cls.export_path(folder, int8)
         if not model_path.is_file():
             hint = " --int8" if int8 else ""
             raise FileNotFoundError(
@@ -123,7 +137,12 @@ class OnnxTagger:
         options.intra_op_num_threads = max(0, threads)
         options.inter_op_num_threads = 1
         session = ort.InferenceSession(str(model_path), options, providers=["CPUExecutionProvider"])
-        return cls(spec, session, tokenizer, crf)
+        return cls(spec, session, tokenizer, crf, export_key(model_path))
+
+    @staticmethod
+    def export_path(folder: Path, int8: bool = False) -> Path:
+        """The export file a tagger folder's model runs (fp32 or int8)."""
+        return folder / (ONNX_INT8_FILE if int8 else ONNX_FILE)
 
     # ------------------------------------------------------------------ arrays
 

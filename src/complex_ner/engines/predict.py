@@ -7,7 +7,10 @@ and its cold start is measured.
 
 from __future__ import annotations
 
+import json
+import os
 import shutil
+import time
 import unicodedata
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
@@ -18,8 +21,15 @@ from complex_ner.core.bio import entity_spans
 from complex_ner.core.io import atomic_path, atomic_write_text
 from complex_ner.core.lang import token_spans
 from complex_ner.core.paths import BEST_DIR, TAGGER_FILE
-from complex_ner.domain.data import Sentence, format_conll, iter_conll
-from complex_ner.engines.onnx_tagger import OnnxTagger
+from complex_ner.domain.data import (
+    ConllSpan,
+    DataFormatError,
+    Sentence,
+    conll_spans,
+    format_conll,
+    iter_conll_span,
+)
+from complex_ner.engines.onnx_tagger import OnnxTagger, export_key
 
 
 @dataclass(frozen=True)
@@ -199,12 +209,169 @@ def load_tagger(folder: str | Path, *, int8: bool = False, threads: int = 0) -> 
     Raises:
         FileNotFoundError: the folder does not exist, holds no tagger or no export.
     """
+    return OnnxTagger.load(tagger_folder(folder), int8=int8, threads=threads)
+
+
+def tagger_folder(folder: str | Path) -> Path:
+    """The tagger folder itself, or the ``model/`` folder of a training run's folder.
+
+    Raises:
+        FileNotFoundError: neither holds a tagger.
+    """
     path = Path(folder)
     if (path / BEST_DIR / TAGGER_FILE).is_file():  # a training run's folder
         path = path / BEST_DIR
     if not (path / TAGGER_FILE).is_file():
         raise FileNotFoundError(f"{folder}: no such model folder (no {TAGGER_FILE})")
-    return OnnxTagger.load(path, int8=int8, threads=threads)
+    return path
+
+
+def batch_model_key(folder: str | Path, int8: bool = False) -> str:
+    """:attr:`OnnxTagger.model_key` of the model :func:`load_tagger` would load, without
+    loading it.
+
+    Raises:
+        FileNotFoundError: no tagger folder or no such export.
+    """
+    path = OnnxTagger.export_path(tagger_folder(folder), int8)
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"{path}: no such export; run `complex-ner export --model {folder}`"
+        )
+    return export_key(path)
+
+
+#: The plan of a chunked prediction, in its parts folder: which input, model and chunks.
+PLAN_FILE = "plan.json"
+
+
+@dataclass(frozen=True)
+class BatchJob:
+    """A large file cut into chunks, each predicted into its own part file, joined in order.
+
+    Attributes:
+        input_path: The CoNLL file to tag.
+        output_path: The submission file (written once, atomically, when every part is done).
+        parts: ``<output>.parts/``: the plan and one file per finished chunk.
+        spans: The chunks, in input order.
+    """
+
+    input_path: Path
+    output_path: Path
+    parts: Path
+    spans: tuple[ConllSpan, ...]
+
+    def part(self, index: int) -> Path:
+        """Chunk ``index``'s part file (present only when the chunk is finished)."""
+        return self.parts / f"chunk-{index:06d}.conll"
+
+    def done(self, index: int) -> bool:
+        return self.part(index).is_file()
+
+    @property
+    def sentences(self) -> int:
+        return sum(s.sentences for s in self.spans)
+
+
+def plan_batch(input_path: Path, output_path: Path, chunk_size: int, model: str) -> BatchJob:
+    """The chunks of ``input_path``; the plan of an interrupted run when it is the same job.
+
+    The same job: the same input file (path, size, modification time), chunk size and model
+    (``model``: :attr:`OnnxTagger.model_key`); then its finished parts are kept. Otherwise the parts
+    folder starts over. Planning reads the whole input once, so malformed input fails here,
+    before any chunk is predicted.
+
+    Raises:
+        DataFormatError: the input is missing or malformed (file and line named).
+        ValueError: ``chunk_size`` below 1.
+    """
+    parts = output_path.with_name(output_path.name + ".parts")
+    if not input_path.is_file():
+        raise DataFormatError(input_path, None, "file not found")
+    stat = input_path.stat()
+    fingerprint = {
+        "input": str(input_path.resolve()),
+        "size": stat.st_size,
+        "mtime_ns": stat.st_mtime_ns,
+        "chunk_size": chunk_size,
+        "model": model,
+    }
+    plan_file = parts / PLAN_FILE
+    if plan_file.is_file():
+        saved = json.loads(plan_file.read_text(encoding="utf-8"))
+        if saved.get("fingerprint") == fingerprint:
+            spans = tuple(ConllSpan(**s) for s in saved["spans"])
+            return BatchJob(input_path, output_path, parts, spans)
+    spans = tuple(conll_spans(input_path, chunk_size, labeled=False))
+    shutil.rmtree(parts, ignore_errors=True)  # parts of another input, chunking or model
+    parts.mkdir(parents=True)
+    plan = {"fingerprint": fingerprint, "spans": [asdict(s) for s in spans]}
+    atomic_write_text(plan_file, json.dumps(plan, indent=1) + "\n")
+    return BatchJob(input_path, output_path, parts, spans)
+
+
+def peak_rss_mb() -> float:
+    """This process's peak resident memory so far (MiB; NaN where ``/proc`` is missing).
+
+    The kernel's high-water mark of this address space (``VmHWM``), not ``getrusage``: a
+    process started by fork + exec (a spawned pool worker) inherits its parent's
+    ``ru_maxrss`` at the fork, so that would report the parent's peak.
+    """
+    try:
+        status = Path("/proc/self/status").read_text(encoding="ascii")
+    except OSError:
+        return float("nan")
+    for line in status.splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024  # kB
+    return float("nan")
+
+
+def predict_chunk(tagger: Any, job: BatchJob, index: int, batch_size: int = 64) -> dict[str, Any]:
+    """Tag chunk ``index`` of ``job`` into its part file (atomically); a finished one is kept.
+
+    Returns:
+        ``index``, ``sentences``, ``reused`` (the part was there), ``seconds``, and the
+        process's ``pid``, ``peak_rss_mb`` and ``cpu_seconds`` so far (which worker did it,
+        its memory and its CPU time: on a shared machine sentences per CPU second measure the
+        work where wall time measures the load).
+    """
+    span = job.spans[index]
+    started = time.perf_counter()
+    reused = job.done(index)
+    if not reused:
+        chunk = list(iter_conll_span(job.input_path, span, labeled=False))
+        tags = tagger.predict([s.tokens for s in chunk], batch_size=batch_size)
+        atomic_write_text(job.part(index), format_conll(chunk, tags))
+    return {
+        "index": index,
+        "sentences": span.sentences,
+        "reused": reused,
+        "seconds": time.perf_counter() - started,
+        "pid": os.getpid(),
+        "peak_rss_mb": peak_rss_mb(),
+        "cpu_seconds": time.process_time(),
+    }
+
+
+def join_batch(job: BatchJob) -> None:
+    """Concatenate the parts in input order into the output (one atomic rename), then remove
+    the parts folder.
+
+    Raises:
+        FileNotFoundError: a chunk is not finished (nothing is written).
+    """
+    missing = [i for i in range(len(job.spans)) if not job.done(i)]
+    if missing:
+        raise FileNotFoundError(
+            f"{job.parts}: {len(missing)} of {len(job.spans)} chunks not predicted yet "
+            f"(first: {missing[0]}); run the prediction again to finish them"
+        )
+    with atomic_path(job.output_path) as tmp, open(tmp, "wb") as out:
+        for i in range(len(job.spans)):
+            with open(job.part(i), "rb") as part:
+                shutil.copyfileobj(part, out)
+    shutil.rmtree(job.parts)
 
 
 def predict_conll_batched(
@@ -215,50 +382,25 @@ def predict_conll_batched(
     batch_size: int = 64,
     progress: Any = None,
 ) -> dict[str, int]:
-    """Tag a (large) MultiCoNER file chunk by chunk and write the submission file atomically.
+    """Tag a (large) MultiCoNER file chunk by chunk in this process and write the submission
+    file atomically (:func:`plan_batch`, :func:`predict_chunk`, :func:`join_batch`).
 
     Each finished chunk is written to ``<output>.parts/`` first; a rerun after an interruption
-    skips the chunks already there. The parts are joined into ``output_path`` in one atomic
-    rename at the end, then removed.
+    skips the chunks already there. Input and output are streamed: memory holds one chunk.
 
     Returns:
         ``{"sentences": n, "chunks": k, "reused_chunks": r}``.
     """
-    parts = output_path.with_name(output_path.name + ".parts")
-    parts.mkdir(parents=True, exist_ok=True)
-    stamp = parts / "input.json"
-    fingerprint = f'{{"input": "{input_path.resolve()}", "size": {input_path.stat().st_size}, '
-    fingerprint += f'"chunk_size": {chunk_size}}}'
-    if stamp.is_file() and stamp.read_text(encoding="utf-8") != fingerprint:
-        shutil.rmtree(parts)  # parts of another input or chunking: start over
-        parts.mkdir(parents=True)
-    atomic_write_text(stamp, fingerprint)
-    n, k, reused = 0, 0, 0
-    chunk: list[Any] = []
-
-    def finish(chunk: list[Any], index: int) -> bool:
-        target = parts / f"chunk-{index:06d}.conll"
-        if target.is_file():
-            return True
-        tags = tagger.predict([s.tokens for s in chunk], batch_size=batch_size)
-        atomic_write_text(target, format_conll(chunk, tags))
-        return False
-
-    for sent in iter_conll(input_path, labeled=False):
-        chunk.append(sent)
-        if len(chunk) == chunk_size:
-            reused += finish(chunk, k)
-            n, k, chunk = n + len(chunk), k + 1, []
-            if progress is not None:
-                progress(n)
-    if chunk:
-        reused += finish(chunk, k)
-        n, k = n + len(chunk), k + 1
-    with atomic_path(output_path) as tmp, open(tmp, "wb") as out:
-        for i in range(k):
-            out.write((parts / f"chunk-{i:06d}.conll").read_bytes())
-    shutil.rmtree(parts)
-    return {"sentences": n, "chunks": k, "reused_chunks": reused}
+    job = plan_batch(input_path, output_path, chunk_size, getattr(tagger, "model_key", "unknown"))
+    n, reused = 0, 0
+    for index in range(len(job.spans)):
+        done = predict_chunk(tagger, job, index, batch_size)
+        n += done["sentences"]
+        reused += done["reused"]
+        if progress is not None:
+            progress(n)
+    join_batch(job)
+    return {"sentences": n, "chunks": len(job.spans), "reused_chunks": reused}
 
 
 def as_sentences(rows: Sequence[str | Sequence[str]], lang: str) -> list[Sentence]:

@@ -12,6 +12,12 @@ epoch, mention-replaced copies of a share of the training sentences
 (:mod:`complex_ner.domain.augment`, seeded by ``(seed, epoch)``); ``train.average`` keeps an
 SWA or EMA average of the weights (:class:`~complex_ner.engines.trainer.WeightAveraging`),
 validates it next to the raw weights and saves whichever scores higher.
+
+Data-parallel: under torchrun (``train.devices`` > 1 starts it, see
+:mod:`complex_ner.app.launch`) every process builds the same model, takes a disjoint share of
+every global batch (:func:`~complex_ner.core.distributed.shard`, weighted so that DDP's
+gradient average is the whole batch's gradient) and makes the same updates; rank 0 alone
+validates, keeps the best model, writes the checkpoint and exports.
 """
 
 from __future__ import annotations
@@ -27,9 +33,11 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from torch import Tensor, nn
 
 from complex_ner.core.config import Params, TrainConfig
 from complex_ner.core.device import pick_device, pick_precision
+from complex_ner.core.distributed import World, process_group, shard, shard_weight, sum_over_ranks
 from complex_ner.core.io import atomic_write_text, replace_dir, staging_dir, write_json
 from complex_ner.core.paths import BEST_DIR, CHECKPOINT_DIR, HISTORY_FILE, run_dir, split_file
 from complex_ner.domain.alignment import EncodedWindow
@@ -147,13 +155,35 @@ def _load_checkpoint(
     return json.loads((folder / _STATE).read_text(encoding="utf-8"))
 
 
+@dataclass
+class _Step:
+    """This process's part of one global batch and the weight of its mean loss."""
+
+    batch: Batch
+    weight: float = 1.0
+
+
+class _WeightedLoss(nn.Module):
+    """The tagger's loss on a :class:`_Step`, times its weight: a module's forward, so that
+    DDP can wrap it (DDP hooks the gradient exchange into ``forward``, not into ``loss``)."""
+
+    def __init__(self, tagger: Tagger) -> None:
+        super().__init__()
+        self.tagger = tagger
+
+    def forward(self, step: _Step) -> Tensor:
+        return self.tagger.loss(step.batch) * step.weight  # shape: ()
+
+
 class _Batches:
     """The trainer's batch function: length-bucketed batches of the encoded training windows.
 
     With a :class:`~complex_ner.domain.augment.MentionReplacer`, each epoch's windows are the
     training set's plus those of that epoch's mention-replaced copies (encoded when the epoch
     starts). Counts the real pieces and padded slots of the current epoch for its throughput
-    record.
+    record. In a distributed world each global batch is split across the ranks and this one
+    keeps its share (a batch smaller than the world leaves some ranks a zero-weight stand-in:
+    every rank must join every step's gradient exchange).
     """
 
     def __init__(
@@ -164,6 +194,7 @@ class _Batches:
         batch_size: int,
         device: torch.device,
         augment: MentionReplacer | None = None,
+        world: World | None = None,
     ) -> None:
         self.tagger = tagger
         self.windows = windows
@@ -171,6 +202,7 @@ class _Batches:
         self.batch_size = batch_size
         self.device = device
         self.augment = augment
+        self.world = world if world is not None else World()
         self.real = self.padded = 0
         self._epoch: tuple[int, list[EncodedWindow], list[list[int]]] | None = None
 
@@ -190,15 +222,26 @@ class _Batches:
             self._epoch = (epoch, [*self.windows, *extra], labels)
         return self._epoch[1], self._epoch[2]
 
-    def __call__(self, epoch: int, generator: torch.Generator) -> Iterator[Batch]:
+    def _units(self, window: EncodedWindow) -> int:
+        """The loss terms of one window: one sequence, or its words (``Head.loss_unit``)."""
+        return 1 if self.tagger.head.loss_unit == "sequence" else len(window.word_ids)
+
+    def __call__(self, epoch: int, generator: torch.Generator) -> Iterator[_Step]:
         self.real = self.padded = 0
         windows, labels = self.epoch_data(epoch)
         for idx in iter_batches(windows, self.batch_size, generator):
             rows = [windows[i] for i in idx]
+            weight = 1.0
+            if self.world.distributed:
+                mine = shard(rows, self.world)
+                total = sum(self._units(w) for w in rows)
+                weight = shard_weight(sum(self._units(w) for w in mine), total, self.world)
+                rows = mine or rows[:1]
             batch = collate(rows, self.tagger.pad_id, labels).to(self.device)
-            self.real += int(batch.attention_mask.sum())
-            self.padded += batch.attention_mask.numel()
-            yield batch
+            if weight > 0:
+                self.real += int(batch.attention_mask.sum())
+                self.padded += batch.attention_mask.numel()
+            yield _Step(batch, weight)
 
 
 class _EpochEnd:
@@ -215,7 +258,7 @@ class _EpochEnd:
 
     def __init__(
         self,
-        trainer: Trainer[Batch],
+        trainer: Trainer[_Step],
         batches: _Batches,
         val: Sequence[Sentence],
         cfg: TrainConfig,
@@ -224,6 +267,7 @@ class _EpochEnd:
         model_extra: dict[str, Any],
         averager: WeightAveraging | None = None,
     ) -> None:
+        self.world = batches.world
         self.trainer = trainer
         self.averager = averager
         self.tagger = batches.tagger
@@ -271,10 +315,18 @@ class _EpochEnd:
         return evaluate_f1(self.tagger, self.val, self.entity_types, self.cfg.batch_size * 2)
 
     def __call__(self, record: dict[str, Any]) -> bool:
-        """Complete ``record`` with validation scores and throughput; True: patience ran out."""
+        """Complete ``record`` with validation scores and throughput; True: patience ran out.
+
+        Other ranks than 0 only count their tokens (every rank's go into the throughput).
+        """
         started = time.perf_counter()
+        real, padded = sum_over_ranks(
+            [self.batches.real, self.batches.padded], self.world, self.trainer.device
+        )
+        if not self.world.main:
+            self.epoch = int(record["epoch"])
+            return False
         scores = self._scores()
-        real, padded = self.batches.real, self.batches.padded
         record.update(
             {
                 "val_macro_f1": scores["macro"]["f1"],
@@ -343,6 +395,7 @@ def fit(
     resume: bool = False,
     callbacks: Sequence[Callback] = (),
     model_extra: dict[str, Any] | None = None,
+    world: World | None = None,
 ) -> FitResult:
     """Train ``tagger`` on ``train``, keep the best model on ``val`` under ``out_dir/model``.
 
@@ -354,9 +407,12 @@ def fit(
         callbacks: Observe the run (progress lines, tracking); one that returns True from
             ``on_epoch_end`` interrupts it after a complete checkpoint, to be resumed later.
         model_extra: Extra JSON written into the saved model's ``tagger.json``.
+        world: The data-parallel processes (default: what torchrun's environment says; one
+            process without it). Ranks other than 0 return a result without a model.
     """
     out_dir = Path(out_dir)
-    device = pick_device(cfg.device)
+    world = world if world is not None else World.from_env()
+    device = pick_device(cfg.device, world)
     precision = pick_precision(cfg.precision, device)
     if cfg.threads > 0:
         torch.set_num_threads(cfg.threads)
@@ -364,44 +420,25 @@ def fit(
     if cfg.freeze_embeddings:
         tagger.encoder.get_input_embeddings().weight.requires_grad_(False)
     tagger.to(device)
-
-    windows = tagger.encode([s.tokens for s in train])
-    share = cfg.augment.mention_replace
-    augment = MentionReplacer(train, share, cfg.seed) if share > 0 else None
-    batches = _Batches(tagger, windows, label_ids(tagger, train), cfg.batch_size, device, augment)
-    # With augmentation every epoch has as many copies, so as many windows unless a copy got
-    # longer than a window (rare): then the step counts of the schedule and progress lines are
-    # off by a batch or so, which changes nothing else.
-    steps_per_epoch = math.ceil(len(batches.epoch_data(1)[0]) / cfg.batch_size)
-    optimizer = make_optimizer(tagger, cfg)
-    averager = None
-    if cfg.average != "none":
-        # After freezing and moving the model: only trainable weights are averaged, in place.
-        averager = WeightAveraging(tagger, cfg.average, cfg.average_start, cfg.ema_decay)
-    trainer = Trainer[Batch](
-        tagger,
-        optimizer,
-        make_scheduler(optimizer, cfg, steps_per_epoch),
-        epochs=cfg.epochs,
-        steps_per_epoch=steps_per_epoch,
-        seed=cfg.seed,
-        device=device,
-        precision=precision,
-        clip_norm=cfg.clip_norm,
-        # The average is updated before any other callback sees the step.
-        callbacks=[averager, *callbacks] if averager is not None else callbacks,
-    )
-    end = _EpochEnd(trainer, batches, val, cfg, out_dir, entity_types, model_extra or {}, averager)
-    if resume and (end.checkpoint / _STATE).is_file():
-        end.restore()
-    elif not resume:
-        shutil.rmtree(end.checkpoint, ignore_errors=True)
-    if not end.stopped_early:
-        trainer.fit(batches, tagger.loss, start_epoch=end.epoch, history=end.history, epoch_end=end)
-    if (end.epoch >= cfg.epochs or end.stopped_early) and not cfg.keep_checkpoint:
+    with process_group(world, device):
+        end = _fit(
+            tagger,
+            train,
+            val,
+            cfg,
+            out_dir,
+            entity_types,
+            resume,
+            callbacks,
+            model_extra or {},
+            world,
+            device,
+            precision,
+        )
+    if world.main and (end.epoch >= cfg.epochs or end.stopped_early) and not cfg.keep_checkpoint:
         # The checkpoint (weights plus optimizer state, ~3x the model) only serves --resume.
         shutil.rmtree(end.checkpoint, ignore_errors=True)
-    model_dir = out_dir / BEST_DIR if end.best_epoch else None
+    model_dir = out_dir / BEST_DIR if end.best_epoch and world.main else None
     if model_dir is not None:
         # What prediction runs, checked against the saved torch model on the validation split.
         export_onnx(
@@ -415,6 +452,64 @@ def fit(
         stopped_early=end.stopped_early,
         best_weights=end.best_weights,
     )
+
+
+def _fit(
+    tagger: Tagger,
+    train: Sequence[Sentence],
+    val: Sequence[Sentence],
+    cfg: TrainConfig,
+    out_dir: Path,
+    entity_types: Sequence[str],
+    resume: bool,
+    callbacks: Sequence[Callback],
+    model_extra: dict[str, Any],
+    world: World,
+    device: torch.device,
+    precision: str,
+) -> _EpochEnd:
+    """The training loop of :func:`fit` (inside the process group); its end-of-epoch state."""
+    windows = tagger.encode([s.tokens for s in train])
+    share = cfg.augment.mention_replace
+    augment = MentionReplacer(train, share, cfg.seed) if share > 0 else None
+    labels = label_ids(tagger, train)
+    batches = _Batches(tagger, windows, labels, cfg.batch_size, device, augment, world)
+    # With augmentation every epoch has as many copies, so as many windows unless a copy got
+    # longer than a window (rare): then the step counts of the schedule and progress lines are
+    # off by a batch or so, which changes nothing else.
+    steps_per_epoch = math.ceil(len(batches.epoch_data(1)[0]) / cfg.batch_size)
+    optimizer = make_optimizer(tagger, cfg)
+    averager = None
+    if cfg.average != "none":
+        # After freezing and moving the model: only trainable weights are averaged, in place.
+        averager = WeightAveraging(tagger, cfg.average, cfg.average_start, cfg.ema_decay)
+    trainer = Trainer[_Step](
+        tagger,
+        optimizer,
+        make_scheduler(optimizer, cfg, steps_per_epoch),
+        epochs=cfg.epochs,
+        steps_per_epoch=steps_per_epoch,
+        seed=cfg.seed,
+        device=device,
+        precision=precision,
+        clip_norm=cfg.clip_norm,
+        # The average is updated before any other callback sees the step.
+        callbacks=[averager, *callbacks] if averager is not None else callbacks,
+        world=world,
+    )
+    end = _EpochEnd(trainer, batches, val, cfg, out_dir, entity_types, model_extra, averager)
+    if resume and (end.checkpoint / _STATE).is_file():
+        end.restore()  # every rank: each needs the weights, optimizer and scheduler state
+    elif not resume and world.main:
+        shutil.rmtree(end.checkpoint, ignore_errors=True)
+    loss: nn.Module = _WeightedLoss(tagger)
+    if world.distributed:
+        # Built after restoring: DDP starts by copying rank 0's weights to every rank.
+        ids = [device.index] if device.type == "cuda" else None
+        loss = nn.parallel.DistributedDataParallel(loss, device_ids=ids)
+    if not end.stopped_early:
+        trainer.fit(batches, loss, start_epoch=end.epoch, history=end.history, epoch_end=end)
+    return end
 
 
 def load_training_data(params: Params, lang: str) -> tuple[list[Sentence], list[Sentence]]:
@@ -441,12 +536,14 @@ def train_model(
     *,
     resume: bool = False,
     callbacks: Sequence[Callback] = (),
+    world: World | None = None,
 ) -> FitResult:
     """Build the encoder + ``arch`` head from params and train it on ``lang``.
 
     Args:
         resume: Continue from the run folder's checkpoint when it exists.
         callbacks: Passed to :func:`fit` (progress lines, tracking).
+        world: Passed to :func:`fit` (default: torchrun's environment).
     """
     params = params.for_language(lang)
     m = params.model
@@ -477,4 +574,5 @@ def train_model(
         resume=resume,
         callbacks=callbacks,
         model_extra=extra,
+        world=world,
     )

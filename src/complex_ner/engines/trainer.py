@@ -12,6 +12,11 @@ optimizer step, ``on_epoch_end`` with the epoch's record (returning True stops t
 ``on_train_end``. Progress lines (:class:`ProgressLogger`), a terminal bar
 (:class:`TqdmProgress`) and experiment tracking (supplied by the application layer) are all
 callbacks; the engines themselves import no tracking library.
+
+Data-parallel (``world`` of several processes under torchrun): the model's gradients are
+averaged by DDP inside ``loss_fn``'s backward; the trainer reports every step's loss averaged
+over the ranks (each rank's loss is already weighted by its share of the batch, so the average
+is the whole batch's mean) and stops every rank when any rank's epoch hook or callback asks to.
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ import torch
 from torch import Tensor, nn
 
 from complex_ner.core.device import autocast_context
+from complex_ner.core.distributed import World, any_rank, sum_over_ranks
 
 B = TypeVar("B")
 BatchFn = Callable[[int, torch.Generator], Iterable[B]]
@@ -151,6 +157,7 @@ class Trainer(Generic[B]):
         seed: Seeds every epoch's RNG through :func:`epoch_seed`.
         clip_norm: Clip the gradient norm to this; 0 turns clipping off.
         clock: Seconds, for elapsed time and ETA.
+        world: The data-parallel processes this one belongs to (see the module docstring).
     """
 
     def __init__(
@@ -167,6 +174,7 @@ class Trainer(Generic[B]):
         clip_norm: float = 0.0,
         callbacks: Sequence[Callback] = (),
         clock: Callable[[], float] = time.perf_counter,
+        world: World | None = None,
     ) -> None:
         self.model = model
         self.optimizer = optimizer
@@ -179,6 +187,7 @@ class Trainer(Generic[B]):
         self.clip_norm = clip_norm
         self.callbacks = list(callbacks)
         self.clock = clock
+        self.world = world if world is not None else World()
         self.scaler = torch.amp.GradScaler("cuda", enabled=precision == "fp16")
 
     def step(self, loss_fn: Callable[[B], Tensor], batch: B) -> tuple[float, float]:
@@ -194,7 +203,10 @@ class Trainer(Generic[B]):
         self.scaler.update()
         lr = float(self.optimizer.param_groups[0]["lr"])
         self.scheduler.step()
-        return float(loss.detach()), lr
+        value = float(loss.detach())
+        if self.world.distributed:
+            value = sum_over_ranks([value], self.world, self.device)[0] / self.world.size
+        return value, lr
 
     def fit(
         self,
@@ -280,9 +292,13 @@ class Trainer(Generic[B]):
             result.finished_early = bool(epoch_end(record)) if epoch_end is not None else False
             # Every callback sees the epoch, even when an earlier one asked to stop.
             stops = [bool(callback.on_epoch_end(record)) for callback in self.callbacks]
+            # Every rank must leave the loop at the same epoch, or the others wait forever.
+            result.finished_early, stop = any_rank(
+                [result.finished_early, any(stops)], self.world, self.device
+            )
             if result.finished_early:
                 return
-            if any(stops) and epoch < self.epochs:
+            if stop and epoch < self.epochs:
                 result.interrupted = True
                 return
 

@@ -35,7 +35,14 @@ class Head(nn.Module, ABC):
     Args:
         hidden_size: Size of the input features.
         tags: BIO tag names indexed by tag id.
+
+    Attributes:
+        loss_unit: What :meth:`loss` averages over, ``"sequence"`` or ``"word"``: a batch split
+            across data-parallel processes is weighted by each part's count of these
+            (:func:`complex_ner.core.distributed.shard_weight`).
     """
+
+    loss_unit: str = "sequence"
 
     def __init__(self, hidden_size: int, tags: Sequence[str]) -> None:
         super().__init__()
@@ -178,6 +185,8 @@ class LinearHead(Head):
         dropout: Dropout probability between the two layers.
         fc_hidden: Size of the intermediate layer.
     """
+
+    loss_unit = "word"
 
     def __init__(
         self, hidden_size: int, tags: Sequence[str], dropout: float, fc_hidden: int
