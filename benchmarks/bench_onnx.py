@@ -150,7 +150,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
             source, conll = spec.rsplit(":", 1)
             folder = Path(shutil.copytree(source, Path(tmp) / f"m{len(pairs)}" / "model"))
             sentences = read_conll(Path(conll))[: args.sentences or None]
-            pairs.append((f"{Path(source).name} on {Path(conll).name}", folder, sentences))
+            name = "/".join(Path(source).parts[-3:])  # e.g. es/bert_crf/model
+            pairs.append((f"{name} on {Path(conll).name}", folder, sentences))
         for label, folder, sentences in pairs:
             threads = args.threads or torch.get_num_threads()
             new_rows, new_records, manifest = measure(
