@@ -60,14 +60,19 @@ data: venv
 	dvc repro stats split
 	dvc push -q
 
+# The team set-up's end-to-end test (test_scaling.py: a Prefect pool with two workers and the
+# MLflow server on PostgreSQL, ~N min) runs in `make test-scaling`, not here.
 test: venv lint
-	$(VENV)/bin/pytest -q
+	$(VENV)/bin/pytest -q -m "not scaling"
 
 test-unit: venv
 	$(VENV)/bin/pytest -q tests/unit
 
 test-integration: venv
-	$(VENV)/bin/pytest -q tests/integration
+	$(VENV)/bin/pytest -q -m "not scaling" tests/integration
+
+test-scaling: venv
+	$(VENV)/bin/pytest -q -m scaling
 
 ## Speed benchmarks (CRF decoding, prediction throughput, CLI cold start, training steps);
 ## see docs/benchmarks.md (`make bench` prints one table; the full run takes tens of minutes).

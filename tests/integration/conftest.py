@@ -19,12 +19,11 @@ import yaml
 
 from complex_ner.adapters.mlflow_server import (
     Server,
-    stop_process_group,
+    running,
     tracking_server,
-    wait_healthy,
 )
+from complex_ner.adapters.mlflow_server import free_port as free_tcp_port
 from complex_ner.domain.data import format_conll, read_conll
-from tests.conftest import free_tcp_port
 
 BIN = Path(sys.executable).parent
 
@@ -120,19 +119,10 @@ def served_model(model_uri: str, port: int, tracking_uri: str) -> Iterator[str]:
         "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
     }
     command = [str(BIN / "mlflow"), "models", "serve", "-m", model_uri, "--env-manager", "local"]
-    server = subprocess.Popen(
-        [*command, "-h", "127.0.0.1", "-p", str(port)],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
+    command += ["-h", "127.0.0.1", "-p", str(port)]
     base = f"http://127.0.0.1:{port}"
-    try:
-        wait_healthy(base, server, timeout=180)
+    with running(command, base, env=env):
         yield base
-    finally:
-        stop_process_group(server)
 
 
 @contextmanager
@@ -148,18 +138,9 @@ def prefect_api(home: Path, port: int) -> Iterator[dict[str, str]]:
         "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
     }
     env.pop("MLFLOW_TRACKING_URI", None)
-    server = subprocess.Popen(
-        [str(BIN / "prefect"), "server", "start", "--host", "127.0.0.1", "--port", str(port)],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
-    try:
-        wait_healthy(env["PREFECT_API_URL"], server, timeout=120)
+    command = [str(BIN / "prefect"), "server", "start", "--host", "127.0.0.1", "--port", str(port)]
+    with running(command, env["PREFECT_API_URL"], env=env, timeout=120, stop_signal=signal.SIGINT):
         yield env
-    finally:
-        stop_process_group(server, sig=signal.SIGINT)
 
 
 def flow_runs(api: str) -> list[dict]:

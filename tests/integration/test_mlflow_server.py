@@ -31,7 +31,7 @@ from complex_ner.core.config import Params, load_params
 from complex_ner.core.paths import CHAMPION, ONNX_FILE, champion_uri, registered_name
 from tests.integration.conftest import served_model
 
-pytestmark = [pytest.mark.integration, pytest.mark.scaling]
+pytestmark = pytest.mark.integration
 BIN = Path(sys.executable).parent
 
 

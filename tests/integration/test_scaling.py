@@ -17,9 +17,9 @@ import pytest
 import yaml
 
 from complex_ner.adapters.mlflow_server import Server, stop_process_group
+from complex_ner.adapters.mlflow_server import free_port as free_tcp_port
 from complex_ner.app.pipeline import CPU_LIMIT, on_pool, stages
 from complex_ner.core.paths import CHAMPION, HISTORY_FILE, RUN_FILE, registered_name
-from tests.conftest import free_tcp_port
 from tests.integration.conftest import flow_runs, prefect_api
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.scaling]

@@ -15,6 +15,7 @@ from __future__ import annotations
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -37,6 +38,7 @@ SERVER_DIR = ".mlflow-server"
 CLUSTER_DIR = "postgres"
 ARTIFACTS_DIR = "artifacts"
 SERVER_LOG = "server.log"
+JOBS_ENV = "MLFLOW_SERVER_ENABLE_JOB_EXECUTION"
 
 
 class ServerError(RuntimeError):
@@ -86,6 +88,7 @@ class Cluster:
 
     data_dir: Path
     port: int
+    socket_dir: Path
 
     def uri(self, database: str = DB_NAME) -> str:
         """The SQLAlchemy URI MLflow's ``--backend-store-uri`` takes (psycopg2 driver)."""
@@ -132,9 +135,10 @@ def start_cluster(data_dir: Path, port: int) -> Cluster:
     try:
         _check(_as_cluster_user(args), "pg_ctl start")
     except ServerError as exc:
+        shutil.rmtree(socket_dir, ignore_errors=True)
         tail = log.read_text(errors="replace")[-2000:] if log.is_file() else ""
         raise ServerError(f"{exc}\n{log}:\n{tail}") from None
-    cluster = Cluster(data_dir, port)
+    cluster = Cluster(data_dir, port, socket_dir)
     databases = _check(
         [
             str(pg_bin() / "psql"),
@@ -149,10 +153,11 @@ def start_cluster(data_dir: Path, port: int) -> Cluster:
     return cluster
 
 
-def stop_cluster(data_dir: Path) -> None:
+def stop_cluster(cluster: Cluster) -> None:
     """``pg_ctl stop`` (fast mode: open connections are closed)."""
-    args = [str(pg_bin() / "pg_ctl"), "-D", str(data_dir), "-m", "fast", "-w", "stop"]
+    args = [str(pg_bin() / "pg_ctl"), "-D", str(cluster.data_dir), "-m", "fast", "-w", "stop"]
     _check(_as_cluster_user(args), "pg_ctl stop")
+    shutil.rmtree(cluster.socket_dir, ignore_errors=True)
 
 
 @contextmanager
@@ -163,7 +168,7 @@ def local_cluster(data_dir: Path, port: int) -> Iterator[Cluster]:
     try:
         yield cluster
     finally:
-        stop_cluster(data_dir)
+        stop_cluster(cluster)
 
 
 def server_command(
@@ -187,6 +192,13 @@ def server_command(
         *("--artifacts-destination", artifacts_destination),
         *("--host", host, "--port", str(port), "--workers", str(workers)),
     ]
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that was free a moment ago."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 def wait_healthy(url: str, process: subprocess.Popen[bytes] | None, timeout: float) -> float:
@@ -235,21 +247,55 @@ def mlflow_server(
         ServerError: it exited or was not healthy within ``timeout`` seconds.
     """
     command = server_command(backend_uri, artifacts_destination, host, port)
-    log_file.parent.mkdir(parents=True, exist_ok=True)
-    with log_file.open("ab") as log:
-        process = subprocess.Popen(
-            command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
-        )
+    env = dict(os.environ)
+    # MLflow 3's job runner (GenAI scorers and trace jobs, which this project does not use)
+    # starts seven huey consumer processes beside the server; the user's setting wins.
+    env.setdefault(JOBS_ENV, "false")
     url = f"http://{host}:{port}"
+    with running(command, url, log_file, env, timeout) as (process, seconds):
+        yield Server(url, process, tuple(command), seconds)
+
+
+@contextmanager
+def running(
+    command: Sequence[str],
+    url: str,
+    log_file: Path | None = None,
+    env: dict[str, str] | None = None,
+    timeout: float = 180,
+    stop_signal: int = signal.SIGTERM,
+) -> Iterator[tuple[subprocess.Popen[bytes], float]]:
+    """A server process (its own process group) for the block, once ``url``/health answers:
+    ``(process, seconds it took)``. Its output goes to ``log_file`` (quoted when it fails to
+    start) or nowhere; on leaving, ``stop_signal`` stops it (Prefect's servers and workers
+    stop on SIGINT).
+
+    Raises:
+        ServerError: it exited or was not healthy within ``timeout`` seconds.
+    """
+    if log_file is None:
+        process = subprocess.Popen(
+            list(command),
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            env=env,
+            start_new_session=True,
+        )
+    else:
+        log_file.parent.mkdir(parents=True, exist_ok=True)
+        with log_file.open("ab") as log:
+            process = subprocess.Popen(
+                list(command), stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True
+            )
     try:
         try:
             seconds = wait_healthy(url, process, timeout)
         except ServerError as exc:
-            tail = log_file.read_text(errors="replace")[-3000:]
-            raise ServerError(f"{exc}\n{log_file}:\n{tail}") from None
-        yield Server(url, process, tuple(command), seconds)
+            tail = log_file.read_text(errors="replace")[-3000:] if log_file else ""
+            raise ServerError(f"{exc}\n{log_file or ''}:\n{tail}") from None
+        yield process, seconds
     finally:
-        stop_process_group(process)
+        stop_process_group(process, sig=stop_signal)
 
 
 @contextmanager
