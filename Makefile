@@ -72,7 +72,7 @@ test-integration: venv
 	$(VENV)/bin/pytest -q -m "not scaling" tests/integration
 
 test-scaling: venv
-	$(VENV)/bin/pytest -q -m scaling
+	$(VENV)/bin/pytest -q -s -m scaling
 
 ## Speed benchmarks (CRF decoding, prediction throughput, CLI cold start, training steps);
 ## see docs/benchmarks.md (`make bench` prints one table; the full run takes tens of minutes).

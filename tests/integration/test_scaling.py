@@ -9,6 +9,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
@@ -79,13 +80,17 @@ def test_the_training_matrix_on_two_pool_workers(
         try:
             pooled_env = {**env, "MLFLOW_TRACKING_URI": mlflow_on_postgres.url}
             pipeline = [python, "flows/pipeline.py", "--train-deployment", "stage/train-local"]
+            start = time.perf_counter()
             sh(pipeline, repo, pooled_env, timeout=1800)
+            pooled_s = time.perf_counter() - start
             pool_runs = [r for r in flow_runs(api) if r["deployment_id"]]
         finally:
             for worker in workers:
                 stop_process_group(worker, sig=2)
         # The reference: the same training stages in one process, one after another.
+        start = time.perf_counter()
         sh([python, "flows/pipeline.py", "--target", "train"], reference, env, timeout=1800)
+        alone_s = time.perf_counter() - start
 
     # Every pool stage ran once, on the pool, and completed.
     expected = [s.name for s in stages(repo) if on_pool(s.name)]
@@ -93,6 +98,11 @@ def test_the_training_matrix_on_two_pool_workers(
     assert Counter(r["name"] for r in pool_runs) == Counter(expected)
     assert {r["state"]["type"] for r in pool_runs} == {"COMPLETED"}
     records = [json.loads(r["state"]["message"]) for r in pool_runs]
+    # What `make test-scaling` shows (pytest -s): where each stage ran and how long it waited.
+    print(f"\npooled pipeline {pooled_s:.0f} s; the training stages in one process {alone_s:.0f} s")
+    for r in sorted(records, key=lambda r: r["started"]):
+        ran, queued = r["finished"] - r["started"], r["queued_s"]
+        print(f"{r['name']:24} worker {r['worker_pid']} queued {queued:6.1f} s, ran {ran:.1f} s")
     assert {r["status"] for r in records} == {"ran"}
     # Both workers took stages; the one cpu slot made them queue, never train side by side.
     assert {r["worker_pid"] for r in records} == {w.pid for w in workers}
