@@ -61,7 +61,7 @@ data: venv
 	dvc push -q
 
 # The team set-up's end-to-end test (test_scaling.py: a Prefect pool with two workers and the
-# MLflow server on PostgreSQL, ~14 min on the 2-core machine) runs in `make test-scaling` only.
+# MLflow server on PostgreSQL, 12-14 min on the 2-core machine) runs in `make test-scaling` only.
 test: venv lint
 	$(VENV)/bin/pytest -q -m "not scaling"
 
