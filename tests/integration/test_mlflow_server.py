@@ -7,8 +7,11 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
+import signal
 import subprocess
 import sys
+import tempfile
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,8 +20,11 @@ import pytest
 
 from complex_ner.adapters.mlflow_server import (
     ARTIFACTS_DIR,
+    CLUSTER_DIR,
     Server,
+    wait_healthy,
 )
+from complex_ner.adapters.mlflow_server import free_port as free_tcp_port
 from complex_ner.adapters.registry import (
     alias_file,
     download_dir,
@@ -164,3 +170,37 @@ def test_mlflow_models_serve_takes_the_champion_from_the_server(
         with urllib.request.urlopen(request, timeout=60) as answer:
             entities = json.loads(answer.read())["predictions"][0]["entities"]
         assert [(e["text"], e["type"]) for e in entities] == [("Marta", "PER"), ("Cusco", "LOC")]
+
+
+def test_the_make_target_runs_server_and_cluster_until_ctrl_c() -> None:
+    """`make mlflow-server`'s command: a cluster created in its folder, the server healthy, and
+    after Ctrl-C neither the server nor PostgreSQL left running."""
+    folder = Path(tempfile.mkdtemp(prefix="mlflow-cli-"))
+    folder.chmod(0o755)
+    port, pg_port = free_tcp_port(), free_tcp_port()
+    command = [str(BIN / "complex-ner"), "mlflow-server", "--folder", str(folder)]
+    command += ["--port", str(port), "--pg-port", str(pg_port)]
+    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+    env["PYTHONUNBUFFERED"] = "1"
+    process = subprocess.Popen(
+        command, cwd=folder, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        assert process.stdout is not None
+        lines = [process.stdout.readline()]  # the command line, then health, then the export
+        while lines[-1] and not lines[-1].startswith("export"):
+            lines.append(process.stdout.readline())
+        assert lines[-1].strip() == f"export MLFLOW_TRACKING_URI={url}", "".join(lines)
+        wait_healthy(url, process, timeout=10)
+        process.send_signal(signal.SIGINT)  # Ctrl-C
+        out, _ = process.communicate(timeout=120)
+        assert process.returncode == 0, "".join(lines) + out
+        assert (folder / CLUSTER_DIR / "PG_VERSION").is_file()
+        assert not (folder / CLUSTER_DIR / "postmaster.pid").exists()  # PostgreSQL stopped
+        with pytest.raises(OSError):
+            urllib.request.urlopen(f"{url}/health", timeout=2)
+    finally:
+        if process.poll() is None:
+            process.kill()
+        shutil.rmtree(folder, ignore_errors=True)
