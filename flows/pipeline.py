@@ -14,6 +14,13 @@ is recorded as a DVC experiment and tagged on the MLflow parent run; see
     python flows/pipeline.py --config configs/experiments/paper.yaml   # `make run-paper`
     python flows/pipeline.py train.epochs=1 --name quick        # an experiment
     python flows/pipeline.py --target pretrain                  # some stages and their upstream
+    python flows/pipeline.py --train-deployment stage/train-local   # training on a work pool
+
+With ``train_deployment``, the ``train`` and ``pretrain`` stages do not run in the flow's
+process: each becomes a flow run of that deployment of :func:`stage_flow`, which the workers of
+its work pool pick up (each run in its own process). A run holds a slot of its device's global
+concurrency limit (``gpu`` or ``cpu``, ``prefect gcl create``) while it trains, so runs beyond
+the slots queue instead of sharing a device. See docs/scaling.md.
 """
 
 # complex_ner first: importing it sets the offline and Prefect defaults (PREFECT_HOME, the
@@ -23,16 +30,24 @@ from complex_ner.app import pipeline as app  # isort: skip
 import argparse
 import contextlib
 import json
+import os
+import socket
 import sys
 import threading
+import time
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
+from uuid import UUID
 
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_link_artifact, create_markdown_artifact
+from prefect.client.orchestration import get_client
+from prefect.concurrency.sync import concurrency
+from prefect.deployments import run_deployment
 from prefect.futures import PrefectFuture
 from prefect.settings import PREFECT_API_URL, PREFECT_SERVER_EPHEMERAL_ENABLED
+from prefect.states import Completed, State
 from prefect.task_runners import ThreadPoolTaskRunner
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -74,16 +89,90 @@ def push_task(root: str) -> bool:
     return app.push(root, get_run_logger().info)
 
 
-def _run_stages(session: app.Session, targets: list[str]) -> dict[str, dict[str, Any]]:
-    """Submit every stage, each waiting for its upstream; raise the first stage failure."""
+# --------------------------------------------------------------------------- on a work pool
+
+#: Seconds between two looks at a flow run on the pool.
+POLL_S = 2.0
+
+
+@flow(name="stage", flow_run_name="{name}")
+def stage_flow(root: str, name: str, env: dict[str, str]) -> State:
+    """One DVC stage in a work pool's worker process, holding a slot of its device's global
+    concurrency limit while it runs; the state message is the run's record (JSON)."""
+    logger = get_run_logger()
+    limit = app.device_limit(Path(root) / "params.yaml")
+    asked = time.time()
+    # strict: without the limit on the server (`prefect gcl create cpu --limit 1`) the run
+    # fails, naming it, rather than training unlimited.
+    with concurrency(limit, occupy=1, strict=True):
+        started = time.time()
+        logger.info("%s: %r slot after %.1f s", name, limit, started - asked)
+        run = stage_task(root, name, env)
+        finished = time.time()
+    # A process worker starts each flow run as its child: the parent names the worker.
+    where = {"host": socket.gethostname(), "worker_pid": os.getppid(), "limit": limit}
+    record = {**run, **where, "queued_s": started - asked, "started": started, "finished": finished}
+    return Completed(message=json.dumps(record))
+
+
+@task(name="dispatch", task_run_name="dispatch {name}")
+def dispatch_task(deployment: str, root: str, name: str, env: dict[str, str]) -> str:
+    """A flow run of ``deployment`` (a :func:`stage_flow` deployment) for one stage; its id.
+    Returns at once: the pool's workers run it."""
+    run = run_deployment(
+        deployment,
+        parameters={"root": root, "name": name, "env": env},
+        flow_run_name=name,
+        timeout=0,
+    )
+    get_run_logger().info("%s: flow run %s on %s", name, run.id, deployment)
+    return str(run.id)
+
+
+@task(name="await", task_run_name="await {name}")
+def await_task(flow_run_id: str, name: str) -> dict[str, Any]:
+    """Wait for a stage's flow run on the pool; its record, or an error naming its end state."""
+    with get_client(sync_client=True) as client:
+        while True:
+            state = client.read_flow_run(UUID(flow_run_id)).state
+            if state is not None and state.is_final():
+                break
+            time.sleep(POLL_S)
+    if not state.is_completed():
+        raise RuntimeError(f"{name}: flow run {flow_run_id} {state.type.value}: {state.message}")
+    return json.loads(state.message or "{}")
+
+
+def _run_stages(
+    session: app.Session, targets: list[str], train_deployment: str | None = None
+) -> dict[str, dict[str, Any]]:
+    """Submit every stage, each waiting for its upstream; raise the first stage failure.
+
+    With ``train_deployment``, a pool stage is dispatched as soon as its upstream is done and
+    awaited only when a later stage needs it (or at the end): a flow with one thread still puts
+    all of ``train@...`` on the pool at once.
+    """
+    root = str(session.plan.root)
     futures: dict[str, PrefectFuture] = {}
+    dispatched: dict[str, PrefectFuture] = {}
+
+    def finished(name: str) -> PrefectFuture:
+        if name in dispatched:
+            futures[name] = await_task.submit(dispatched.pop(name), name)
+        return futures[name]
+
     for stage in session.stages(targets):
-        futures[stage.name] = stage_task.submit(
-            str(session.plan.root),
-            stage.name,
-            session.env,
-            wait_for=[futures[u] for u in stage.upstream if u in futures],
-        )
+        upstream = [finished(u) for u in stage.upstream if u in futures or u in dispatched]
+        if train_deployment and app.on_pool(stage.name):
+            dispatched[stage.name] = dispatch_task.submit(
+                train_deployment, root, stage.name, session.env, wait_for=upstream
+            )
+        else:
+            futures[stage.name] = stage_task.submit(
+                root, stage.name, session.env, wait_for=upstream
+            )
+    for name in list(dispatched):
+        finished(name)
     for future in futures.values():
         future.wait()
     # Stages after a failed one never start (NotReady); the failure itself is what to report.
@@ -100,6 +189,7 @@ def pipeline(
     config: str | None = None,
     experiment: str | None = None,
     targets: list[str] | None = None,
+    train_deployment: str | None = None,
 ) -> dict[str, Any]:
     """The whole job, stage by stage as DVC defines it, inside one MLflow parent run.
 
@@ -113,13 +203,15 @@ def pipeline(
         config: A named configuration, e.g. ``configs/experiments/paper.yaml``.
         experiment: The DVC experiment's name (default: the configuration's, and the time).
         targets: Run only these stages (or ``foreach``/``matrix`` groups) and their upstream.
+        train_deployment: A deployment of :func:`stage_flow` (``stage/train-local``) whose work
+            pool runs the ``train`` and ``pretrain`` stages; default: this process.
     """
     plan = app.plan(params_path, overrides or [], config=config, experiment=experiment)
     logger = get_run_logger()
     if plan.experiment:
         logger.info("DVC experiment %s: %s", plan.experiment, " ".join(plan.overrides))
     with app.session(plan) as session:
-        stages = _run_stages(session, targets or [])
+        stages = _run_stages(session, targets or [], train_deployment)
         if plan.experiment:
             experiment_task(str(plan.params_file), plan.experiment, list(stages))
         pushed = push_task(str(plan.root))
@@ -203,10 +295,15 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--config", help="a named configuration (configs/experiments/*.yaml)")
     parser.add_argument("--name", help="the DVC experiment's name")
     parser.add_argument("--target", action="append", default=[], help="a stage to run")
+    parser.add_argument(
+        "--train-deployment", help="run train/pretrain on this stage deployment's work pool"
+    )
     args = parser.parse_args(argv)
     app.plan(args.params, args.overrides, args.config, args.name)  # bad settings: no server
     warm_start(args.params)
-    return pipeline(args.params, args.overrides, args.config, args.name, args.target)
+    return pipeline(
+        args.params, args.overrides, args.config, args.name, args.target, args.train_deployment
+    )
 
 
 if __name__ == "__main__":

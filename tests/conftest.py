@@ -13,7 +13,6 @@ import os
 import random
 import re
 import shutil
-import socket
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +22,7 @@ import pytest
 import torch
 
 import complex_ner  # noqa: F401  (applies the offline environment defaults)
+from complex_ner.adapters.mlflow_server import free_port as free_tcp_port
 from complex_ner.core.config import SOURCE_ENV, DataConfig, ModelConfig, TrainConfig, load_params
 from complex_ner.domain.data import Sentence, read_conll
 from complex_ner.domain.encoders import (
@@ -75,9 +75,7 @@ def one_thread() -> Iterator[None]:
 @pytest.fixture
 def free_port() -> int:
     """A TCP port on 127.0.0.1 that was free a moment ago."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    return free_tcp_port()
 
 
 # ---------------------------------------------------------------------------- real data

@@ -5,6 +5,7 @@ the DVC stages. Expected errors exit non-zero with one readable line, never a tr
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sys
 from collections.abc import Callable
@@ -14,6 +15,7 @@ from typing import Annotated
 
 import typer
 
+from complex_ner.adapters import mlflow_server as servers
 from complex_ner.app import serve
 from complex_ner.core.config import ARCHITECTURES, ConfigError, Params, load_params
 from complex_ner.core.paths import best_model_dir, champion_uri, data_docs_dir
@@ -347,6 +349,43 @@ def register(
             f"complex-ner-{lg} v{reg['version']} -> {reg['alias']} "
             f"(heldout macro-F1 {reg['heldout_macro_f1']:.4f}; champion had {had})"
         )
+
+
+@app.command("mlflow-server")
+def mlflow_server(
+    port: Annotated[int, typer.Option(help="The MLflow server's port.")] = 5000,
+    host: Annotated[str, typer.Option(help="Its address (127.0.0.1: this machine only).")] = (
+        "127.0.0.1"
+    ),
+    backend_store_uri: Annotated[
+        str | None,
+        typer.Option(help="A PostgreSQL database; default: a local cluster in --folder."),
+    ] = None,
+    artifacts_destination: Annotated[
+        str | None, typer.Option(help="A folder or s3://bucket/path; default: --folder/artifacts.")
+    ] = None,
+    folder: Annotated[
+        Path | None,
+        typer.Option(help="The cluster, artifacts and log; default: <project>/.mlflow-server."),
+    ] = None,
+    pg_port: Annotated[int, typer.Option(help="The local cluster's port.")] = 5433,
+    params: ParamsOpt = Path("params.yaml"),
+) -> None:
+    """Run a shared MLflow server on PostgreSQL with proxied artifacts until Ctrl-C."""
+    p = _predict_params(params)
+    where = folder if folder is not None else p.root / servers.SERVER_DIR
+    try:
+        with servers.tracking_server(
+            where, port, host, backend_store_uri, artifacts_destination, pg_port
+        ) as server:
+            typer.echo(f"$ {' '.join(server.command)}")
+            log = where / servers.SERVER_LOG
+            typer.echo(f"healthy in {server.start_seconds:.1f} s; log: {log}")
+            typer.echo(f"export MLFLOW_TRACKING_URI={server.url}")
+            with contextlib.suppress(KeyboardInterrupt):
+                server.process.wait()
+    except servers.ServerError as exc:
+        raise _fail(str(exc)) from None
 
 
 ModelOpt = Annotated[

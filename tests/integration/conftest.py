@@ -2,16 +2,27 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
-from collections.abc import Callable, Sequence
+import tempfile
+import urllib.request
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 import yaml
 
+from complex_ner.adapters.mlflow_server import (
+    Server,
+    running,
+    tracking_server,
+)
+from complex_ner.adapters.mlflow_server import free_port as free_tcp_port
 from complex_ner.domain.data import format_conll, read_conll
 
 BIN = Path(sys.executable).parent
@@ -80,3 +91,65 @@ def _no_leaked_tracking_uri(monkeypatch: pytest.MonkeyPatch) -> None:
     """mlflow.set_tracking_uri exports MLFLOW_TRACKING_URI: one test's store must not become
     the next test's registry (each project's default is its own mlruns/)."""
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+
+
+@pytest.fixture(scope="session")
+def mlflow_on_postgres() -> Iterator[Server]:
+    """A real MLflow server (``make mlflow-server``'s code) on its own PostgreSQL cluster in a
+    temporary folder, both on 127.0.0.1, artifacts proxied into the folder; for the session.
+
+    The folder is made searchable by others: as root the cluster runs as ``postgres``.
+    """
+    folder = Path(tempfile.mkdtemp(prefix="mlflow-pg-"))
+    folder.chmod(0o755)
+    try:
+        with tracking_server(folder, port=free_tcp_port(), pg_port=free_tcp_port()) as server:
+            yield server
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+@contextmanager
+def served_model(model_uri: str, port: int, tracking_uri: str) -> Iterator[str]:
+    """``mlflow models serve -m <model_uri>`` on 127.0.0.1 for the block, its registry at
+    ``tracking_uri``; yields the base URL once ``/ping`` answers."""
+    env = {
+        **os.environ,
+        "MLFLOW_TRACKING_URI": tracking_uri,
+        "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
+    }
+    command = [str(BIN / "mlflow"), "models", "serve", "-m", model_uri, "--env-manager", "local"]
+    command += ["-h", "127.0.0.1", "-p", str(port)]
+    base = f"http://127.0.0.1:{port}"
+    with running(command, base, env=env):
+        yield base
+
+
+@contextmanager
+def prefect_api(home: Path, port: int) -> Iterator[dict[str, str]]:
+    """``prefect server start`` on 127.0.0.1:``port`` (SQLite under ``home``) for the block;
+    yields the environment of its clients (``PREFECT_API_URL``, the venv on PATH)."""
+    env = {
+        **os.environ,
+        "PREFECT_HOME": str(home),
+        "PREFECT_API_URL": f"http://127.0.0.1:{port}/api",
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        "PREFECT_UI_ENABLED": "false",
+        "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
+    }
+    env.pop("MLFLOW_TRACKING_URI", None)
+    command = [str(BIN / "prefect"), "server", "start", "--host", "127.0.0.1", "--port", str(port)]
+    with running(command, env["PREFECT_API_URL"], env=env, timeout=120, stop_signal=signal.SIGINT):
+        yield env
+
+
+def flow_runs(api: str) -> list[dict]:
+    """Every flow run the Prefect server at ``api`` knows (its REST API)."""
+    request = urllib.request.Request(
+        f"{api}/flow_runs/filter",
+        data=b"{}",
+        method="POST",
+        headers={"Content-Type": "application/json"},
+    )
+    with urllib.request.urlopen(request, timeout=10) as r:
+        return json.loads(r.read())

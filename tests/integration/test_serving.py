@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
-import time
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -25,6 +23,7 @@ from complex_ner.adapters.tracking import start_run
 from complex_ner.cli import app
 from complex_ner.core.config import load_params
 from complex_ner.core.paths import CHAMPION, ENCODER_DIR, ONNX_FILE, champion_uri
+from tests.integration.conftest import served_model
 
 pytestmark = pytest.mark.integration
 BIN = Path(sys.executable).parent
@@ -90,42 +89,8 @@ def test_the_champion_resolves_through_the_alias_file_without_mlflow(registry: P
 
 
 def test_serve_champion_over_http(registry: Path, free_port: int) -> None:
-    port = free_port
-    env = {
-        **os.environ,
-        "MLFLOW_TRACKING_URI": f"sqlite:///{registry / 'mlruns' / 'mlflow.db'}",
-        "PATH": f"{BIN}:{os.environ.get('PATH', '')}",
-    }
-    server = subprocess.Popen(
-        [
-            str(BIN / "mlflow"),
-            "models",
-            "serve",
-            "-m",
-            "models:/complex-ner-es@champion",
-            "--env-manager",
-            "local",
-            "-h",
-            "127.0.0.1",
-            "-p",
-            str(port),
-        ],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.time() + 120
-        while time.time() < deadline:
-            try:
-                with urllib.request.urlopen(f"{base}/ping", timeout=2):
-                    break
-            except OSError:
-                time.sleep(1)
-        else:
-            pytest.fail("mlflow models serve did not come up")
+    uri = f"sqlite:///{registry / 'mlruns' / 'mlflow.db'}"
+    with served_model("models:/complex-ner-es@champion", free_port, uri) as base:
         text = "Ana vive en Lima y escucha Soda Stereo"
         status, body = post(f"{base}/invocations", {"dataframe_records": [{"text": text}]})
         assert status == 200, body
@@ -146,9 +111,6 @@ def test_serve_champion_over_http(registry: Path, free_port: int) -> None:
         assert status == 400 and "text" in json.dumps(body)
         status, body = post(f"{base}/invocations", {"dataframe_records": [{"text": "hola"}]})
         assert status == 200
-    finally:
-        os.killpg(server.pid, signal.SIGTERM)
-        server.wait(timeout=30)
 
 
 def test_unknown_alias_is_a_clear_error(registry: Path) -> None:

@@ -10,16 +10,23 @@ store (``mlruns/aliases.json``: registry URI, then name -> alias -> version and 
 folder), so that ``complex-ner predict`` resolves ``models:/name@alias`` without importing
 MLflow (about 2.5 s of its cold start). The file is used only for the same registry URI and an
 existing folder; anything else, and an alias set outside this project, goes through MLflow.
+
+A registry on a tracking server (``MLFLOW_TRACKING_URI=http://...``) is shared: anyone may move
+an alias there, so no alias file is written or read for it, and every alias is resolved by the
+server. A version's files never change, so each one is downloaded once, into
+``mlruns/downloads/<server>/<name>/<version>`` (atomically: a temporary folder, then a rename).
 """
 
 from __future__ import annotations
 
 import json
 import re
+import shutil
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import unquote, urlparse
+from urllib.parse import quote, unquote, urlparse
 
 import yaml
 
@@ -30,6 +37,7 @@ from complex_ner.core.paths import CHALLENGER, CHAMPION, TAGGER_ARTIFACT, regist
 
 _MODEL_URI = re.compile(r"models:/([^/@]+)(?:@([^/]+)|/(\d+))")
 ALIAS_FILE = "aliases.json"
+DOWNLOADS_DIR = "downloads"
 
 
 @dataclass(frozen=True)
@@ -114,6 +122,8 @@ def set_alias(params: Params, lang: str, alias: str, version: str) -> None:
     setup(params)
     name = registered_name(lang)
     mlflow.MlflowClient().set_registered_model_alias(name, alias, version)
+    if is_remote(tracking_uri(params)):
+        return
     folder = resolve_tagger_dir(f"models:/{name}/{version}", params)
     path = alias_file(params)
     index: dict[str, Any] = {}
@@ -126,6 +136,11 @@ def set_alias(params: Params, lang: str, alias: str, version: str) -> None:
     atomic_write_text(path, json.dumps(index, indent=2) + "\n")
 
 
+def is_remote(uri: str) -> bool:
+    """Whether a tracking/registry URI is a server (shared: aliases may move at any time)."""
+    return urlparse(uri).scheme in {"http", "https", "databricks"}
+
+
 def alias_file(params: Params) -> Path:
     """Where :func:`set_alias` records the aliases it set: ``<project>/mlruns/aliases.json``."""
     return params.root / "mlruns" / ALIAS_FILE
@@ -134,7 +149,7 @@ def alias_file(params: Params) -> Path:
 def _recorded_alias(params: Params, name: str, alias: str) -> Path | None:
     """The tagger folder the alias file records for ``name@alias``, if it can be used."""
     path = alias_file(params)
-    if not path.is_file():
+    if is_remote(tracking_uri(params)) or not path.is_file():
         return None
     index = json.loads(path.read_text(encoding="utf-8"))
     if index.get("registry_uri") != tracking_uri(params):
@@ -147,9 +162,10 @@ def _recorded_alias(params: Params, name: str, alias: str) -> Path | None:
 def resolve_tagger_dir(uri: str, params: Params) -> Path:
     """The local tagger folder behind ``models:/name@alias``, ``models:/name/3`` or ``runs:/``.
 
-    An alias this project set is read from the alias file (same registry URI, folder present)
-    without importing MLflow; otherwise MLflow's client resolves it. A version stored in a local
-    artifact store is used in place; others are downloaded.
+    An alias this project set in a local registry is read from the alias file (same registry
+    URI, folder present) without importing MLflow; otherwise MLflow's client resolves it. A
+    version stored in a local artifact store is used in place; others are downloaded once
+    (:func:`download_dir`).
 
     Raises:
         LookupError: the registered model, version, alias or run does not exist.
@@ -172,7 +188,7 @@ def resolve_tagger_dir(uri: str, params: Params) -> Path:
             location = client.get_model_version_download_uri(name, version)
             local = _local_path(location)
             if local is None:
-                local = Path(mlflow.artifacts.download_artifacts(artifact_uri=location))
+                local = _download_once(location, download_dir(params, name, str(version)))
         else:
             local = Path(mlflow.artifacts.download_artifacts(artifact_uri=uri))
     except (MlflowException, OSError) as exc:
@@ -181,6 +197,33 @@ def resolve_tagger_dir(uri: str, params: Params) -> Path:
     if folder is None:
         raise LookupError(f"{uri}: not a complex-ner model (no {TAGGER_ARTIFACT!r} artifact)")
     return folder
+
+
+def download_dir(params: Params, name: str, version: str) -> Path:
+    """Where a version from a remote registry is kept: ``mlruns/downloads/<server>/name/version``
+    (the server's URI made a folder name, so two servers' version 1 never meet)."""
+    server = quote(tracking_uri(params), safe="")
+    return params.root / "mlruns" / DOWNLOADS_DIR / server / name / version
+
+
+def _download_once(location: str, target: Path) -> Path:
+    """The artifacts at ``location`` in ``target``, downloaded unless already there."""
+    import mlflow
+
+    if target.is_dir():
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    partial = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
+    try:
+        got = mlflow.artifacts.download_artifacts(artifact_uri=location, dst_path=str(partial))
+        try:
+            Path(got).rename(target)
+        except OSError:
+            if not target.is_dir():  # another process finished the same download first
+                raise
+    finally:
+        shutil.rmtree(partial, ignore_errors=True)
+    return target
 
 
 def _local_path(location: str) -> Path | None:

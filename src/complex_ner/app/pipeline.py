@@ -29,6 +29,7 @@ import yaml
 
 from complex_ner.adapters import dvc, tracking
 from complex_ner.core.config import ConfigError, Params, load_params, parse_override, read_mapping
+from complex_ner.core.device import pick_device
 from complex_ner.core.io import atomic_write_bytes
 from complex_ner.core.paths import RUN_FILE, run_dir
 
@@ -37,6 +38,11 @@ from complex_ner.core.paths import RUN_FILE, run_dir
 LONG_STAGES = ("train", "pretrain")
 LONG_STAGE_TIMEOUT_S = 24 * 3600.0
 STAGE_TIMEOUT_S = 2 * 3600.0
+
+#: Stages a work pool may run (``flows/pipeline.py``, ``train_deployment``): they hold a device.
+POOL_STAGES = LONG_STAGES
+#: The Prefect global concurrency limits a pool stage holds a slot of while it runs, per device.
+GPU_LIMIT, CPU_LIMIT = "gpu", "cpu"
 
 #: Tags of the MLflow parent run of an experiment.
 EXPERIMENT_TAG = "dvc_experiment"
@@ -141,8 +147,8 @@ class Session:
     """A pipeline run in progress: its settings, parent MLflow run and the stages' environment.
 
     Attributes:
-        env: Variables for the stage commands: the parent run's id (their MLflow runs nest under
-            it) and the experiment's name (their runs carry it as a tag).
+        env: Variables for the stage commands: the tracking URI, the parent run's id (their
+            MLflow runs nest under it) and the experiment's name (their runs carry it as a tag).
     """
 
     plan: Plan
@@ -201,7 +207,8 @@ def session(plan: Plan) -> Iterator[Session]:
                 dvc.set_params(plan.params_file, [parse_override(t) for t in plan.overrides])
             params = load_params(plan.params_file)
             tags: dict[str, str] = {}
-            env: dict[str, str] = {}
+            # A stage on another worker process logs to the same store as this run.
+            env: dict[str, str] = {"MLFLOW_TRACKING_URI": tracking.tracking_uri(params)}
             if plan.experiment:
                 tags[EXPERIMENT_TAG] = env[tracking.EXPERIMENT_ENV] = plan.experiment
                 tags[OVERRIDES_TAG] = json.dumps(list(plan.overrides))
@@ -230,6 +237,18 @@ def run_stage(
         DvcError: the stage failed; ``DvcLockError`` when only a lock was in the way.
     """
     return dvc.run_stage(Path(root), name, log, env, timeout=stage_timeout(name))
+
+
+def on_pool(name: str) -> bool:
+    """Whether a stage (``train@es-bert_crf``) is one a work pool runs when the flow has one."""
+    return name.split("@")[0] in POOL_STAGES
+
+
+def device_limit(params_file: str | Path) -> str:
+    """The concurrency limit a pool stage takes a slot of on this machine: :data:`GPU_LIMIT`
+    when ``train.device`` resolves to CUDA here, else :data:`CPU_LIMIT`."""
+    device = pick_device(load_params(params_file).train.device)
+    return GPU_LIMIT if device.type == "cuda" else CPU_LIMIT
 
 
 def worth_retrying(error: BaseException | None) -> bool:
