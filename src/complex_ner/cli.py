@@ -17,7 +17,7 @@ import typer
 from complex_ner.app import serve
 from complex_ner.core.config import ARCHITECTURES, ConfigError, Params, load_params
 from complex_ner.core.paths import best_model_dir, champion_uri, data_docs_dir
-from complex_ner.domain.data import DataFormatError, format_conll, read_conll
+from complex_ner.domain.data import DataFormatError, decode_lines, format_conll, read_conll
 from complex_ner.domain.stats import stats_markdown
 from complex_ner.domain.validation import ValidationFailed, summarize
 from complex_ner.engines.predict import InputError
@@ -378,13 +378,13 @@ def predict(
         if file is not None and file.suffix == ".conll":
             rows = [list(s.tokens) for s in read_conll(file, labeled=False)]
         elif file is not None:
-            rows = file.read_text(encoding="utf-8").splitlines()
+            rows = decode_lines(file.read_bytes(), file)
         else:
-            rows = list(text) if text else sys.stdin.read().splitlines()
-    except (DataFormatError, OSError, UnicodeDecodeError) as exc:
-        raise _fail(
-            f"{file}: {exc}" if not isinstance(exc, DataFormatError) else str(exc)
-        ) from None
+            rows = list(text) if text else decode_lines(sys.stdin.buffer.read())
+    except DataFormatError as exc:
+        raise _fail(str(exc)) from None
+    except OSError as exc:
+        raise _fail(f"{file}: {exc.strerror or exc}") from None
     try:
         if fmt == "conll":
             sentences, tags = serve.predict_conll(tagger, rows, lang, batch_size)

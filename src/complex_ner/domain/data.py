@@ -102,6 +102,18 @@ def _decode(path: Path, data: bytes) -> str:
     return text.removeprefix("\ufeff")
 
 
+def decode_lines(data: bytes, path: str | Path = "<stdin>") -> list[str]:
+    """UTF-8 ``data`` (a leading BOM dropped) as lines without their ``\n`` or ``\r\n``.
+
+    Raises:
+        DataFormatError: bytes that are not UTF-8, naming the line.
+    """
+    lines = _decode(Path(path), data).split("\n")
+    if lines and lines[-1] == "":
+        lines.pop()
+    return [line.removesuffix("\r") for line in lines]
+
+
 def parse_conll(
     text: str,
     path: str | Path = "<string>",
