@@ -6,12 +6,16 @@ import os
 import shutil
 import subprocess
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import pytest
 import yaml
 
+from complex_ner.adapters.registry import register_version, set_alias
+from complex_ner.adapters.tracking import start_run
+from complex_ner.core.config import load_params
+from complex_ner.core.paths import CHAMPION
 from complex_ner.domain.data import format_conll, read_conll
 
 BIN = Path(sys.executable).parent
@@ -80,3 +84,30 @@ def _no_leaked_tracking_uri(monkeypatch: pytest.MonkeyPatch) -> None:
     """mlflow.set_tracking_uri exports MLFLOW_TRACKING_URI: one test's store must not become
     the next test's registry (each project's default is its own mlruns/)."""
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+
+
+@pytest.fixture(scope="session")
+def registry(tmp_path_factory: pytest.TempPathFactory, trained_tagger_dir: Path) -> Path:
+    """A project whose MLflow registry holds the toy tagger as ``complex-ner-es@champion``
+    (test_serving.py, test_serving_load.py)."""
+    root = tmp_path_factory.mktemp("registry")
+    (root / "params.yaml").write_text("{}\n")
+    params = load_params(root / "params.yaml")
+    # mlflow.set_tracking_uri exports MLFLOW_TRACKING_URI, so an earlier test's store would
+    # otherwise be this project's registry (and the alias file's recorded URI).
+    with pytest.MonkeyPatch.context() as mp:
+        mp.delenv("MLFLOW_TRACKING_URI", raising=False)
+        with start_run(params, "serving-test", {}) as run:
+            info = run.log_pyfunc(trained_tagger_dir)
+        set_alias(params, "es", CHAMPION, register_version(params, "es", info.model_uri, {}))
+    return root
+
+
+@pytest.fixture(scope="session")
+def champion_url(registry: Path) -> Iterator[str]:
+    """``mlflow models serve`` of :func:`registry`'s champion on 127.0.0.1; its base URL."""
+    from benchmarks.load_serving import served
+
+    tracking = f"sqlite:///{registry / 'mlruns' / 'mlflow.db'}"
+    with served("models:/complex-ner-es@champion", tracking) as url:
+        yield url
