@@ -188,16 +188,17 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def wait_ready(url: str, seconds: float = 180.0) -> None:
-    """Wait until ``url/ping`` answers."""
+def wait_ready(url: str, seconds: float = 180.0, path: str = "/ping") -> None:
+    """Wait until ``url`` answers ``path`` (the scoring server's ``/ping``, the tracking
+    server's ``/health``)."""
     deadline = time.time() + seconds
     while time.time() < deadline:
         try:
-            with urllib.request.urlopen(f"{url}/ping", timeout=2):
+            with urllib.request.urlopen(f"{url}{path}", timeout=2):
                 return
         except OSError:
             time.sleep(0.5)
-    raise TimeoutError(f"{url} did not answer /ping within {seconds:.0f} s")
+    raise TimeoutError(f"{url} did not answer {path} within {seconds:.0f} s")
 
 
 @contextmanager
