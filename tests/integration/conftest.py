@@ -12,10 +12,6 @@ from pathlib import Path
 import pytest
 import yaml
 
-from complex_ner.adapters.registry import register_version, set_alias
-from complex_ner.adapters.tracking import start_run
-from complex_ner.core.config import load_params
-from complex_ner.core.paths import CHAMPION
 from complex_ner.domain.data import format_conll, read_conll
 
 BIN = Path(sys.executable).parent
@@ -89,17 +85,11 @@ def _no_leaked_tracking_uri(monkeypatch: pytest.MonkeyPatch) -> None:
 @pytest.fixture(scope="session")
 def registry(tmp_path_factory: pytest.TempPathFactory, trained_tagger_dir: Path) -> Path:
     """A project whose MLflow registry holds the toy tagger as ``complex-ner-es@champion``
-    (test_serving.py, test_serving_load.py)."""
+    (the serving, load and security tests)."""
+    from benchmarks.load_serving import register_champion
+
     root = tmp_path_factory.mktemp("registry")
-    (root / "params.yaml").write_text("{}\n")
-    params = load_params(root / "params.yaml")
-    # mlflow.set_tracking_uri exports MLFLOW_TRACKING_URI, so an earlier test's store would
-    # otherwise be this project's registry (and the alias file's recorded URI).
-    with pytest.MonkeyPatch.context() as mp:
-        mp.delenv("MLFLOW_TRACKING_URI", raising=False)
-        with start_run(params, "serving-test", {}) as run:
-            info = run.log_pyfunc(trained_tagger_dir)
-        set_alias(params, "es", CHAMPION, register_version(params, "es", info.model_uri, {}))
+    register_champion(root, trained_tagger_dir)
     return root
 
 

@@ -59,7 +59,8 @@ def test_errors_name_the_field_or_the_limit(champion_url: str) -> None:
         text = info.value.read().decode("utf-8", "replace")
         assert text.strip(), body.name
     for name, needle in (
-        ("rows over the limit", "at most 128 are accepted"),
+        ("rows over the limit", "257 rows in one request; at most 256 are accepted"),
+        ("characters in all over the limit", "at most 20,000 per request are accepted"),
         ("characters over the limit", "row 0: 'text' has 2,001 characters"),
         ("non-string text", "text"),
         ("lone surrogate", "surrogate"),

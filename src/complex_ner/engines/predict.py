@@ -108,12 +108,13 @@ class InputError(ValueError):
 
 @dataclass(frozen=True)
 class RequestLimits:
-    """The most one call may ask for: rows, and characters per row (a ``tokens`` row counts its
-    words joined by single spaces). The served model's values are
-    :data:`complex_ner.adapters.serving.LIMITS`."""
+    """The most one call may ask for: rows, characters per row (a ``tokens`` row counts its
+    words joined by single spaces) and characters in all (what the time of a call grows with).
+    The served model's values are :data:`complex_ner.adapters.serving.LIMITS`."""
 
     max_rows: int
     max_chars: int
+    max_total_chars: int
 
 
 def _row_length(text: str | None, tokens: list[str] | None) -> int:
@@ -178,6 +179,7 @@ def _rows(
             f"{len(records):,} rows in one request; at most {limits.max_rows:,} are accepted"
         )
     out: list[tuple[str | None, list[str] | None]] = []
+    total = 0
     for i, rec in enumerate(records):
         text, tokens = rec.get("text"), rec.get("tokens")
         if tokens is not None and not _is_missing(tokens):
@@ -192,10 +194,16 @@ def _rows(
         else:
             raise InputError(f"row {i}: give 'text' (a string) or 'tokens' (a list of strings)")
         size = _row_length(*out[-1])
+        total += size
         if limits is not None and size > limits.max_chars:
             raise InputError(
                 f"row {i}: {field!r} has {size:,} characters; "
                 f"at most {limits.max_chars:,} per row are accepted"
+            )
+        if limits is not None and total > limits.max_total_chars:
+            raise InputError(
+                f"rows 0-{i} hold {total:,} characters; "
+                f"at most {limits.max_total_chars:,} per request are accepted"
             )
     return out
 
