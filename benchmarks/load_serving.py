@@ -52,6 +52,15 @@ def _records(*rows: dict[str, Any]) -> bytes:
     return json.dumps({"dataframe_records": list(rows)}).encode()
 
 
+def _words(n: int) -> str:
+    """``n`` characters of Spanish words (an entity every few words)."""
+    return ("ana vive en lima y escucha soda stereo " * (n // 10 + 1))[:n]
+
+
+#: Rows of the longest allowed text that fill a request up to its character limit.
+_FULL_ROWS = LIMITS.max_total_chars // LIMITS.max_chars
+
+
 @dataclass(frozen=True)
 class Body:
     """One kind of request and the status it must get."""
@@ -82,13 +91,13 @@ BODIES: tuple[Body, ...] = (
     Body("rows at the limit", _records(*[{"text": "hola"}] * LIMITS.max_rows), JSON, 200),
     Body(
         "characters in all at the limit",
-        _records(*[{"text": "ana vive en lima " * 117}] * 10),
+        _records(*[{"text": _words(LIMITS.max_chars)}] * _FULL_ROWS),
         JSON,
         200,
     ),
     Body(
         "characters at the limit",
-        _records({"text": ("ana vive en lima " * LIMITS.max_chars)[: LIMITS.max_chars]}),
+        _records({"text": _words(LIMITS.max_chars)}),
         f"{JSON}; charset=utf-8",
         200,
     ),
@@ -96,9 +105,7 @@ BODIES: tuple[Body, ...] = (
     Body("characters over the limit", _records({"text": "a" * (LIMITS.max_chars + 1)}), JSON, 400),
     Body(
         "characters in all over the limit",
-        _records(
-            *[{"text": "a" * LIMITS.max_chars}] * (LIMITS.max_total_chars // LIMITS.max_chars + 1)
-        ),
+        _records(*[{"text": "a" * LIMITS.max_chars}] * (_FULL_ROWS + 1)),
         JSON,
         400,
     ),
@@ -188,7 +195,7 @@ def run_load(
                     result.unexpected.append((body.name, status))
         conn.close()
 
-    threads = [threading.Thread(target=client, args=(i,)) for i in range(clients)]
+    threads = [threading.Thread(target=client, args=(i,), daemon=True) for i in range(clients)]
     t0 = time.perf_counter()
     for t in threads:
         t.start()
@@ -250,7 +257,11 @@ def served(model_uri: str, tracking_uri: str | None = None, port: int = 0) -> It
         yield url
     finally:
         os.killpg(server.pid, signal.SIGTERM)
-        server.wait(timeout=30)
+        try:
+            server.wait(timeout=30)
+        except subprocess.TimeoutExpired:  # uvicorn waits for requests still running
+            os.killpg(server.pid, signal.SIGKILL)
+            server.wait(timeout=30)
 
 
 def register_champion(root: Path, tagger_dir: Path) -> str:
@@ -297,15 +308,7 @@ def time_request(url: str, body: Body, repeat: int = 3) -> float:
 
 
 #: The most one request may ask for: rows at the character limit, up to the request's.
-WORST_CASE = Body(
-    "characters at the request limit",
-    _records(
-        *[{"text": ("ana vive en lima " * LIMITS.max_chars)[: LIMITS.max_chars]}]
-        * (LIMITS.max_total_chars // LIMITS.max_chars)
-    ),
-    JSON,
-    200,
-)
+WORST_CASE = next(b for b in BODIES if b.name == "characters in all at the limit")
 
 
 def report(result: LoadResult, clients: int, requests: int) -> dict[str, Any]:

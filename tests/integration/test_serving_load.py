@@ -15,6 +15,8 @@ import urllib.request
 import pytest
 from benchmarks.load_serving import BODIES, run_load
 
+from complex_ner.adapters.serving import LIMITS
+
 pytestmark = pytest.mark.integration
 
 
@@ -59,9 +61,9 @@ def test_errors_name_the_field_or_the_limit(champion_url: str) -> None:
         text = info.value.read().decode("utf-8", "replace")
         assert text.strip(), body.name
     for name, needle in (
-        ("rows over the limit", "257 rows in one request; at most 256 are accepted"),
-        ("characters in all over the limit", "at most 20,000 per request are accepted"),
-        ("characters over the limit", "row 0: 'text' has 2,001 characters"),
+        ("rows over the limit", f"at most {LIMITS.max_rows:,} are accepted"),
+        ("characters in all over the limit", f"at most {LIMITS.max_total_chars:,} per request"),
+        ("characters over the limit", f"row 0: 'text' has {LIMITS.max_chars + 1:,} characters"),
         ("non-string text", "text"),
         ("lone surrogate", "surrogate"),
         ("tokens as a string", "column tokens"),

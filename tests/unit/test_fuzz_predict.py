@@ -160,14 +160,19 @@ def test_pyfunc_limits_rows_and_characters(pyfunc: NerPyfunc) -> None:
     long_rows = pd.DataFrame({"text": ["a" * LIMITS.max_chars] * full_rows})
     assert len(pyfunc.predict(None, long_rows)) == full_rows
     short = "a" * (LIMITS.max_total_chars // LIMITS.max_rows)
-    assert len(pyfunc.predict(None, pd.DataFrame({"text": [short] * LIMITS.max_rows}))) == 256
+    frame = pd.DataFrame({"text": [short] * LIMITS.max_rows})
+    assert len(pyfunc.predict(None, frame)) == LIMITS.max_rows
     for frame, message in (
         (pd.DataFrame({"text": ["hola"] * (LIMITS.max_rows + 1)}), "rows in one request"),
-        (pd.DataFrame({"text": ["a" * (LIMITS.max_chars + 1)]}), "row 0: 'text' has 2,001"),
+        (
+            pd.DataFrame({"text": ["a" * (LIMITS.max_chars + 1)]}),
+            f"row 0: 'text' has {LIMITS.max_chars + 1:,} characters",
+        ),
         (pd.DataFrame({"tokens": [["ab"] * LIMITS.max_chars]}), "row 0: 'tokens' has"),
         (
             pd.DataFrame({"text": ["a" * LIMITS.max_chars] * (full_rows + 1)}),
-            f"rows 0-{full_rows} hold 22,000 characters; at most 20,000 per request",
+            f"rows 0-{full_rows} hold {(full_rows + 1) * LIMITS.max_chars:,} characters; "
+            f"at most {LIMITS.max_total_chars:,} per request",
         ),
     ):
         with pytest.raises(MlflowException, match=message) as info:

@@ -11,8 +11,8 @@ words), or a plain list of strings / token lists. Output: a DataFrame with one `
 list per input row, each entity a dict with text, type, character offsets (``start``, ``end``),
 token offsets (``token_start``, ``token_end``) and ``confidence``.
 
-Request limits (:data:`LIMITS`, the one place they are set): at most 256 rows and 20,000
-characters per request, 2,000 characters per row. A request over them, or one the model cannot
+Request limits (:data:`LIMITS`, the one place they are set): at most 256 rows and 5,000
+characters per request, 1,000 characters per row. A request over them, or one the model cannot
 read, is answered by the scoring server with HTTP 400 and a message naming the row and the field
 (an ``INVALID_PARAMETER_VALUE`` :class:`~mlflow.exceptions.MlflowException`).
 """
@@ -30,9 +30,10 @@ from complex_ner.core.paths import TAGGER_ARTIFACT
 from complex_ner.engines.predict import InputError, RequestLimits, load_tagger, predict_entities
 
 #: What one request may ask for. A MultiCoNER sentence has under 300 characters; the time of a
-#: request grows with its characters, and the largest allowed must finish well inside the
-#: scoring server's 60 s request timeout on a loaded 2-core CPU (docs/reliability.md).
-LIMITS = RequestLimits(max_rows=256, max_chars=2_000, max_total_chars=20_000)
+#: request grows with its characters, and the largest allowed, with the scoring server's other
+#: requests running beside it, must finish inside its 60 s request timeout on a loaded 2-core
+#: CPU (docs/reliability.md).
+LIMITS = RequestLimits(max_rows=256, max_chars=1_000, max_total_chars=5_000)
 
 
 class NerPyfunc(mlflow.pyfunc.PythonModel):
