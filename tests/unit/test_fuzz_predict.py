@@ -193,6 +193,17 @@ def test_a_100k_character_text_is_tagged_whole(tagger: Any) -> None:
 
 # --------------------------------------------------------------------------- the CLI
 
+
+def test_cli_conll_output_refuses_a_lone_surrogate(trained_tagger_dir: Path) -> None:
+    """Found by the long CLI fuzz run: --format conll skipped the checks of the JSON path."""
+    args = ["predict", "-m", str(trained_tagger_dir), "-f", "conll", "ana", "\ud800"]
+    res = CliRunner().invoke(app, args)
+    assert res.exit_code == 1 and (res.exception is None or isinstance(res.exception, SystemExit))
+    assert res.stderr.strip() == (
+        "error: row 1: 'text' is not valid Unicode (a lone surrogate U+D800 at character 0)"
+    )
+
+
 cli_line = st.one_of(
     st.lists(piece, max_size=12).map("".join), st.sampled_from(["", " ", "\x00\x00"])
 )

@@ -331,10 +331,18 @@ def predict_conll_batched(
 
 def as_sentences(rows: Sequence[str | Sequence[str]], lang: str) -> list[Sentence]:
     """Unlabelled sentences from raw lines (tokenized as MultiCoNER does, lowercased like the
-    training data) or from token lists; rows without a word are dropped."""
+    training data) or from token lists; rows without a word are dropped.
+
+    Raises:
+        InputError: a row that is not valid Unicode or not a list of words, naming it.
+    """
     out = []
     for i, row in enumerate(rows):
-        words = list(row) if not isinstance(row, str) else model_words(tokenize(row, lang), lang)
+        if isinstance(row, str):
+            _check_unicode(i, "text", row)
+            words = model_words(tokenize(row, lang), lang)
+        else:
+            words = _as_tokens(i, row)
         if words:
             out.append(Sentence(id=f"line-{i + 1}", tokens=tuple(words), tags=None))
     return out
