@@ -125,6 +125,31 @@ def _server_lines(text: str) -> list[tuple[int, str]]:
     return out
 
 
+def _commands(path: Path, text: str) -> list[tuple[int, str]]:
+    """The command lines of a file that start a server: in Markdown its code (fenced blocks and
+    inline spans, prose is not a command), in Python its string literals, elsewhere every line."""
+    if path.suffix == ".md":
+        out = []
+        for m in re.finditer(r"```.*?```|`[^`]+`", text, re.DOTALL):
+            start = text.count("\n", 0, m.start())
+            code = m.group().strip("`")
+            if not m.group().startswith("```") and " -" not in code:
+                continue  # an inline name (`mlflow models serve`), not a command line
+            lines = code.split("\n") if m.group().startswith("```") else [code.replace("\n", " ")]
+            joined = "\n".join(lines)
+            out += [(start + line, cmd) for line, cmd in _server_lines(joined)]
+        return out
+    if path.suffix == ".py":
+        tree = ast.parse(text)
+        strings = [
+            (n.lineno, n.value)
+            for n in ast.walk(tree)
+            if isinstance(n, ast.Constant) and isinstance(n.value, str)
+        ]
+        return [(line, s) for line, s in strings if _server_lines(s)]
+    return _server_lines(text)
+
+
 def _server_argv(tree: ast.AST) -> list[tuple[int, list[str]]]:
     """Python list/tuple literals that look like a server command (``mlflow models serve``,
     ``mlflow server``, ``prefect server start``, ``uvicorn``)."""
@@ -155,7 +180,7 @@ def test_every_server_binds_loopback() -> None:
             if m.group(1) not in ("127.0.0.1", "localhost", "host") and not m.group(1).isupper():
                 line = text.count("\n", 0, m.start()) + 1
                 problems.append(f"{where}:{line}: host {m.group(1)}")
-        for line, command in _server_lines(text):
+        for line, command in _commands(path, text):
             if "127.0.0.1" not in command:
                 problems.append(f"{where}:{line}: a server without 127.0.0.1: {command.strip()}")
     assert problems == []
@@ -172,6 +197,10 @@ def test_the_loopback_scan_catches_open_binds() -> None:
     assert ["127.0.0.1" in c for _, c in _server_lines(text)] == [False, False, True]
     assert ANY_ADDRESS.search(text) is not None
     assert [m.group(1) for m in HOST_VALUE.finditer(text)] == ["0.0.0.0", "127.0.0.1"]
+    doc = "Prose about uvicorn is no command.\n\n```bash\nmlflow ui --port 5000\n```\n"
+    assert _commands(Path("x.md"), doc) == [(4, "mlflow ui --port 5000")]
+    code = '# uvicorn in a comment\nrun("uvicorn app:app --port 1")\n'
+    assert _commands(Path("x.py"), code) == [(2, "uvicorn app:app --port 1")]
 
 
 # --------------------------------------------------------------------------- secrets
