@@ -225,15 +225,31 @@ def wait_ready(url: str, seconds: float = 180.0, path: str = "/ping") -> None:
 
 
 @contextmanager
-def served(model_uri: str, tracking_uri: str | None = None, port: int = 0) -> Iterator[str]:
-    """``mlflow models serve`` of ``model_uri`` on 127.0.0.1 (loopback only); yields its URL."""
+def served(
+    model_uri: str, tracking_uri: str | None = None, port: int = 0, guarded: bool = False
+) -> Iterator[str]:
+    """``mlflow models serve`` of ``model_uri`` on 127.0.0.1 (loopback only), or with
+    ``guarded`` ``complex-ner serve``; yields its URL."""
     port = port or free_port()
     bin_dir = Path(sys.executable).parent
     env = {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}"}
     if tracking_uri:
         env["MLFLOW_TRACKING_URI"] = tracking_uri
-    server = subprocess.Popen(
-        [
+    if guarded:
+        argv = [
+            str(bin_dir / "complex-ner"),
+            "serve",
+            "-m",
+            model_uri,
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "-p",
+            "no-params.yaml",
+        ]
+    else:
+        argv = [
             str(bin_dir / "mlflow"),
             "models",
             "serve",
@@ -245,7 +261,9 @@ def served(model_uri: str, tracking_uri: str | None = None, port: int = 0) -> It
             "127.0.0.1",
             "-p",
             str(port),
-        ],
+        ]
+    server = subprocess.Popen(
+        argv,
         env=env,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,

@@ -398,6 +398,25 @@ def predict(
         sys.stdout.write(json.dumps({key: row, "entities": ents}, ensure_ascii=False) + "\n")
 
 
+@app.command("serve")
+def serve_cmd(
+    lang: LangOpt = "es",
+    model: ModelOpt = None,
+    host: Annotated[
+        str, typer.Option(help="Address to bind: 127.0.0.1 keeps the server on this machine.")
+    ] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="TCP port.")] = 5001,
+    params: ParamsOpt = Path("params.yaml"),
+) -> None:
+    """Serve the champion over HTTP (MLflow's scoring protocol, POST /invocations): as `mlflow
+    models serve`, plus 415 for a request without a content type and 413 for a body over 2 MiB."""
+    p = _predict_params(params)
+    try:
+        serve.serve_http(model or champion_uri(lang), p, host, port)
+    except EXPECTED as exc:
+        raise _fail(str(exc)) from None
+
+
 @app.command("predict-batch")
 def predict_batch(
     input_path: Annotated[Path, typer.Option("--input", "-i", help="A MultiCoNER .conll file.")],

@@ -8,13 +8,16 @@ throughput are measured by ``python -m benchmarks.load_serving`` (docs/reliabili
 
 from __future__ import annotations
 
+import http.client
 import json
 import urllib.error
 import urllib.request
+from pathlib import Path
 
 import pytest
-from benchmarks.load_serving import BODIES, run_load
+from benchmarks.load_serving import BODIES, run_load, served
 
+from complex_ner.adapters.http_serving import MAX_BODY_BYTES
 from complex_ner.adapters.serving import LIMITS
 
 pytestmark = pytest.mark.integration
@@ -80,3 +83,23 @@ def test_errors_name_the_field_or_the_limit(champion_url: str) -> None:
         message = json.loads(info.value.read())["message"]
         assert needle in message, (name, message[-300:])
     check_still_serving(champion_url)
+
+
+def test_complex_ner_serve_closes_mlflows_two_gaps(registry: Path) -> None:
+    """``complex-ner serve``: the same scoring app, plus 415 without a content type (MLflow's
+    own server answers 500) and 413 over the body limit; the load mix still gets its statuses."""
+    tracking = f"sqlite:///{registry / 'mlruns' / 'mlflow.db'}"
+    with served("models:/complex-ner-es@champion", tracking, guarded=True) as url:
+        host, port = url.removeprefix("http://").split(":")
+        for headers, body, status in (
+            ({}, b'{"dataframe_records": [{"text": "hola"}]}', 415),
+            ({"Content-Type": "application/json"}, b"x" * (MAX_BODY_BYTES + 1), 413),
+        ):
+            conn = http.client.HTTPConnection(host, int(port), timeout=60)
+            conn.request("POST", "/invocations", body=body, headers=headers)
+            response = conn.getresponse()
+            assert response.status == status and json.loads(response.read())["message"]
+            conn.close()
+        result = run_load(url, clients=50, requests=4, seed=7)
+        assert result.dropped == 0 and result.server_errors == 0 and result.unexpected == []
+        check_still_serving(url)
