@@ -105,7 +105,8 @@ DOCUMENTS = sorted(
 )
 #: A command line that starts a server.
 SERVER = re.compile(
-    r"mlflow (ui|server|models serve)|prefect server start|uvicorn\b|gunicorn\b|http\.server"
+    r"mlflow (ui|server|models serve)|prefect server start|complex-ner serve|uvicorn\b|gunicorn\b"
+    r"|http\.server"
 )
 #: Any-address binds.
 ANY_ADDRESS = re.compile(r"0\.0\.0\.0|\[::\]|(--host|-h)[ =]+(::|\*)(\s|$)")
@@ -234,3 +235,15 @@ def test_values_of_credential_variables_are_masked(monkeypatch: pytest.MonkeyPat
     assert "1" not in secret_values()
     logged = redact_mapping({"a": "key tok-9f8e7d in a log line", "b": "AKIAxyz/secret", "c": "1"})
     assert logged == {"a": f"key {MASK} in a log line", "b": MASK, "c": "1"}
+
+
+def test_the_projects_own_server_defaults_to_loopback() -> None:
+    """``complex-ner serve`` binds 127.0.0.1 unless ``--host`` says otherwise."""
+    import inspect
+
+    from complex_ner.adapters import http_serving
+    from complex_ner.app import serve
+    from complex_ner.cli import serve_cmd
+
+    for fn in (serve_cmd, serve.serve_http, http_serving.serve):
+        assert inspect.signature(fn).parameters["host"].default == "127.0.0.1", fn
