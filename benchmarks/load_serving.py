@@ -4,6 +4,7 @@
     python -m benchmarks.load_serving --url http://127.0.0.1:5001               # a running one
     python -m benchmarks.load_serving --tagger-dir FOLDER   # registers FOLDER in a scratch store
     python -m benchmarks.load_serving --clients 50 --requests 20 --json out.json
+    python -m benchmarks.load_serving --guarded ...     # complex-ner serve instead
 
 Each client keeps one HTTP/1.1 connection and sends ``--requests`` requests drawn (seeded) from
 :data:`BODIES`: good rows of text and tokens, blank text, mixed scripts and emoji, a request
@@ -360,6 +361,9 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", type=Path, help="Also write the figures here.")
     parser.add_argument("--no-worst-case", action="store_true", help="Skip timing WORST_CASE.")
+    parser.add_argument(
+        "--guarded", action="store_true", help="Serve with complex-ner serve, not mlflow's."
+    )
     args = parser.parse_args(argv)
 
     def measure(url: str) -> tuple[LoadResult, float | str | None]:
@@ -376,14 +380,15 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     elif args.tagger_dir:
         with tempfile.TemporaryDirectory(prefix="load-serving-") as tmp:
             uri = register_champion(Path(tmp), args.tagger_dir.resolve())
-            with served("models:/complex-ner-es@champion", uri) as url:
+            with served("models:/complex-ner-es@champion", uri, guarded=args.guarded) as url:
                 result, worst = measure(url)
     else:
-        with served(args.model, args.tracking_uri) as url:
+        with served(args.model, args.tracking_uri, guarded=args.guarded) as url:
             result, worst = measure(url)
     figures = report(result, args.clients, args.requests)
     figures["worst_case_request_ms"] = round(worst, 1) if isinstance(worst, float) else worst
     figures["model"] = args.url or str(args.tagger_dir or args.model)
+    figures["server"] = "complex-ner serve" if args.guarded else "mlflow models serve"
     figures["machine"] = machine_info()
     print(machine_line(figures["machine"]))
     print(
