@@ -147,7 +147,8 @@ def _commands(path: Path, text: str) -> list[tuple[int, str]]:
             for n in ast.walk(tree)
             if isinstance(n, ast.Constant) and isinstance(n.value, str)
         ]
-        return [(line, s) for line, s in strings if _server_lines(s)]
+        # A label or help text names a server; a command line passes it options.
+        return [(line, s) for line, s in strings if _server_lines(s) and " -" in s]
     return _server_lines(text)
 
 
@@ -200,7 +201,7 @@ def test_the_loopback_scan_catches_open_binds() -> None:
     assert [m.group(1) for m in HOST_VALUE.finditer(text)] == ["0.0.0.0", "127.0.0.1"]
     doc = "Prose about uvicorn is no command.\n\n```bash\nmlflow ui --port 5000\n```\n"
     assert _commands(Path("x.md"), doc) == [(4, "mlflow ui --port 5000")]
-    code = '# uvicorn in a comment\nrun("uvicorn app:app --port 1")\n'
+    code = '# uvicorn in a comment\nrun("uvicorn app:app --port 1")\nlabel = "uvicorn"\n'
     assert _commands(Path("x.py"), code) == [(2, "uvicorn app:app --port 1")]
 
 
