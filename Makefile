@@ -10,8 +10,8 @@ STAMP := $(VENV)/.installed-stamp
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: venv run run-paper data test test-unit test-integration test-scaling mlflow-server lint \
-	format bench clean
+.PHONY: venv run run-paper data test test-unit test-integration test-scaling reliability \
+	mlflow-server lint format bench clean
 
 venv: $(STAMP)
 
@@ -43,9 +43,9 @@ run: venv
 	@echo "Done. Where to look:"
 	@echo "  results table:    reports/eval/results.md   (dvc metrics show; dvc plots show)"
 	@echo "  data gate:        reports/validation/data_docs/index.html, reports/data_stats.md"
-	@echo "  MLflow:           .venv/bin/mlflow ui --backend-store-uri sqlite:///$(CURDIR)/mlruns/mlflow.db"
+	@echo "  MLflow:           .venv/bin/mlflow ui --host 127.0.0.1 --backend-store-uri sqlite:///$(CURDIR)/mlruns/mlflow.db"
 	@echo "  registry:         models:/complex-ner-es@champion, models:/complex-ner-zh@champion"
-	@echo "  Prefect UI:       PREFECT_HOME=$(CURDIR)/.prefect .venv/bin/prefect server start"
+	@echo "  Prefect UI:       PREFECT_HOME=$(CURDIR)/.prefect .venv/bin/prefect server start --host 127.0.0.1"
 
 ## The paper's budget (configs/experiments/paper.yaml: all three architectures, 10 epochs, the
 ## whole train split), recorded as a DVC experiment (`dvc exp show`): meant for a GPU.
@@ -63,16 +63,20 @@ data: venv
 # The team set-up's end-to-end test (test_scaling.py: a Prefect pool with two workers and the
 # MLflow server on PostgreSQL, 12-14 min on the 2-core machine) runs in `make test-scaling` only.
 test: venv lint
-	$(VENV)/bin/pytest -q -m "not scaling"
+	$(VENV)/bin/pytest -q
 
 test-unit: venv
 	$(VENV)/bin/pytest -q tests/unit
 
 test-integration: venv
-	$(VENV)/bin/pytest -q -m "not scaling" tests/integration
+	$(VENV)/bin/pytest -q tests/integration
 
 test-scaling: venv
 	$(VENV)/bin/pytest -q -s -m scaling
+
+## The long fuzz and load runs (docs/reliability.md); `make test` runs their fast part.
+reliability: venv
+	$(VENV)/bin/pytest -q -m reliability_long
 
 ## Speed benchmarks (CRF decoding, prediction throughput, CLI cold start, training steps);
 ## see docs/benchmarks.md (`make bench` prints one table; the full run takes tens of minutes).

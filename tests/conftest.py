@@ -57,6 +57,18 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item.add_marker(pytest.mark.skip(reason="gpu: no CUDA device"))
 
 
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    """The fuzz tests' tally (tests/fuzzing.py): generated cases and their outcomes."""
+    from tests.fuzzing import TALLY
+
+    if not TALLY:
+        return
+    terminalreporter.section("fuzz cases")
+    for name, outcomes in sorted(TALLY.items()):
+        detail = ", ".join(f"{k} {v:,}" for k, v in sorted(outcomes.items()))
+        terminalreporter.write_line(f"{name}: {sum(outcomes.values()):,} cases ({detail})")
+
+
 @pytest.fixture(scope="session")
 def root() -> Path:
     """The project folder (holds params.yaml, dvc.yaml)."""

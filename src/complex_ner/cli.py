@@ -19,7 +19,7 @@ from complex_ner.adapters import mlflow_server as servers
 from complex_ner.app import serve
 from complex_ner.core.config import ARCHITECTURES, ConfigError, Params, load_params
 from complex_ner.core.paths import best_model_dir, champion_uri, data_docs_dir
-from complex_ner.domain.data import DataFormatError, format_conll, read_conll
+from complex_ner.domain.data import DataFormatError, decode_lines, format_conll, read_conll
 from complex_ner.domain.stats import stats_markdown
 from complex_ner.domain.validation import ValidationFailed, summarize
 from complex_ner.engines.predict import InputError
@@ -431,13 +431,13 @@ def predict(
         if file is not None and file.suffix == ".conll":
             rows = [list(s.tokens) for s in read_conll(file, labeled=False)]
         elif file is not None:
-            rows = file.read_text(encoding="utf-8").splitlines()
+            rows = decode_lines(file.read_bytes(), file)
         else:
-            rows = list(text) if text else sys.stdin.read().splitlines()
-    except (DataFormatError, OSError, UnicodeDecodeError) as exc:
-        raise _fail(
-            f"{file}: {exc}" if not isinstance(exc, DataFormatError) else str(exc)
-        ) from None
+            rows = list(text) if text else decode_lines(sys.stdin.buffer.read())
+    except DataFormatError as exc:
+        raise _fail(str(exc)) from None
+    except OSError as exc:
+        raise _fail(f"{file}: {exc.strerror or exc}") from None
     try:
         if fmt == "conll":
             sentences, tags = serve.predict_conll(tagger, rows, lang, batch_size)
@@ -449,6 +449,25 @@ def predict(
     for row, ents in zip(rows, entities, strict=True):
         key = "tokens" if isinstance(row, list) else "text"
         sys.stdout.write(json.dumps({key: row, "entities": ents}, ensure_ascii=False) + "\n")
+
+
+@app.command("serve")
+def serve_cmd(
+    lang: LangOpt = "es",
+    model: ModelOpt = None,
+    host: Annotated[
+        str, typer.Option(help="Address to bind: 127.0.0.1 keeps the server on this machine.")
+    ] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="TCP port.")] = 5001,
+    params: ParamsOpt = Path("params.yaml"),
+) -> None:
+    """Serve the champion over HTTP (MLflow's scoring protocol, POST /invocations): as `mlflow
+    models serve`, plus 415 for a request without a content type and 413 for a body over 2 MiB."""
+    p = _predict_params(params)
+    try:
+        serve.serve_http(model or champion_uri(lang), p, host, port)
+    except EXPECTED as exc:
+        raise _fail(str(exc)) from None
 
 
 @app.command("predict-batch")

@@ -110,22 +110,6 @@ def mlflow_on_postgres() -> Iterator[Server]:
 
 
 @contextmanager
-def served_model(model_uri: str, port: int, tracking_uri: str) -> Iterator[str]:
-    """``mlflow models serve -m <model_uri>`` on 127.0.0.1 for the block, its registry at
-    ``tracking_uri``; yields the base URL once ``/ping`` answers."""
-    env = {
-        **os.environ,
-        "MLFLOW_TRACKING_URI": tracking_uri,
-        "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
-    }
-    command = [str(BIN / "mlflow"), "models", "serve", "-m", model_uri, "--env-manager", "local"]
-    command += ["-h", "127.0.0.1", "-p", str(port)]
-    base = f"http://127.0.0.1:{port}"
-    with running(command, base, env=env):
-        yield base
-
-
-@contextmanager
 def prefect_api(home: Path, port: int) -> Iterator[dict[str, str]]:
     """``prefect server start`` on 127.0.0.1:``port`` (SQLite under ``home``) for the block;
     yields the environment of its clients (``PREFECT_API_URL``, the venv on PATH)."""
@@ -153,3 +137,24 @@ def flow_runs(api: str) -> list[dict]:
     )
     with urllib.request.urlopen(request, timeout=10) as r:
         return json.loads(r.read())
+
+
+@pytest.fixture(scope="session")
+def registry(tmp_path_factory: pytest.TempPathFactory, trained_tagger_dir: Path) -> Path:
+    """A project whose MLflow registry holds the toy tagger as ``complex-ner-es@champion``
+    (the serving, load and security tests)."""
+    from benchmarks.load_serving import register_champion
+
+    root = tmp_path_factory.mktemp("registry")
+    register_champion(root, trained_tagger_dir)
+    return root
+
+
+@pytest.fixture(scope="session")
+def champion_url(registry: Path) -> Iterator[str]:
+    """``mlflow models serve`` of :func:`registry`'s champion on 127.0.0.1; its base URL."""
+    from benchmarks.load_serving import served
+
+    tracking = f"sqlite:///{registry / 'mlruns' / 'mlflow.db'}"
+    with served("models:/complex-ner-es@champion", tracking) as url:
+        yield url

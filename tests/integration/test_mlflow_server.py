@@ -17,6 +17,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from benchmarks.load_serving import served
 
 from complex_ner.adapters.mlflow_server import (
     ARTIFACTS_DIR,
@@ -35,7 +36,6 @@ from complex_ner.adapters.registry import (
 from complex_ner.adapters.tracking import start_run
 from complex_ner.core.config import Params, load_params
 from complex_ner.core.paths import CHAMPION, ONNX_FILE, champion_uri, registered_name
-from tests.integration.conftest import served_model
 
 pytestmark = pytest.mark.integration
 BIN = Path(sys.executable).parent
@@ -162,7 +162,7 @@ def test_a_fresh_process_loads_and_predicts_with_the_champion(
 def test_mlflow_models_serve_takes_the_champion_from_the_server(
     mlflow_on_postgres: Server, champion: dict[str, str], free_port: int
 ) -> None:
-    with served_model(champion_uri("es"), free_port, mlflow_on_postgres.url) as base:
+    with served(champion_uri("es"), mlflow_on_postgres.url, free_port) as base:
         body = json.dumps({"dataframe_records": [{"text": "Marta vive en Cusco"}]}).encode()
         request = urllib.request.Request(
             f"{base}/invocations", data=body, headers={"Content-Type": "application/json"}

@@ -13,20 +13,12 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from complex_ner.adapters.registry import (
-    alias_file,
-    register_version,
-    resolve_tagger_dir,
-    set_alias,
-)
-from complex_ner.adapters.tracking import start_run
+from complex_ner.adapters.registry import alias_file, resolve_tagger_dir
 from complex_ner.cli import app
 from complex_ner.core.config import load_params
 from complex_ner.core.paths import CHAMPION, ENCODER_DIR, ONNX_FILE, champion_uri
-from tests.integration.conftest import served_model
 
 pytestmark = pytest.mark.integration
-BIN = Path(sys.executable).parent
 
 
 def post(url: str, payload: object) -> tuple[int, dict]:
@@ -38,22 +30,6 @@ def post(url: str, payload: object) -> tuple[int, dict]:
             return r.status, json.loads(r.read())
     except urllib.error.HTTPError as exc:
         return exc.code, json.loads(exc.read() or b"{}")
-
-
-@pytest.fixture(scope="module")
-def registry(tmp_path_factory: pytest.TempPathFactory, trained_tagger_dir: Path) -> Path:
-    """A project whose MLflow registry holds the toy tagger as ``complex-ner-es@champion``."""
-    root = tmp_path_factory.mktemp("registry")
-    (root / "params.yaml").write_text("{}\n")
-    params = load_params(root / "params.yaml")
-    # mlflow.set_tracking_uri exports MLFLOW_TRACKING_URI, so an earlier test's store would
-    # otherwise be this project's registry (and the alias file's recorded URI).
-    with pytest.MonkeyPatch.context() as mp:
-        mp.delenv("MLFLOW_TRACKING_URI", raising=False)
-        with start_run(params, "serving-test", {}) as run:
-            info = run.log_pyfunc(trained_tagger_dir)
-        set_alias(params, "es", CHAMPION, register_version(params, "es", info.model_uri, {}))
-    return root
 
 
 def test_the_served_model_carries_the_export_and_no_torch(registry: Path) -> None:
@@ -88,29 +64,28 @@ def test_the_champion_resolves_through_the_alias_file_without_mlflow(registry: P
     assert [e["type"] for e in json.loads(lines[-2])["entities"]] == ["PER", "LOC"]
 
 
-def test_serve_champion_over_http(registry: Path, free_port: int) -> None:
-    uri = f"sqlite:///{registry / 'mlruns' / 'mlflow.db'}"
-    with served_model("models:/complex-ner-es@champion", free_port, uri) as base:
-        text = "Ana vive en Lima y escucha Soda Stereo"
-        status, body = post(f"{base}/invocations", {"dataframe_records": [{"text": text}]})
-        assert status == 200, body
-        ents = body["predictions"][0]["entities"]
-        assert [(e["text"], e["type"]) for e in ents][:2] == [("Ana", "PER"), ("Lima", "LOC")]
-        assert all(text[e["start"] : e["end"]] == e["text"] for e in ents)
-        # Token lists, an empty string and whitespace: correct (possibly empty) results.
-        tokens = {"dataframe_records": [{"tokens": ["marta", "vive", "en", "quito"]}]}
-        status, body = post(f"{base}/invocations", tokens)
-        assert status == 200, body
-        assert [e["type"] for e in body["predictions"][0]["entities"]] == ["PER", "LOC"]
-        blank = {"dataframe_records": [{"text": ""}, {"text": "   "}]}
-        status, body = post(f"{base}/invocations", blank)
-        assert status == 200, body
-        assert [p["entities"] for p in body["predictions"]] == [[], []]
-        # A non-string value is a clear client error, and the server keeps serving.
-        status, body = post(f"{base}/invocations", {"dataframe_records": [{"text": 42}]})
-        assert status == 400 and "text" in json.dumps(body)
-        status, body = post(f"{base}/invocations", {"dataframe_records": [{"text": "hola"}]})
-        assert status == 200
+def test_serve_champion_over_http(champion_url: str) -> None:
+    base = champion_url
+    text = "Ana vive en Lima y escucha Soda Stereo"
+    status, body = post(f"{base}/invocations", {"dataframe_records": [{"text": text}]})
+    assert status == 200, body
+    ents = body["predictions"][0]["entities"]
+    assert [(e["text"], e["type"]) for e in ents][:2] == [("Ana", "PER"), ("Lima", "LOC")]
+    assert all(text[e["start"] : e["end"]] == e["text"] for e in ents)
+    # Token lists, an empty string and whitespace: correct (possibly empty) results.
+    tokens = {"dataframe_records": [{"tokens": ["marta", "vive", "en", "quito"]}]}
+    status, body = post(f"{base}/invocations", tokens)
+    assert status == 200, body
+    assert [e["type"] for e in body["predictions"][0]["entities"]] == ["PER", "LOC"]
+    blank = {"dataframe_records": [{"text": ""}, {"text": "   "}]}
+    status, body = post(f"{base}/invocations", blank)
+    assert status == 200, body
+    assert [p["entities"] for p in body["predictions"]] == [[], []]
+    # A non-string value is a clear client error, and the server keeps serving.
+    status, body = post(f"{base}/invocations", {"dataframe_records": [{"text": 42}]})
+    assert status == 400 and "text" in json.dumps(body)
+    status, body = post(f"{base}/invocations", {"dataframe_records": [{"text": "hola"}]})
+    assert status == 200
 
 
 def test_unknown_alias_is_a_clear_error(registry: Path) -> None:

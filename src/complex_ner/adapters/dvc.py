@@ -31,6 +31,7 @@ from typing import Any
 
 from complex_ner.core.config import drop_language_changes
 from complex_ner.core.io import atomic_write_text
+from complex_ner.core.secrets import redact, secret_values
 
 Log = Callable[[str], None]
 
@@ -194,10 +195,12 @@ def stream(
         DvcTimeoutError: it ran longer than ``timeout`` seconds.
         DvcError: any other non-zero exit.
     """
+    child_env = command_env(env)
+    secrets = secret_values(child_env)  # the stage's output may print them (MLflow run links)
     proc = subprocess.Popen(
         list(args),
         cwd=cwd,
-        env=command_env(env),
+        env=child_env,
         stdin=subprocess.DEVNULL,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
@@ -223,6 +226,7 @@ def stream(
             # A progress bar redraws with carriage returns: each redraw is a line of its own.
             for part in line.rstrip("\n").split("\r"):
                 if part.strip():
+                    part = redact(part, secrets)
                     tail.append(part)
                     log(part)
         proc.wait()

@@ -34,6 +34,7 @@ from complex_ner.adapters.tracking import setup, tracking_uri
 from complex_ner.core.config import Params
 from complex_ner.core.io import atomic_write_text
 from complex_ner.core.paths import CHALLENGER, CHAMPION, TAGGER_ARTIFACT, registered_name
+from complex_ner.core.secrets import redact, redact_mapping
 
 _MODEL_URI = re.compile(r"models:/([^/@]+)(?:@([^/]+)|/(\d+))")
 ALIAS_FILE = "aliases.json"
@@ -99,7 +100,7 @@ def register_version(params: Params, lang: str, model_uri: str, tags: dict[str, 
         client.create_registered_model(
             name, description=f"complex-ner {lang}: best BERT+CRF on MultiCoNER"
         )
-    return str(mlflow.register_model(model_uri, name, tags=tags).version)
+    return str(mlflow.register_model(model_uri, name, tags=redact_mapping(tags)).version)
 
 
 def version_by_alias(params: Params, lang: str, alias: str) -> tuple[str, dict[str, str]] | None:
@@ -129,8 +130,8 @@ def set_alias(params: Params, lang: str, alias: str, version: str) -> None:
     index: dict[str, Any] = {}
     if path.is_file():
         index = json.loads(path.read_text(encoding="utf-8"))
-    if index.get("registry_uri") != tracking_uri(params):
-        index = {"registry_uri": tracking_uri(params), "models": {}}
+    if index.get("registry_uri") != _registry_key(params):
+        index = {"registry_uri": _registry_key(params), "models": {}}
     entry = {"version": str(version), "tagger_dir": str(folder.resolve())}
     index["models"].setdefault(name, {})[alias] = entry
     atomic_write_text(path, json.dumps(index, indent=2) + "\n")
@@ -139,6 +140,12 @@ def set_alias(params: Params, lang: str, alias: str, version: str) -> None:
 def is_remote(uri: str) -> bool:
     """Whether a tracking/registry URI is a server (shared: aliases may move at any time)."""
     return urlparse(uri).scheme in {"http", "https", "databricks"}
+
+
+def _registry_key(params: Params) -> str:
+    """The registry URI as the alias file records it: its password masked (the file is read
+    without MLflow, and may be shared)."""
+    return redact(tracking_uri(params))
 
 
 def alias_file(params: Params) -> Path:
@@ -152,7 +159,7 @@ def _recorded_alias(params: Params, name: str, alias: str) -> Path | None:
     if is_remote(tracking_uri(params)) or not path.is_file():
         return None
     index = json.loads(path.read_text(encoding="utf-8"))
-    if index.get("registry_uri") != tracking_uri(params):
+    if index.get("registry_uri") != _registry_key(params):
         return None
     entry = index.get("models", {}).get(name, {}).get(alias)
     folder = Path(entry["tagger_dir"]) if entry else None

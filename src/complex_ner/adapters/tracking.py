@@ -33,6 +33,7 @@ from complex_ner.core.paths import (
     VAL_SPLIT,
     split_file,
 )
+from complex_ner.core.secrets import redact, redact_mapping
 
 EXPERIMENT = "complex-ner"
 PARENT_ENV = "COMPLEX_NER_PARENT_RUN_ID"
@@ -84,14 +85,15 @@ def setup(params: Params) -> str:
 
 
 def run_link(params: Params, run_id: str) -> str:
-    """A browser link to a run: the tracking server, or ``mlflow ui``'s default address."""
+    """A browser link to a run: the tracking server's (password masked), or the address
+    ``mlflow ui --host 127.0.0.1`` serves on by default."""
     import mlflow
 
     uri = tracking_uri(params)
     base = uri.rstrip("/") if uri.startswith("http") else "http://127.0.0.1:5000"
     setup(params)
     exp_id = mlflow.MlflowClient().get_run(run_id).info.experiment_id
-    return f"{base}/#/experiments/{exp_id}/runs/{run_id}"
+    return redact(f"{base}/#/experiments/{exp_id}/runs/{run_id}")
 
 
 # --------------------------------------------------------------------------- lineage tags
@@ -198,10 +200,11 @@ def pipeline_run(
     client = mlflow.MlflowClient()
     run_tags = {**lineage_tags(params, "pipeline"), **(tags or {})}
     run_tags.pop("mlflow.parentRunId", None)
-    run = client.create_run(exp_id, run_name=name, tags=run_tags)
+    run = client.create_run(exp_id, run_name=name, tags=redact_mapping(run_tags))
     run_id = run.info.run_id
     # One batch instead of a store round trip per param (~80 of them: seconds on SQLite).
-    client.log_batch(run_id, params=[Param(k, v) for k, v in flat_params(params).items()])
+    logged = redact_mapping(flat_params(params))
+    client.log_batch(run_id, params=[Param(k, v) for k, v in logged.items()])
     previous = os.environ.get(PARENT_ENV)
     os.environ[PARENT_ENV] = run_id
     status = "FAILED"
@@ -318,9 +321,9 @@ def start_run(
         with mlflow.start_run(run_id=run_id) as active:
             yield Run(active.info.run_id)
         return
-    with mlflow.start_run(run_name=name, tags=dict(tags)) as active:
+    with mlflow.start_run(run_name=name, tags=redact_mapping(tags)) as active:
         if log_params:
-            mlflow.log_params(dict(log_params))
+            mlflow.log_params(redact_mapping(log_params))
         yield Run(active.info.run_id)
 
 

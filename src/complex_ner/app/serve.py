@@ -11,7 +11,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from complex_ner.adapters import registry
+from complex_ner.adapters import http_serving, registry, tracking
 from complex_ner.core.config import Params
 from complex_ner.domain.data import Sentence
 from complex_ner.engines import predict as prediction
@@ -27,6 +27,7 @@ __all__ = [
     "predict_chunk",
     "predict_conll",
     "predict_file",
+    "serve_http",
 ]
 
 BatchJob = prediction.BatchJob
@@ -118,3 +119,15 @@ def predict_file(
     return prediction.predict_conll_batched(
         tagger, input_path, output, chunk_size, batch_size, progress=progress
     )
+
+
+def serve_http(model: str, params: Params, host: str = "127.0.0.1", port: int = 5001) -> None:
+    """Serve a pyfunc model (``models:/name@alias`` of the project's registry, ``runs:/`` or a
+    model folder) over MLflow's scoring protocol, guarded
+    (:mod:`complex_ner.adapters.http_serving`).
+
+    Raises:
+        LookupError: no such model.
+    """
+    tracking.setup(params)
+    http_serving.serve(model, host, port)

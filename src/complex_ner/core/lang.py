@@ -42,12 +42,17 @@ _OTHER_NO_SPACE = "\u2e80-\u312f\u3190-\u33ff\u4dc0-\u4dff\ufe30-\ufe4f\uff00-\u
 CJK_IDEOGRAPH_REGEX = f"[{_IDEOGRAPHS}]"
 _NO_SPACE_CHAR = re.compile(f"[{_IDEOGRAPHS}{_OTHER_NO_SPACE}]")
 
+# C0/C1 control characters (NUL, escape, DEL...) separate tokens like spaces and are never one:
+# MultiCoNER holds none, and a token made of them could not be written back to a CoNLL file.
+_CONTROL = r"\x00-\x1f\x7f-\x9f"
 # Space-separated languages: words (inner hyphens, apostrophes and dots kept, "3-2", "d'Or"),
 # numbers and single punctuation marks, as MultiCoNER splits them ("el" "rey" "," "dijo").
-_WORD_TOKEN = re.compile(r"\w+(?:[-'’.]\w+)*|[^\w\s]")
+_WORD_TOKEN = re.compile(rf"\w+(?:[-'’.]\w+)*|[^\w\s{_CONTROL}]")
 # Languages tokenized per character: one token per non-space character, except that Latin-script
 # words and numbers stay whole ("iPhone", "15").
-_CHAR_TOKEN = re.compile(r"[A-Za-z0-9\u00c0-\u024f]+(?:[-'.][A-Za-z0-9\u00c0-\u024f]+)*|\S")
+_CHAR_TOKEN = re.compile(
+    rf"[A-Za-z0-9\u00c0-\u024f]+(?:[-'.][A-Za-z0-9\u00c0-\u024f]+)*|[^\s{_CONTROL}]"
+)
 
 
 def joins_without_space(left: str, right: str) -> bool:

@@ -31,6 +31,18 @@ SPLIT_NAMES = ("train", "dev", "test")
 
 
 _COLUMNS = re.compile(r"[ \t]+")
+# C0/C1 control characters other than the tab: NUL runs (a file cut short by a crash), form
+# feeds, lone carriage returns (old Mac line endings). MultiCoNER holds none.
+_CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f-\x9f]")
+#: Characters of a user's value quoted in an error message (a line can be megabytes long).
+EXCERPT_CHARS = 60
+
+
+def excerpt(value: str, limit: int = EXCERPT_CHARS) -> str:
+    """``repr(value)``, cut to ``limit`` characters with the full length named."""
+    if len(value) <= limit:
+        return repr(value)
+    return f"{value[:limit]!r}... ({len(value):,} characters)"
 
 
 def _parse_header(line: str) -> tuple[str | None, str | None] | None:
@@ -90,6 +102,18 @@ def _decode(path: Path, data: bytes) -> str:
     return text.removeprefix("\ufeff")
 
 
+def decode_lines(data: bytes, path: str | Path = "<stdin>") -> list[str]:
+    """UTF-8 ``data`` (a leading BOM dropped) as lines without their ``\n`` or ``\r\n``.
+
+    Raises:
+        DataFormatError: bytes that are not UTF-8, naming the line.
+    """
+    lines = _decode(Path(path), data).split("\n")
+    if lines and lines[-1] == "":
+        lines.pop()
+    return [line.removesuffix("\r") for line in lines]
+
+
 def parse_conll(
     text: str,
     path: str | Path = "<string>",
@@ -143,11 +167,11 @@ def iter_sentences(
         nonlocal cur_id, cur_domain, cur_line, count
         header_line = cur_line - 1 if cur_id is not None and cur_line is not None else cur_line
         if cur_id is not None and not tokens:
-            raise DataFormatError(path, header_line, f"sentence {cur_id!r} has no tokens")
+            raise DataFormatError(path, header_line, f"sentence {excerpt(cur_id)} has no tokens")
         if tokens:
             sid = cur_id if cur_id is not None else f"conll-{count + 1}"
             if sid in ids:
-                raise DataFormatError(path, header_line, f"duplicate sentence id {sid!r}")
+                raise DataFormatError(path, header_line, f"duplicate sentence id {excerpt(sid)}")
             ids.add(sid)
             has_tags = all(t is not None for t in tags)
             if any(t is not None for t in tags) and not has_tags:
@@ -177,6 +201,14 @@ def iter_sentences(
             yield from done
             done.clear()
             continue
+        control = _CONTROL.search(line)
+        if control is not None:
+            char = control.group()
+            raise DataFormatError(
+                path,
+                lineno,
+                f"control character {char!r} (U+{ord(char):04X}) at column {control.start() + 1}",
+            )
         header = _parse_header(line)
         if header is not None:
             if tokens or cur_id is not None:
@@ -190,11 +222,14 @@ def iter_sentences(
         # Columns are separated by spaces or tabs only: other Unicode whitespace inside a token
         # is kept, for the validation gate to report.
         parts = _COLUMNS.split(line.strip(" \t"))
-        if parts[0] == "-DOCSTART-":
+        if parts[0] == "-DOCSTART-":  # a document boundary ends the sentence before it
+            flush(lineno)
+            yield from done
+            done.clear()
             continue
         if len(parts) == 1:
             if labeled:
-                raise DataFormatError(path, lineno, f"token line without a tag: {line!r}")
+                raise DataFormatError(path, lineno, f"token line without a tag: {excerpt(line)}")
             tag = None
         elif len(parts) in (2, 4):
             tag = parts[-1]
@@ -205,7 +240,7 @@ def iter_sentences(
                 path, lineno, f"expected 'token _ _ TAG' or 'token TAG', got {len(parts)} fields"
             )
         if tag is not None and allowed is not None and tag not in allowed:
-            raise DataFormatError(path, lineno, f"unknown tag {tag!r}")
+            raise DataFormatError(path, lineno, f"unknown tag {excerpt(tag)}")
         if cur_line is None:
             cur_line = lineno
         tokens.append(parts[0])

@@ -116,7 +116,52 @@ class InputError(ValueError):
     """A request the model cannot read; the message names the row and the field."""
 
 
-def _rows(model_input: Any) -> list[tuple[str | None, list[str] | None]]:
+@dataclass(frozen=True)
+class RequestLimits:
+    """The most one call may ask for: rows, characters per row (a ``tokens`` row counts its
+    words joined by single spaces) and characters in all (what the time of a call grows with).
+    The served model's values are :data:`complex_ner.adapters.serving.LIMITS`."""
+
+    max_rows: int
+    max_chars: int
+    max_total_chars: int
+
+
+def _row_length(text: str | None, tokens: list[str] | None) -> int:
+    if tokens is not None:
+        return sum(len(t) for t in tokens) + max(0, len(tokens) - 1)
+    return len(text or "")
+
+
+def _check_unicode(i: int, field: str, value: str) -> None:
+    """JSON and argv can carry lone surrogates, which no tokenizer (or UTF-8 output) takes."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise InputError(
+            f"row {i}: {field!r} is not valid Unicode (a lone surrogate "
+            f"U+{ord(value[exc.start]):04X} at character {exc.start})"
+        ) from None
+
+
+def _as_tokens(i: int, tokens: Any) -> list[str]:
+    """A row's ``tokens`` as a list of words (a list, tuple or 1-d array of strings)."""
+    if isinstance(tokens, str | bytes | dict) or not hasattr(tokens, "__iter__"):
+        raise InputError(
+            f"row {i}: 'tokens' must be a list of strings, got {type(tokens).__name__}"
+        )
+    seq = list(tokens)
+    if not all(isinstance(t, str) and t and not any(c.isspace() for c in t) for t in seq):
+        raise InputError(
+            f"row {i}: 'tokens' must be a list of non-empty strings without whitespace"
+        )
+    _check_unicode(i, "tokens", " ".join(seq))
+    return seq
+
+
+def _rows(
+    model_input: Any, limits: RequestLimits | None = None
+) -> list[tuple[str | None, list[str] | None]]:
     """Normalise the accepted input shapes into ``(text, tokens)`` per row."""
     if type(model_input).__module__.startswith("pandas"):  # no pandas import on the CLI path
         import pandas as pd
@@ -126,33 +171,50 @@ def _rows(model_input: Any) -> list[tuple[str | None, list[str] | None]]:
         cols = [c for c in ("text", "tokens") if c in model_input.columns]
         if not cols:
             raise InputError(
-                f"expected a 'text' or 'tokens' column, got {list(model_input.columns)}"
+                f"expected a 'text' or 'tokens' column, got {list(model_input.columns)[:10]}"
             )
         records = model_input[cols].to_dict("records")
     elif isinstance(model_input, str):
         records = [{"text": model_input}]
     elif isinstance(model_input, dict):
         records = [model_input]
-    elif isinstance(model_input, Sequence):
+    elif isinstance(model_input, Sequence) and not isinstance(model_input, bytes | bytearray):
         records = [
             {"tokens": x} if isinstance(x, list | tuple) else {"text": x} for x in model_input
         ]
     else:
         raise InputError(f"unsupported input type {type(model_input).__name__}")
+    if limits is not None and len(records) > limits.max_rows:
+        raise InputError(
+            f"{len(records):,} rows in one request; at most {limits.max_rows:,} are accepted"
+        )
     out: list[tuple[str | None, list[str] | None]] = []
+    total = 0
     for i, rec in enumerate(records):
         text, tokens = rec.get("text"), rec.get("tokens")
         if tokens is not None and not _is_missing(tokens):
-            seq = list(tokens)
-            if not all(isinstance(t, str) and t and not any(c.isspace() for c in t) for t in seq):
-                raise InputError(f"row {i}: 'tokens' must be a list of non-empty strings")
-            out.append((None, seq))
+            out.append((None, _as_tokens(i, tokens)))
+            field = "tokens"
         elif text is not None and not _is_missing(text):
             if not isinstance(text, str):
                 raise InputError(f"row {i}: 'text' must be a string, got {type(text).__name__}")
+            _check_unicode(i, "text", text)
             out.append((text, None))
+            field = "text"
         else:
             raise InputError(f"row {i}: give 'text' (a string) or 'tokens' (a list of strings)")
+        size = _row_length(*out[-1])
+        total += size
+        if limits is not None and size > limits.max_chars:
+            raise InputError(
+                f"row {i}: {field!r} has {size:,} characters; "
+                f"at most {limits.max_chars:,} per row are accepted"
+            )
+        if limits is not None and total > limits.max_total_chars:
+            raise InputError(
+                f"rows 0-{i} hold {total:,} characters; "
+                f"at most {limits.max_total_chars:,} per request are accepted"
+            )
     return out
 
 
@@ -161,11 +223,17 @@ def _is_missing(value: Any) -> bool:
 
 
 def predict_entities(
-    tagger: Any, model_input: Any, batch_size: int = 64
+    tagger: Any, model_input: Any, batch_size: int = 64, limits: RequestLimits | None = None
 ) -> list[list[dict[str, Any]]]:
-    """Entities for every input row (see the module docstring for the accepted shapes)."""
+    """Entities for every input row (a DataFrame with a ``text`` or ``tokens`` column, a string,
+    a dict, or a list of strings / token lists).
+
+    Raises:
+        InputError: an input shape, a row or a value it cannot read, or one over ``limits``;
+            the message names the row and the field.
+    """
     lang = tagger.spec.lang
-    rows = _rows(model_input)
+    rows = _rows(model_input, limits)
     prepared = []
     for text, tokens in rows:
         if tokens is not None:
@@ -405,10 +473,18 @@ def predict_conll_batched(
 
 def as_sentences(rows: Sequence[str | Sequence[str]], lang: str) -> list[Sentence]:
     """Unlabelled sentences from raw lines (tokenized as MultiCoNER does, lowercased like the
-    training data) or from token lists; rows without a word are dropped."""
+    training data) or from token lists; rows without a word are dropped.
+
+    Raises:
+        InputError: a row that is not valid Unicode or not a list of words, naming it.
+    """
     out = []
     for i, row in enumerate(rows):
-        words = list(row) if not isinstance(row, str) else model_words(tokenize(row, lang), lang)
+        if isinstance(row, str):
+            _check_unicode(i, "text", row)
+            words = model_words(tokenize(row, lang), lang)
+        else:
+            words = _as_tokens(i, row)
         if words:
             out.append(Sentence(id=f"line-{i + 1}", tokens=tuple(words), tags=None))
     return out
