@@ -10,12 +10,20 @@ store (``mlruns/aliases.json``: registry URI, then name -> alias -> version and 
 folder), so that ``complex-ner predict`` resolves ``models:/name@alias`` without importing
 MLflow (about 2.5 s of its cold start). The file is used only for the same registry URI and an
 existing folder; anything else, and an alias set outside this project, goes through MLflow.
+
+Registrations are serialised by a file lock beside the store (:func:`lock`): two processes
+registering at once decide one after the other, so exactly one champion comes out. A changed
+alias is first dropped from the alias file, then moved in MLflow, then written back: a process
+killed in between leaves the file without the entry (readers fall back to MLflow), never with a
+stale one. :func:`snapshot` and :func:`restore` undo a registration that failed half-way.
 """
 
 from __future__ import annotations
 
 import json
 import re
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,11 +33,14 @@ import yaml
 
 from complex_ner.adapters.tracking import setup, tracking_uri
 from complex_ner.core.config import Params
-from complex_ner.core.io import atomic_write_text
+from complex_ner.core.io import atomic_write_bytes, atomic_write_text
 from complex_ner.core.paths import CHALLENGER, CHAMPION, TAGGER_ARTIFACT, registered_name
 
 _MODEL_URI = re.compile(r"models:/([^/@]+)(?:@([^/]+)|/(\d+))")
 ALIAS_FILE = "aliases.json"
+LOCK_FILE = ".registry.lock"
+#: Seconds a registration waits for another one to finish (its champion re-scoring included).
+LOCK_TIMEOUT = 1800.0
 
 
 @dataclass(frozen=True)
@@ -88,10 +99,86 @@ def register_version(params: Params, lang: str, model_uri: str, tags: dict[str, 
     try:
         client.get_registered_model(name)
     except MlflowException:
-        client.create_registered_model(
-            name, description=f"complex-ner {lang}: best BERT+CRF on MultiCoNER"
-        )
+        try:
+            client.create_registered_model(
+                name, description=f"complex-ner {lang}: best BERT+CRF on MultiCoNER"
+            )
+        except MlflowException:
+            client.get_registered_model(name)  # created meanwhile by a process without the lock
     return str(mlflow.register_model(model_uri, name, tags=tags).version)
+
+
+@contextmanager
+def lock(params: Params) -> Iterator[None]:
+    """Hold the registry's file lock (``mlruns/.registry.lock``) inside the block.
+
+    An OS lock (``flock``): a killed holder releases it. It serialises the processes of one
+    machine that share the project folder, whichever tracking URI they use.
+
+    Raises:
+        TimeoutError: another registration held it for :data:`LOCK_TIMEOUT` seconds.
+    """
+    from filelock import FileLock, Timeout
+
+    path = params.root / "mlruns" / LOCK_FILE
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        with FileLock(str(path), timeout=LOCK_TIMEOUT):
+            yield
+    except Timeout:
+        raise TimeoutError(
+            f"{path}: another registration held the registry lock for {LOCK_TIMEOUT:.0f} s"
+        ) from None
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """One registered model's versions and aliases, and the alias file, at one moment."""
+
+    lang: str
+    name: str
+    versions: frozenset[str]
+    aliases: dict[str, str]
+    alias_file: bytes | None
+
+
+def snapshot(params: Params, lang: str) -> Snapshot:
+    """What :func:`restore` puts back."""
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    setup(params)
+    client = mlflow.MlflowClient()
+    name = registered_name(lang)
+    try:
+        aliases = dict(client.get_registered_model(name).aliases)
+        versions = frozenset(str(v.version) for v in client.search_model_versions(f"name='{name}'"))
+    except MlflowException:
+        aliases, versions = {}, frozenset()
+    path = alias_file(params)
+    return Snapshot(lang, name, versions, aliases, path.read_bytes() if path.is_file() else None)
+
+
+def restore(params: Params, before: Snapshot) -> None:
+    """Undo what happened to the registered model since ``before``: versions registered since
+    are deleted, the aliases point where they pointed, the alias file is as it was."""
+    import mlflow
+
+    setup(params)
+    client = mlflow.MlflowClient()
+    now = snapshot(params, before.lang)
+    for alias in set(now.aliases) - set(before.aliases):
+        client.delete_registered_model_alias(before.name, alias)
+    for version in sorted(now.versions - before.versions, key=int):
+        client.delete_model_version(before.name, version)
+    for alias, version in before.aliases.items():
+        if now.aliases.get(alias) != version:
+            client.set_registered_model_alias(before.name, alias, version)
+    path = alias_file(params)
+    if before.alias_file is None:
+        path.unlink(missing_ok=True)
+    elif not path.is_file() or path.read_bytes() != before.alias_file:
+        atomic_write_bytes(path, before.alias_file)
 
 
 def version_by_alias(params: Params, lang: str, alias: str) -> tuple[str, dict[str, str]] | None:
@@ -113,16 +200,29 @@ def set_alias(params: Params, lang: str, alias: str, version: str) -> None:
 
     setup(params)
     name = registered_name(lang)
-    mlflow.MlflowClient().set_registered_model_alias(name, alias, version)
     folder = resolve_tagger_dir(f"models:/{name}/{version}", params)
+    # Drop the entry first: killed after the MLflow change, the file holds no stale answer.
+    _write_alias_entry(params, name, alias, None)
+    mlflow.MlflowClient().set_registered_model_alias(name, alias, version)
+    entry = {"version": str(version), "tagger_dir": str(folder.resolve())}
+    _write_alias_entry(params, name, alias, entry)
+
+
+def _write_alias_entry(params: Params, name: str, alias: str, entry: dict[str, str] | None) -> None:
+    """Set (or with None remove) one ``name@alias`` entry of the alias file, atomically."""
     path = alias_file(params)
     index: dict[str, Any] = {}
     if path.is_file():
         index = json.loads(path.read_text(encoding="utf-8"))
     if index.get("registry_uri") != tracking_uri(params):
         index = {"registry_uri": tracking_uri(params), "models": {}}
-    entry = {"version": str(version), "tagger_dir": str(folder.resolve())}
-    index["models"].setdefault(name, {})[alias] = entry
+    aliases = index["models"].setdefault(name, {})
+    if entry is None:
+        if alias not in aliases:
+            return
+        del aliases[alias]
+    else:
+        aliases[alias] = entry
     atomic_write_text(path, json.dumps(index, indent=2) + "\n")
 
 

@@ -187,10 +187,13 @@ def train(
     )
     # What trains this language: train.by_language applied, so MLflow shows the values used.
     logged = {**tracking.flat_params(params.for_language(lang)), "model.arch": arch}
+    out = run_dir(params, lang, arch)
+    # The run file names the run behind the model folder: gone until this run has published its
+    # model, so a killed run never leaves it naming another run's model.
+    (out / RUN_FILE).unlink(missing_ok=True)
     with tracking.start_run(params, f"{lang}-{arch}", tags, log_params=logged) as run:
         callbacks = default_callbacks(f"{lang} {arch}", log, on_epoch_end=run.epoch_logger())
         result = training.train_model(params, lang, arch, resume=resume, callbacks=callbacks)
-        out = run_dir(params, lang, arch)
         run.log_metrics(
             {"best_val_macro_f1": result.best_f1, "best_epoch": float(result.best_epoch)}
         )
@@ -223,6 +226,13 @@ def recorded_run_id(params: Params, lang: str, arch: str) -> str | None:
 # --------------------------------------------------------------------------- evaluation
 
 
+#: The registry decides on the reported split: never on ``val``, which chose the epoch.
+HELDOUT_METRIC = f"eval_{REPORTED_SPLIT}_macro_f1"
+HELDOUT_F1_TAG = f"{REPORTED_SPLIT}_macro_f1"
+#: On a registered version and on an evaluated run: which heldout sentences the score is on.
+HELDOUT_HASH_TAG = f"{REPORTED_SPLIT}_data_hash"
+
+
 def evaluate(params: Params, lang: str, arch: str) -> dict[str, Any]:
     """Score the saved model on every labelled split, write the reports, and attach scores,
     reports and the pyfunc model to the run that trained it."""
@@ -231,6 +241,8 @@ def evaluate(params: Params, lang: str, arch: str) -> dict[str, Any]:
     if run_id is None:
         return scores
     with tracking.start_run(params, f"{lang}-{arch}", {}, run_id=run_id) as run:
+        # Which heldout sentences the logged score is on: the registry re-scores otherwise.
+        run.set_tags({HELDOUT_HASH_TAG: tracking.eval_data_hash(params, lang, REPORTED_SPLIT)})
         for name, s in scores.items():
             run.log_metrics(
                 {
@@ -274,10 +286,15 @@ def export(params: Params, folder: Path, int8: bool = False) -> dict[str, Any]:
 # --------------------------------------------------------------------------- registry
 
 
-#: The registry decides on the reported split: never on ``val``, which chose the epoch.
-HELDOUT_METRIC = f"eval_{REPORTED_SPLIT}_macro_f1"
-HELDOUT_F1_TAG = f"{REPORTED_SPLIT}_macro_f1"
-HELDOUT_HASH_TAG = f"{REPORTED_SPLIT}_data_hash"
+def _heldout_f1(params: Params, lang: str, uri: str) -> float:
+    """Macro-F1 of a logged or registered model on the current heldout data."""
+    folder = registry.resolve_tagger_dir(uri, params)
+    tagger = prediction.load_tagger(folder)  # what the registry serves: the ONNX export
+    sentences = data.read_conll(split_file(params, lang, REPORTED_SPLIT))
+    scores = evaluation.evaluate_f1(
+        tagger, sentences, params.data.entity_types, params.evaluate.batch_size
+    )
+    return float(scores["macro"]["f1"])
 
 
 def _champion_f1_on(params: Params, lang: str, version: str, tags: dict[str, str]) -> float:
@@ -285,13 +302,7 @@ def _champion_f1_on(params: Params, lang: str, version: str, tags: dict[str, str
     current = tracking.eval_data_hash(params, lang, REPORTED_SPLIT)
     if tags.get(HELDOUT_HASH_TAG) == current and HELDOUT_F1_TAG in tags:
         return float(tags[HELDOUT_F1_TAG])
-    folder = registry.resolve_tagger_dir(f"models:/{registered_name(lang)}/{version}", params)
-    tagger = prediction.load_tagger(folder)  # what the registry serves: the ONNX export
-    sentences = data.read_conll(split_file(params, lang, REPORTED_SPLIT))
-    scores = evaluation.evaluate_f1(
-        tagger, sentences, params.data.entity_types, params.evaluate.batch_size
-    )
-    return float(scores["macro"]["f1"])
+    return _heldout_f1(params, lang, f"models:/{registered_name(lang)}/{version}")
 
 
 def register_best(
@@ -301,7 +312,11 @@ def register_best(
     champion on the same heldout data, otherwise ``challenger``.
 
     Both sides are scored on the reported split (``heldout``), which neither training nor
-    early stopping saw; the validation score chose the epoch and would flatter each run.
+    early stopping saw; the validation score chose the epoch and would flatter each run. A
+    candidate evaluated on other heldout data than today's is re-scored, as the champion is.
+
+    Under the registry lock: concurrent registrations decide one after the other. Should the
+    registration fail half-way, the registered model is put back as it was.
 
     Raises:
         LookupError: no candidate run with a logged model and a heldout score.
@@ -309,6 +324,7 @@ def register_best(
     if run_ids is None:
         rid = recorded_run_id(params, lang, REGISTERED_ARCH)
         run_ids = [rid] if rid else []
+    current_hash = tracking.eval_data_hash(params, lang, REPORTED_SPLIT)
     candidates = []
     for rid in run_ids:
         run = registry.run_summary(params, rid)
@@ -316,6 +332,8 @@ def register_best(
             continue
         f1 = run.metrics.get(HELDOUT_METRIC)
         if f1 is not None and run.model_uri is not None:
+            if run.tags.get(HELDOUT_HASH_TAG) != current_hash:
+                f1 = _heldout_f1(params, lang, run.model_uri)
             candidates.append((f1, run))
     if not candidates:
         raise LookupError(
@@ -328,7 +346,7 @@ def register_best(
         # Full precision: a rounded tag would make an equal model look better than the champion.
         HELDOUT_F1_TAG: repr(float(f1)),
         f"{REPORTED_SPLIT}_micro_f1": repr(float(micro)),
-        HELDOUT_HASH_TAG: tracking.eval_data_hash(params, lang, REPORTED_SPLIT),
+        HELDOUT_HASH_TAG: current_hash,
         "data_version": best.tags.get("data_version", "unknown"),
         "encoder": best.tags.get("encoder", "unknown"),
         "arch": REGISTERED_ARCH,
@@ -339,13 +357,19 @@ def register_best(
     if val_f1 is not None:
         tags[f"{VAL_SPLIT}_macro_f1"] = repr(float(val_f1))  # for reference only
     assert best.model_uri is not None
-    version = registry.register_version(params, lang, best.model_uri, tags)
-    current = registry.version_by_alias(params, lang, registry.CHAMPION)
-    champion_f1 = None
-    if current is not None and current[0] != version:
-        champion_f1 = _champion_f1_on(params, lang, *current)
-    alias = registry.alias_for(float(f1), champion_f1)
-    registry.set_alias(params, lang, alias, version)
+    with registry.lock(params):
+        before = registry.snapshot(params, lang)
+        try:
+            version = registry.register_version(params, lang, best.model_uri, tags)
+            current = registry.version_by_alias(params, lang, registry.CHAMPION)
+            champion_f1 = None
+            if current is not None and current[0] != version:
+                champion_f1 = _champion_f1_on(params, lang, *current)
+            alias = registry.alias_for(float(f1), champion_f1)
+            registry.set_alias(params, lang, alias, version)
+        except BaseException:
+            registry.restore(params, before)
+            raise
     return registry.Registration(lang, version, alias, float(f1), champion_f1, best.run_id)
 
 
