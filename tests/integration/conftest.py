@@ -13,6 +13,7 @@ import pytest
 import yaml
 
 from complex_ner.domain.data import format_conll, read_conll
+from tests.integration.reliability import CliProject
 
 BIN = Path(sys.executable).parent
 
@@ -80,3 +81,45 @@ def _no_leaked_tracking_uri(monkeypatch: pytest.MonkeyPatch) -> None:
     """mlflow.set_tracking_uri exports MLFLOW_TRACKING_URI: one test's store must not become
     the next test's registry (each project's default is its own mlruns/)."""
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+
+
+@pytest.fixture(scope="module")
+def cli_project(
+    tmp_path_factory: pytest.TempPathFactory,
+    tiny_bert_dir: Path,
+    conll_sample: Callable[[str, int], tuple[list[list[str]], list[list[str]]]],
+) -> CliProject:
+    """A project folder for the real ``complex-ner`` command on a tiny budget: 60 synthetic
+    Spanish sentences in its source folder (nothing ingested yet), the tiny random BERT, three
+    one-thread epochs of 5 steps, its own MLflow store. Shared by the tests of one module, which
+    take it through the pipeline in order."""
+    from complex_ner.domain.data import Sentence, write_conll
+
+    root = tmp_path_factory.mktemp("cli") / "project"
+    words, tags = conll_sample("es", 60)
+    sentences = [
+        Sentence(id=f"s{i}", tokens=tuple(w), tags=tuple(t))
+        for i, (w, t) in enumerate(zip(words, tags, strict=True))
+    ]
+    write_conll(root / "source" / "es" / "train.conll", sentences)
+    config = {
+        "data": {"source_dir": str(root / "source"), "languages": ["es"]},
+        "split": {"val_fraction": 0.2, "heldout_fraction": 0.2},
+        "trim": {"enabled": False},
+        "model": {"encoder": str(tiny_bert_dir), "dropout": 0.1, "max_length": 64, "stride": 16},
+        "train": {
+            "languages": ["es"],
+            "archs": ["bert_crf"],
+            "by_language": {},
+            "epochs": 3,
+            "batch_size": 8,
+            "lr_encoder": 3e-3,
+            "lr_min": 1e-4,
+            "lr_head": 3e-2,
+            "schedule": "constant",
+            "device": "cpu",
+            "threads": 1,
+        },
+    }
+    (root / "params.yaml").write_text(yaml.safe_dump(config), encoding="utf-8")
+    return CliProject(root)

@@ -6,10 +6,11 @@ of which alias a new version gets is :func:`alias_for`, composed with re-scoring
 application layer.
 
 Every alias this project sets (:func:`set_alias`) is also written to an alias file beside the
-store (``mlruns/aliases.json``: registry URI, then name -> alias -> version and local tagger
-folder), so that ``complex-ner predict`` resolves ``models:/name@alias`` without importing
-MLflow (about 2.5 s of its cold start). The file is used only for the same registry URI and an
-existing folder; anything else, and an alias set outside this project, goes through MLflow.
+store (``mlruns/aliases.json``, beside the SQLite file: registry URI, then name -> alias ->
+version and local tagger folder), so that ``complex-ner predict`` resolves
+``models:/name@alias`` without importing MLflow (about 2.5 s of its cold start). The file is
+used only for the same registry URI and an existing folder; anything else, and an alias set
+outside this project, goes through MLflow.
 
 Registrations are serialised by a file lock beside the store (:func:`lock`): two processes
 registering at once decide one after the other, so exactly one champion comes out. A changed
@@ -110,17 +111,18 @@ def register_version(params: Params, lang: str, model_uri: str, tags: dict[str, 
 
 @contextmanager
 def lock(params: Params) -> Iterator[None]:
-    """Hold the registry's file lock (``mlruns/.registry.lock``) inside the block.
+    """Hold the registry's file lock (``<store>/.registry.lock``, :func:`store_dir`) inside the
+    block.
 
     An OS lock (``flock``): a killed holder releases it. It serialises the processes of one
-    machine that share the project folder, whichever tracking URI they use.
+    machine that share the SQLite store (or, with a tracking server, the project folder).
 
     Raises:
         TimeoutError: another registration held it for :data:`LOCK_TIMEOUT` seconds.
     """
     from filelock import FileLock, Timeout
 
-    path = params.root / "mlruns" / LOCK_FILE
+    path = store_dir(params) / LOCK_FILE
     path.parent.mkdir(parents=True, exist_ok=True)
     try:
         with FileLock(str(path), timeout=LOCK_TIMEOUT):
@@ -151,7 +153,7 @@ def snapshot(params: Params, lang: str) -> Snapshot:
     client = mlflow.MlflowClient()
     name = registered_name(lang)
     try:
-        aliases = dict(client.get_registered_model(name).aliases)
+        aliases = {a: str(v) for a, v in client.get_registered_model(name).aliases.items()}
         versions = frozenset(str(v.version) for v in client.search_model_versions(f"name='{name}'"))
     except MlflowException:
         aliases, versions = {}, frozenset()
@@ -195,40 +197,68 @@ def version_by_alias(params: Params, lang: str, alias: str) -> tuple[str, dict[s
 
 
 def set_alias(params: Params, lang: str, alias: str, version: str) -> None:
-    """Point ``alias`` at ``version``, and record it in the alias file."""
+    """Point ``alias`` at ``version``, and record the model's aliases in the alias file.
+
+    The file's entries of the model are rewritten from MLflow, so this also repairs an entry an
+    earlier, killed registration left out.
+    """
     import mlflow
 
     setup(params)
     name = registered_name(lang)
-    folder = resolve_tagger_dir(f"models:/{name}/{version}", params)
+    client = mlflow.MlflowClient()
+    resolve_tagger_dir(f"models:/{name}/{version}", params)  # fails before anything changed
     # Drop the entry first: killed after the MLflow change, the file holds no stale answer.
-    _write_alias_entry(params, name, alias, None)
-    mlflow.MlflowClient().set_registered_model_alias(name, alias, version)
-    entry = {"version": str(version), "tagger_dir": str(folder.resolve())}
-    _write_alias_entry(params, name, alias, entry)
+    _write_alias_entries(params, name, drop=alias)
+    client.set_registered_model_alias(name, alias, version)
+    entries = {
+        a: {
+            "version": str(v),
+            "tagger_dir": str(resolve_tagger_dir(f"models:/{name}/{v}", params).resolve()),
+        }
+        for a, v in client.get_registered_model(name).aliases.items()
+    }
+    _write_alias_entries(params, name, entries=entries)
 
 
-def _write_alias_entry(params: Params, name: str, alias: str, entry: dict[str, str] | None) -> None:
-    """Set (or with None remove) one ``name@alias`` entry of the alias file, atomically."""
+def _write_alias_entries(
+    params: Params,
+    name: str,
+    *,
+    entries: dict[str, dict[str, str]] | None = None,
+    drop: str | None = None,
+) -> None:
+    """Replace the alias file's entries of ``name`` by ``entries``, or drop its ``drop`` entry;
+    atomically."""
     path = alias_file(params)
     index: dict[str, Any] = {}
     if path.is_file():
         index = json.loads(path.read_text(encoding="utf-8"))
     if index.get("registry_uri") != tracking_uri(params):
         index = {"registry_uri": tracking_uri(params), "models": {}}
-    aliases = index["models"].setdefault(name, {})
-    if entry is None:
-        if alias not in aliases:
-            return
-        del aliases[alias]
+    models = index["models"]
+    if entries is not None:
+        models[name] = entries
+    elif drop is not None and drop in models.get(name, {}):
+        del models[name][drop]
     else:
-        aliases[alias] = entry
+        return
     atomic_write_text(path, json.dumps(index, indent=2) + "\n")
 
 
+def store_dir(params: Params) -> Path:
+    """The folder of the registry's SQLite file (by default ``<project>/mlruns``), where the
+    alias file and the lock live, so that projects sharing one store share them too; for a
+    store elsewhere (a tracking server), the project's ``mlruns``."""
+    uri = tracking_uri(params)
+    if uri.startswith("sqlite:///"):
+        return Path(uri.removeprefix("sqlite:///")).parent
+    return params.root / "mlruns"
+
+
 def alias_file(params: Params) -> Path:
-    """Where :func:`set_alias` records the aliases it set: ``<project>/mlruns/aliases.json``."""
-    return params.root / "mlruns" / ALIAS_FILE
+    """Where :func:`set_alias` records the aliases it set: ``<store>/aliases.json``."""
+    return store_dir(params) / ALIAS_FILE
 
 
 def _recorded_alias(params: Params, name: str, alias: str) -> Path | None:

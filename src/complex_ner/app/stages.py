@@ -286,9 +286,10 @@ def export(params: Params, folder: Path, int8: bool = False) -> dict[str, Any]:
 # --------------------------------------------------------------------------- registry
 
 
-def _heldout_f1(params: Params, lang: str, uri: str) -> float:
-    """Macro-F1 of a logged or registered model on the current heldout data."""
-    folder = registry.resolve_tagger_dir(uri, params)
+def heldout_f1(params: Params, lang: str, model: str) -> float:
+    """Macro-F1 of a tagger folder, or a logged or registered model, on the current heldout
+    data."""
+    folder = Path(model) if Path(model).is_dir() else registry.resolve_tagger_dir(model, params)
     tagger = prediction.load_tagger(folder)  # what the registry serves: the ONNX export
     sentences = data.read_conll(split_file(params, lang, REPORTED_SPLIT))
     scores = evaluation.evaluate_f1(
@@ -302,7 +303,7 @@ def _champion_f1_on(params: Params, lang: str, version: str, tags: dict[str, str
     current = tracking.eval_data_hash(params, lang, REPORTED_SPLIT)
     if tags.get(HELDOUT_HASH_TAG) == current and HELDOUT_F1_TAG in tags:
         return float(tags[HELDOUT_F1_TAG])
-    return _heldout_f1(params, lang, f"models:/{registered_name(lang)}/{version}")
+    return heldout_f1(params, lang, f"models:/{registered_name(lang)}/{version}")
 
 
 def register_best(
@@ -321,6 +322,28 @@ def register_best(
     Raises:
         LookupError: no candidate run with a logged model and a heldout score.
     """
+    with registry.lock(params):
+        before = registry.snapshot(params, lang)
+        try:
+            return _register_best(params, lang, run_ids)
+        except BaseException as exc:
+            _restore([before], params, exc)
+            raise
+
+
+def _restore(befores: Sequence[registry.Snapshot], params: Params, exc: BaseException) -> None:
+    """Undo a failed registration (the error that made it fail is what the caller raises)."""
+    for before in befores:
+        try:
+            registry.restore(params, before)
+        except Exception as undo:  # e.g. the same full disk: say so beside the first error
+            exc.add_note(f"the registry of {before.name} could not be restored: {undo}")
+
+
+def _register_best(
+    params: Params, lang: str, run_ids: Sequence[str] | None
+) -> registry.Registration:
+    """:func:`register_best` inside the lock."""
     if run_ids is None:
         rid = recorded_run_id(params, lang, REGISTERED_ARCH)
         run_ids = [rid] if rid else []
@@ -333,7 +356,7 @@ def register_best(
         f1 = run.metrics.get(HELDOUT_METRIC)
         if f1 is not None and run.model_uri is not None:
             if run.tags.get(HELDOUT_HASH_TAG) != current_hash:
-                f1 = _heldout_f1(params, lang, run.model_uri)
+                f1 = heldout_f1(params, lang, run.model_uri)
             candidates.append((f1, run))
     if not candidates:
         raise LookupError(
@@ -357,19 +380,13 @@ def register_best(
     if val_f1 is not None:
         tags[f"{VAL_SPLIT}_macro_f1"] = repr(float(val_f1))  # for reference only
     assert best.model_uri is not None
-    with registry.lock(params):
-        before = registry.snapshot(params, lang)
-        try:
-            version = registry.register_version(params, lang, best.model_uri, tags)
-            current = registry.version_by_alias(params, lang, registry.CHAMPION)
-            champion_f1 = None
-            if current is not None and current[0] != version:
-                champion_f1 = _champion_f1_on(params, lang, *current)
-            alias = registry.alias_for(float(f1), champion_f1)
-            registry.set_alias(params, lang, alias, version)
-        except BaseException:
-            registry.restore(params, before)
-            raise
+    version = registry.register_version(params, lang, best.model_uri, tags)
+    current = registry.version_by_alias(params, lang, registry.CHAMPION)
+    champion_f1 = None
+    if current is not None and current[0] != version:
+        champion_f1 = _champion_f1_on(params, lang, *current)
+    alias = registry.alias_for(float(f1), champion_f1)
+    registry.set_alias(params, lang, alias, version)
     return registry.Registration(lang, version, alias, float(f1), champion_f1, best.run_id)
 
 
@@ -377,6 +394,15 @@ def register(params: Params, languages: Sequence[str] | None = None) -> dict[str
     """Register every language's best BERT+CRF run; record the outcome in ``register.output``
     (the file exists after every registration: DVC tracks it)."""
     langs = languages or params.train.languages
-    out = {lang: asdict(register_best(params, lang)) for lang in langs}
-    atomic_write_text(params.path(params.register.output), json.dumps(out, indent=2) + "\n")
+    # All or nothing: should a language fail, or the record not be written (a full disk, a
+    # read-only folder), every language's registered model is put back as it was.
+    with registry.lock(params):
+        befores = [registry.snapshot(params, lang) for lang in langs]
+        try:
+            out = {lang: asdict(_register_best(params, lang, None)) for lang in langs}
+            text = json.dumps(out, indent=2) + "\n"
+            atomic_write_text(params.path(params.register.output), text)
+        except BaseException as exc:
+            _restore(befores, params, exc)
+            raise
     return out

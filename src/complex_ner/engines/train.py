@@ -30,7 +30,14 @@ import torch
 
 from complex_ner.core.config import Params, TrainConfig
 from complex_ner.core.device import pick_device, pick_precision
-from complex_ner.core.io import atomic_write_text, replace_dir, staging_dir, write_json
+from complex_ner.core.io import (
+    atomic_write_text,
+    recover_dir,
+    replace_dir,
+    staging_dir,
+    write_json,
+    writing,
+)
 from complex_ner.core.paths import (
     BEST_DIR,
     CHECKPOINT_DIR,
@@ -122,7 +129,7 @@ def _save_checkpoint(
 ) -> None:
     from safetensors.torch import save_file
 
-    with staging_dir(folder) as tmp:
+    with staging_dir(folder) as tmp, writing(folder):
         weights = {k: v.detach().cpu().contiguous() for k, v in tagger.state_dict().items()}
         save_file(weights, str(tmp / _WEIGHTS))
         # Optimizer state is tensors and numbers only; it is read back with weights_only=True.
@@ -418,6 +425,8 @@ def fit(
         callbacks=[averager, *callbacks] if averager is not None else callbacks,
     )
     end = _EpochEnd(trainer, batches, val, cfg, out_dir, entity_types, model_extra or {}, averager)
+    if resume:
+        recover_dir(end.checkpoint)  # killed while the checkpoint was being swapped
     if resume and (end.checkpoint / _STATE).is_file():
         end.restore()
     else:
