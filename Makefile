@@ -10,7 +10,7 @@ STAMP := $(VENV)/.installed-stamp
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: venv run run-paper data test test-unit test-integration lint format bench clean
+.PHONY: venv run run-paper data test test-unit test-integration reliability lint format bench clean
 
 venv: $(STAMP)
 
@@ -67,6 +67,12 @@ test-unit: venv
 
 test-integration: venv
 	$(VENV)/bin/pytest -q tests/integration
+
+## The long reliability runs (docs/reliability.md): every kill point of the data stages, sampled
+## kill points of training and registration, random-moment kills resumed, 20 registration races.
+## About 30 minutes on 2 cores; `make test` runs the fast part.
+reliability: venv
+	$(VENV)/bin/pytest -q -s -m reliability_long tests/integration/test_reliability_long.py
 
 ## Speed benchmarks (CRF decoding, prediction throughput, CLI cold start, training steps);
 ## see docs/benchmarks.md (`make bench` prints one table; the full run takes tens of minutes).

@@ -6,14 +6,15 @@ import os
 import shutil
 import subprocess
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import pytest
 import yaml
 
-from complex_ner.domain.data import format_conll, read_conll
-from tests.integration.reliability import CliProject
+from complex_ner.app import stages
+from complex_ner.domain.data import Sentence, format_conll, read_conll
+from tests.integration.reliability import CliProject, Race, toy_project
 
 BIN = Path(sys.executable).parent
 
@@ -123,3 +124,29 @@ def cli_project(
     }
     (root / "params.yaml").write_text(yaml.safe_dump(config), encoding="utf-8")
     return CliProject(root)
+
+
+@pytest.fixture(scope="module")
+def race(
+    tmp_path_factory: pytest.TempPathFactory,
+    tiny_bert_dir: Path,
+    toy_corpus: Callable[[int], list[Sentence]],
+) -> Iterator[Race]:
+    base = tmp_path_factory.mktemp("race")
+    store = f"sqlite:///{base / 'store' / 'mlflow.db'}"
+    env = {"MLFLOW_TRACKING_URI": store}
+    data = toy_corpus(24)
+    # Six epochs learn the toy corpus; one at a rate of 1e-9 learns nothing.
+    toy_project(base / "good", tiny_bert_dir, data, {"epochs": 6, "threads": 1})
+    rates = {"lr_encoder": 1e-9, "lr_min": 1e-10, "lr_head": 1e-9}
+    toy_project(base / "bad", tiny_bert_dir, data, {"epochs": 1, "threads": 1, **rates})
+    good, bad = CliProject(base / "good", env), CliProject(base / "bad", env)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("MLFLOW_TRACKING_URI", store)
+        for project in (good, bad):
+            stages.train(project.params, "es", "bert_crf", log=None)
+            stages.evaluate(project.params, "es", "bert_crf")
+        race = Race(good, bad, store)
+        scores = race.scores()
+        assert scores["good"] > scores["bad"], scores
+        yield race

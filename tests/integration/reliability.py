@@ -18,8 +18,10 @@ from typing import Any
 
 import yaml
 
+from complex_ner.app import stages
 from complex_ner.core.config import Params, load_params
-from complex_ner.core.paths import EXPORT_FILE, ONNX_FILE, TAGGER_FILE
+from complex_ner.core.paths import CHAMPION, EXPORT_FILE, ONNX_FILE, TAGGER_FILE, best_model_dir
+from complex_ner.domain.data import Sentence, read_conll, write_conll
 
 FAULTRUN = Path(__file__).with_name("faultrun.py")
 KILLED = -signal.SIGKILL
@@ -117,8 +119,6 @@ def toy_project(
             corpus by default).
         sections: More params sections.
     """
-    from complex_ner.domain.data import write_conll
-
     processed = root / "data" / "processed" / "es"
     write_conll(processed / "train.conll", data)
     write_conll(processed / "val.conll", data[:8])
@@ -144,6 +144,17 @@ def toy_project(
     return path
 
 
+#: Per-epoch metrics that measure time, not the model: they differ between any two runs.
+TIMINGS = ("epoch_seconds", "eval_seconds", "tokens_per_second")
+
+
+def add_source_sentence(project: CliProject) -> None:
+    """Change the source data, so that a stage's new output differs from its old one."""
+    path = project.root / "source" / "es" / "train.conll"
+    sentences = read_conll(path)
+    write_conll(path, [*sentences, Sentence("extra", ("hola", "lima"), ("O", "B-LOC"))])
+
+
 # ------------------------------------------------------------------------------ outputs
 
 
@@ -163,8 +174,6 @@ def snapshot(root: Path) -> dict[str, str]:
 def problems(root: Path) -> list[str]:
     """Visible outputs that are not complete: unreadable JSON, CoNLL or PNG, empty files, a
     model folder without its ONNX export. Empty: nothing half-written is visible."""
-    from complex_ner.domain.data import read_conll
-
     found = []
     for rel in snapshot(root):
         path = root / rel
@@ -254,16 +263,46 @@ def registry_problems(state: Mapping[str, Any]) -> list[str]:
     return found
 
 
-def champion_is_best(state: Mapping[str, Any]) -> bool:
-    """The champion holds the highest heldout score of the versions on the latest data, and
-    is the first version to reach it (an equal later version may not take the alias)."""
-    champion = state["aliases"]["champion"]
-    tags = state["versions"][champion]
-    same_data = {
-        int(v): float(t["heldout_macro_f1"])
-        for v, t in state["versions"].items()
-        if t["heldout_data_hash"] == tags["heldout_data_hash"]
+# ------------------------------------------------------------------------------ races
+
+
+@dataclass
+class Race:
+    """The two projects, their shared store, and the runs' heldout scores."""
+
+    good: CliProject
+    bad: CliProject
+    store: str
+
+    def heldout(self, sentences: list[Sentence]) -> None:
+        """Give both projects the same new heldout split."""
+        for project in (self.good, self.bad):
+            write_conll(project.root / "data" / "processed" / "es" / "heldout.conll", sentences)
+
+    def scores(self) -> dict[str, float]:
+        """Both saved models' macro-F1 on the current heldout split."""
+        return {
+            name: stages.heldout_f1(
+                project.params, "es", str(best_model_dir(project.params, "es", "bert_crf"))
+            )
+            for name, project in (("good", self.good), ("bad", self.bad))
+        }
+
+    def round(self) -> dict[str, object]:
+        """Both registrations at once; the registry state after them."""
+        procs = [p.start("register", "--lang", "es") for p in (self.good, self.bad)]
+        codes = [proc.wait(timeout=600) for proc in procs]
+        assert codes == [0, 0], [proc.log_path.read_text() for proc in procs]
+        return registry_state(self.good.params)
+
+
+def champion_run(race: Race, state: dict) -> str:
+    """Which project's model the champion is."""
+    import mlflow
+
+    version = mlflow.MlflowClient().get_model_version("complex-ner-es", state["aliases"][CHAMPION])
+    runs = {
+        stages.recorded_run_id(p.params, "es", "bert_crf"): name
+        for name, p in (("good", race.good), ("bad", race.bad))
     }
-    best = max(same_data.values())
-    first_best = min(v for v, f1 in same_data.items() if f1 == best)
-    return float(tags["heldout_macro_f1"]) == best and int(champion) == first_best
+    return runs[version.run_id]

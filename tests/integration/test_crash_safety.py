@@ -23,9 +23,11 @@ import pytest
 
 from complex_ner.app import serve, stages
 from complex_ner.core.paths import CHALLENGER, CHAMPION, RUN_FILE, run_dir, split_file
-from complex_ner.domain.data import Sentence, read_conll, write_conll
+from complex_ner.domain.data import read_conll, write_conll
 from tests.integration.reliability import (
+    TIMINGS,
     CliProject,
+    add_source_sentence,
     assert_old_or_new,
     problems,
     registry_problems,
@@ -34,16 +36,6 @@ from tests.integration.reliability import (
 )
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
-
-#: Per-epoch metrics that measure time, not the model: they differ between any two runs.
-TIMINGS = ("epoch_seconds", "eval_seconds", "tokens_per_second")
-
-
-def add_source_sentence(project: CliProject) -> None:
-    """Change the source data, so that a stage's new output differs from its old one."""
-    path = project.root / "source" / "es" / "train.conll"
-    sentences = read_conll(path)
-    write_conll(path, [*sentences, Sentence("extra", ("hola", "lima"), ("O", "B-LOC"))])
 
 
 def kill_and_rerun(
