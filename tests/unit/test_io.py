@@ -9,6 +9,7 @@ import pytest
 
 from complex_ner.core.io import (
     atomic_write_text,
+    discard_dir,
     recover_dir,
     replace_dir,
     staging_dir,
@@ -38,6 +39,11 @@ def test_a_folder_renamed_aside_by_a_killed_swap_is_put_back(tmp_path: Path) -> 
     assert recover_dir(folder)
     assert (folder / "state.json").read_text() == "{}" and not aside.exists()
     assert not recover_dir(folder)  # present: nothing to do
+    # A fresh run discards it with a killed run's leftovers: none can come back later.
+    (tmp_path / ".checkpoint.old-5678abcd").mkdir()
+    (tmp_path / ".checkpoint.x1y2.tmp").mkdir()
+    discard_dir(folder)
+    assert list(tmp_path.iterdir()) == [] and not recover_dir(folder)
 
 
 def test_a_native_writers_failed_write_becomes_an_oserror_naming_the_folder(

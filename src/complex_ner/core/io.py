@@ -126,6 +126,18 @@ def recover_dir(folder: Path) -> bool:
     return True
 
 
+def discard_dir(folder: Path) -> None:
+    """Remove ``folder`` with what killed writes of it left beside it (``.<name>.old-*`` and
+    ``.<name>.*.tmp``), so that :func:`recover_dir` never brings back an older run's copy.
+
+    Only for folders one process writes (a run's checkpoint).
+    """
+    shutil.rmtree(folder, ignore_errors=True)
+    for pattern in (f".{folder.name}.old-*", f".{folder.name}.*.tmp"):
+        for stale in folder.parent.glob(pattern):
+            shutil.rmtree(stale, ignore_errors=True)
+
+
 def pyplot() -> Any:
     """matplotlib's pyplot on the headless Agg backend (imported only when a plot is drawn)."""
     import matplotlib

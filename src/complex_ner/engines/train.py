@@ -19,7 +19,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import shutil
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -32,6 +31,7 @@ from complex_ner.core.config import Params, TrainConfig
 from complex_ner.core.device import pick_device, pick_precision
 from complex_ner.core.io import (
     atomic_write_text,
+    discard_dir,
     recover_dir,
     replace_dir,
     staging_dir,
@@ -361,7 +361,7 @@ class _EpochEnd:
         atomic_write_text(self.out_dir / HISTORY_FILE, json.dumps(self.history, indent=2) + "\n")
         if not self.cfg.keep_checkpoint:
             # The checkpoint (weights plus optimizer state, ~3x the model) only serves --resume.
-            shutil.rmtree(self.checkpoint, ignore_errors=True)
+            discard_dir(self.checkpoint)
         return best if self.best_epoch and best.is_dir() else None
 
 
@@ -431,8 +431,8 @@ def fit(
         end.restore()
     else:
         # A fresh start: no state or best model of an earlier (killed) run may leak into it.
-        shutil.rmtree(end.checkpoint, ignore_errors=True)
-        shutil.rmtree(end.pending, ignore_errors=True)
+        discard_dir(end.checkpoint)
+        discard_dir(end.pending)
     if not end.stopped_early:
         trainer.fit(batches, tagger.loss, start_epoch=end.epoch, history=end.history, epoch_end=end)
     model_dir = None
