@@ -74,9 +74,12 @@ test-integration: venv
 test-scaling: venv
 	$(VENV)/bin/pytest -q -s -m scaling
 
-## The long fuzz and load runs (docs/reliability.md); `make test` runs their fast part.
+## The long reliability runs (docs/reliability.md): fuzzing with many more cases, the serving
+## load at 50 x 100 requests, every kill point of the data stages, sampled kill points of
+## training and registration, random-moment kills resumed, 20 registration races. About 30-40
+## minutes on 2 cores; `make test` runs the fast part.
 reliability: venv
-	$(VENV)/bin/pytest -q -m reliability_long
+	$(VENV)/bin/pytest -q -s -m reliability_long
 
 ## Speed benchmarks (CRF decoding, prediction throughput, CLI cold start, training steps);
 ## see docs/benchmarks.md (`make bench` prints one table; the full run takes tens of minutes).

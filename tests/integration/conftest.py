@@ -23,7 +23,9 @@ from complex_ner.adapters.mlflow_server import (
     tracking_server,
 )
 from complex_ner.adapters.mlflow_server import free_port as free_tcp_port
-from complex_ner.domain.data import format_conll, read_conll
+from complex_ner.app import stages
+from complex_ner.domain.data import Sentence, format_conll, read_conll
+from tests.integration.reliability import CliProject, Race, toy_project
 
 BIN = Path(sys.executable).parent
 
@@ -158,3 +160,71 @@ def champion_url(registry: Path) -> Iterator[str]:
     tracking = f"sqlite:///{registry / 'mlruns' / 'mlflow.db'}"
     with served("models:/complex-ner-es@champion", tracking) as url:
         yield url
+
+
+@pytest.fixture(scope="module")
+def cli_project(
+    tmp_path_factory: pytest.TempPathFactory,
+    tiny_bert_dir: Path,
+    conll_sample: Callable[[str, int], tuple[list[list[str]], list[list[str]]]],
+) -> CliProject:
+    """A project folder for the real ``complex-ner`` command on a tiny budget: 60 synthetic
+    Spanish sentences in its source folder (nothing ingested yet), the tiny random BERT, three
+    one-thread epochs of 5 steps, its own MLflow store. Shared by the tests of one module, which
+    take it through the pipeline in order."""
+    from complex_ner.domain.data import Sentence, write_conll
+
+    root = tmp_path_factory.mktemp("cli") / "project"
+    words, tags = conll_sample("es", 60)
+    sentences = [
+        Sentence(id=f"s{i}", tokens=tuple(w), tags=tuple(t))
+        for i, (w, t) in enumerate(zip(words, tags, strict=True))
+    ]
+    write_conll(root / "source" / "es" / "train.conll", sentences)
+    config = {
+        "data": {"source_dir": str(root / "source"), "languages": ["es"]},
+        "split": {"val_fraction": 0.2, "heldout_fraction": 0.2},
+        "trim": {"enabled": False},
+        "model": {"encoder": str(tiny_bert_dir), "dropout": 0.1, "max_length": 64, "stride": 16},
+        "train": {
+            "languages": ["es"],
+            "archs": ["bert_crf"],
+            "by_language": {},
+            "epochs": 3,
+            "batch_size": 8,
+            "lr_encoder": 3e-3,
+            "lr_min": 1e-4,
+            "lr_head": 3e-2,
+            "schedule": "constant",
+            "device": "cpu",
+            "threads": 1,
+        },
+    }
+    (root / "params.yaml").write_text(yaml.safe_dump(config), encoding="utf-8")
+    return CliProject(root)
+
+
+@pytest.fixture(scope="module")
+def race(
+    tmp_path_factory: pytest.TempPathFactory,
+    tiny_bert_dir: Path,
+    toy_corpus: Callable[[int], list[Sentence]],
+) -> Iterator[Race]:
+    base = tmp_path_factory.mktemp("race")
+    store = f"sqlite:///{base / 'store' / 'mlflow.db'}"
+    env = {"MLFLOW_TRACKING_URI": store}
+    data = toy_corpus(24)
+    # Six epochs learn the toy corpus; one at a rate of 1e-9 learns nothing.
+    toy_project(base / "good", tiny_bert_dir, data, {"epochs": 6, "threads": 1})
+    rates = {"lr_encoder": 1e-9, "lr_min": 1e-10, "lr_head": 1e-9}
+    toy_project(base / "bad", tiny_bert_dir, data, {"epochs": 1, "threads": 1, **rates})
+    good, bad = CliProject(base / "good", env), CliProject(base / "bad", env)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("MLFLOW_TRACKING_URI", store)
+        for project in (good, bad):
+            stages.train(project.params, "es", "bert_crf", log=None)
+            stages.evaluate(project.params, "es", "bert_crf")
+        race = Race(good, bad, store)
+        scores = race.scores()
+        assert scores["good"] > scores["bad"], scores
+        yield race

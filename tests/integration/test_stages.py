@@ -11,7 +11,6 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-import yaml
 
 from complex_ner.adapters import tracking
 from complex_ner.app import serve, stages
@@ -26,33 +25,13 @@ from complex_ner.core.paths import (
     run_dir,
 )
 from complex_ner.domain.data import Sentence, write_conll
+from tests.integration.reliability import toy_project
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("one_thread")]
 
 
 def _project(tmp_path: Path, encoder: Path, train: list[Sentence], **sections: dict) -> Params:
-    processed = tmp_path / "data" / "processed" / "es"
-    write_conll(processed / "train.conll", train)
-    write_conll(processed / "val.conll", train[:8])
-    write_conll(processed / "heldout.conll", train[8:16])
-    config = {
-        "data": {"languages": ["es"]},
-        "model": {"encoder": str(encoder), "dropout": 0.0},
-        "train": {
-            "languages": ["es"],
-            "epochs": 2,
-            "batch_size": 8,
-            "lr_encoder": 3e-3,
-            "lr_min": 1e-4,
-            "lr_head": 3e-2,
-            "device": "cpu",
-            "max_train_sentences": 0,
-        },
-        **sections,
-    }
-    path = tmp_path / "params.yaml"
-    path.write_text(yaml.safe_dump(config), encoding="utf-8")
-    return load_params(path)
+    return load_params(toy_project(tmp_path, encoder, train, **sections))
 
 
 @pytest.fixture

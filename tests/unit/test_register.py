@@ -29,10 +29,23 @@ class FakeRegistry:
             self.versions["1"] = champion
             self.aliases[CHAMPION] = "1"
 
-    def install(self, monkeypatch: pytest.MonkeyPatch) -> None:
+    def install(self, monkeypatch: pytest.MonkeyPatch, stale: tuple[str, ...] = ()) -> None:
+        """Runs in ``stale`` were evaluated on other heldout data than today's."""
+
         def run_summary(params: Params, rid: str) -> registry.RunSummary:
+            current = tracking.eval_data_hash(params, "es", "heldout")
             tags = {"arch": "bert_crf", "lang": "es", "git_commit": "abc"}
+            tags[stages.HELDOUT_HASH_TAG] = "older" if rid in stale else current
             return registry.RunSummary(rid, tags, self.runs[rid], f"models:/m-{rid}")
+
+        def snapshot(params: Params, lang: str) -> registry.Snapshot:
+            return registry.Snapshot(
+                lang, "complex-ner-es", frozenset(self.versions), dict(self.aliases), None
+            )
+
+        def restore(params: Params, before: registry.Snapshot) -> None:
+            self.versions = {v: t for v, t in self.versions.items() if v in before.versions}
+            self.aliases = dict(before.aliases)
 
         def register_version(params: Params, lang: str, uri: str, tags: dict[str, str]) -> str:
             version = str(len(self.versions) + 1)
@@ -50,6 +63,8 @@ class FakeRegistry:
         monkeypatch.setattr(registry, "register_version", register_version)
         monkeypatch.setattr(registry, "version_by_alias", version_by_alias)
         monkeypatch.setattr(registry, "set_alias", set_alias)
+        monkeypatch.setattr(registry, "snapshot", snapshot)
+        monkeypatch.setattr(registry, "restore", restore)
 
 
 @pytest.fixture
@@ -111,3 +126,37 @@ def test_a_champion_scored_on_other_data_is_rescored_on_heldout(
     out = stages.register_best(params, "es", ["a"])
     assert out.champion_f1 == pytest.approx(0.5)  # not the stored validation 1.0
     assert out.alias == CHALLENGER
+
+
+def test_a_candidate_scored_on_other_heldout_data_is_rescored(
+    params: Params, monkeypatch: pytest.MonkeyPatch, trained_tagger_dir: Path
+) -> None:
+    # Its logged 0.9 was measured before the heldout file changed: it must not face a champion
+    # measured on today's file with it.
+    current = tracking.eval_data_hash(params, "es", "heldout")
+    champion = {"heldout_macro_f1": repr(0.6), "heldout_data_hash": current}
+    fake = FakeRegistry({"a": {"eval_heldout_macro_f1": 0.9}}, champion)
+    fake.install(monkeypatch, stale=("a",))
+    monkeypatch.setattr(registry, "resolve_tagger_dir", lambda uri, p: trained_tagger_dir)
+    out = stages.register_best(params, "es", ["a"])
+    assert out.heldout_macro_f1 == pytest.approx(0.5)  # re-scored, as in the test above
+    assert out.alias == CHALLENGER and fake.aliases[CHAMPION] == "1"
+    assert fake.versions[out.version]["heldout_macro_f1"] == repr(out.heldout_macro_f1)
+
+
+def test_a_registration_that_fails_half_way_leaves_the_registry_as_it_was(
+    params: Params, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    current = tracking.eval_data_hash(params, "es", "heldout")
+    champion = {"heldout_macro_f1": repr(0.1), "heldout_data_hash": current}
+    fake = FakeRegistry({"a": {"eval_heldout_macro_f1": 0.9}}, champion)
+    fake.install(monkeypatch)
+
+    def set_alias_then_fail(params: Params, lang: str, alias: str, version: str) -> None:
+        fake.aliases[alias] = version
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(registry, "set_alias", set_alias_then_fail)
+    with pytest.raises(OSError, match="No space left"):
+        stages.register_best(params, "es", ["a"])
+    assert fake.versions == {"1": champion} and fake.aliases == {CHAMPION: "1"}

@@ -6,15 +6,22 @@ of which alias a new version gets is :func:`alias_for`, composed with re-scoring
 application layer.
 
 Every alias this project sets (:func:`set_alias`) is also written to an alias file beside the
-store (``mlruns/aliases.json``: registry URI, then name -> alias -> version and local tagger
-folder), so that ``complex-ner predict`` resolves ``models:/name@alias`` without importing
-MLflow (about 2.5 s of its cold start). The file is used only for the same registry URI and an
-existing folder; anything else, and an alias set outside this project, goes through MLflow.
+store (``mlruns/aliases.json``, beside the SQLite file: registry URI, then name -> alias ->
+version and local tagger folder), so that ``complex-ner predict`` resolves
+``models:/name@alias`` without importing MLflow (about 2.5 s of its cold start). The file is
+used only for the same registry URI and an existing folder; anything else, and an alias set
+outside this project, goes through MLflow.
 
 A registry on a tracking server (``MLFLOW_TRACKING_URI=http://...``) is shared: anyone may move
 an alias there, so no alias file is written or read for it, and every alias is resolved by the
 server. A version's files never change, so each one is downloaded once, into
 ``mlruns/downloads/<server>/<name>/<version>`` (atomically: a temporary folder, then a rename).
+
+Registrations are serialised by a file lock beside the store (:func:`lock`): two processes
+registering at once decide one after the other, so exactly one champion comes out. A changed
+alias is first dropped from the alias file, then moved in MLflow, then written back: a process
+killed in between leaves the file without the entry (readers fall back to MLflow), never with a
+stale one. :func:`snapshot` and :func:`restore` undo a registration that failed half-way.
 """
 
 from __future__ import annotations
@@ -23,6 +30,8 @@ import json
 import re
 import shutil
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -32,13 +41,16 @@ import yaml
 
 from complex_ner.adapters.tracking import setup, tracking_uri
 from complex_ner.core.config import Params
-from complex_ner.core.io import atomic_write_text
+from complex_ner.core.io import atomic_write_bytes, atomic_write_text
 from complex_ner.core.paths import CHALLENGER, CHAMPION, TAGGER_ARTIFACT, registered_name
 from complex_ner.core.secrets import redact, redact_mapping
 
 _MODEL_URI = re.compile(r"models:/([^/@]+)(?:@([^/]+)|/(\d+))")
 ALIAS_FILE = "aliases.json"
 DOWNLOADS_DIR = "downloads"
+LOCK_FILE = ".registry.lock"
+#: Seconds a registration waits for another one to finish (its champion re-scoring included).
+LOCK_TIMEOUT = 1800.0
 
 
 @dataclass(frozen=True)
@@ -97,10 +109,87 @@ def register_version(params: Params, lang: str, model_uri: str, tags: dict[str, 
     try:
         client.get_registered_model(name)
     except MlflowException:
-        client.create_registered_model(
-            name, description=f"complex-ner {lang}: best BERT+CRF on MultiCoNER"
-        )
+        try:
+            client.create_registered_model(
+                name, description=f"complex-ner {lang}: best BERT+CRF on MultiCoNER"
+            )
+        except MlflowException:
+            client.get_registered_model(name)  # created meanwhile by a process without the lock
     return str(mlflow.register_model(model_uri, name, tags=redact_mapping(tags)).version)
+
+
+@contextmanager
+def lock(params: Params) -> Iterator[None]:
+    """Hold the registry's file lock (``<store>/.registry.lock``, :func:`store_dir`) inside the
+    block.
+
+    An OS lock (``flock``): a killed holder releases it. It serialises the processes of one
+    machine that share the SQLite store (or, with a tracking server, the project folder).
+
+    Raises:
+        TimeoutError: another registration held it for :data:`LOCK_TIMEOUT` seconds.
+    """
+    from filelock import FileLock, Timeout
+
+    path = store_dir(params) / LOCK_FILE
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        with FileLock(str(path), timeout=LOCK_TIMEOUT):
+            yield
+    except Timeout:
+        raise TimeoutError(
+            f"{path}: another registration held the registry lock for {LOCK_TIMEOUT:.0f} s"
+        ) from None
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """One registered model's versions and aliases, and the alias file, at one moment."""
+
+    lang: str
+    name: str
+    versions: frozenset[str]
+    aliases: dict[str, str]
+    alias_file: bytes | None
+
+
+def snapshot(params: Params, lang: str) -> Snapshot:
+    """What :func:`restore` puts back."""
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    setup(params)
+    client = mlflow.MlflowClient()
+    name = registered_name(lang)
+    try:
+        aliases = {a: str(v) for a, v in client.get_registered_model(name).aliases.items()}
+        versions = frozenset(str(v.version) for v in client.search_model_versions(f"name='{name}'"))
+    except MlflowException:
+        aliases, versions = {}, frozenset()
+    path = alias_file(params)
+    return Snapshot(lang, name, versions, aliases, path.read_bytes() if path.is_file() else None)
+
+
+def restore(params: Params, before: Snapshot) -> None:
+    """Undo what happened to the registered model since ``before``: versions registered since
+    are deleted, the aliases point where they pointed, the alias file is as it was."""
+    import mlflow
+
+    setup(params)
+    client = mlflow.MlflowClient()
+    now = snapshot(params, before.lang)
+    for alias in set(now.aliases) - set(before.aliases):
+        client.delete_registered_model_alias(before.name, alias)
+    for version in sorted(now.versions - before.versions, key=int):
+        client.delete_model_version(before.name, version)
+    for alias, version in before.aliases.items():
+        if now.aliases.get(alias) != version:
+            client.set_registered_model_alias(before.name, alias, version)
+    path = alias_file(params)
+    if before.alias_file is None:
+        path.unlink(missing_ok=True)
+    elif not path.is_file() or path.read_bytes() != before.alias_file:
+        atomic_write_bytes(path, before.alias_file)
 
 
 def version_by_alias(params: Params, lang: str, alias: str) -> tuple[str, dict[str, str]] | None:
@@ -117,24 +206,66 @@ def version_by_alias(params: Params, lang: str, alias: str) -> tuple[str, dict[s
 
 
 def set_alias(params: Params, lang: str, alias: str, version: str) -> None:
-    """Point ``alias`` at ``version``, and record it in the alias file."""
+    """Point ``alias`` at ``version``, and record the model's aliases in the alias file.
+
+    The file's entries of the model are rewritten from MLflow, so this also repairs an entry an
+    earlier, killed registration left out.
+    """
     import mlflow
 
     setup(params)
     name = registered_name(lang)
-    mlflow.MlflowClient().set_registered_model_alias(name, alias, version)
+    client = mlflow.MlflowClient()
     if is_remote(tracking_uri(params)):
+        client.set_registered_model_alias(name, alias, version)  # the server resolves it
         return
-    folder = resolve_tagger_dir(f"models:/{name}/{version}", params)
+    resolve_tagger_dir(f"models:/{name}/{version}", params)  # fails before anything changed
+    # Drop the entry first: killed after the MLflow change, the file holds no stale answer.
+    _write_alias_entries(params, name, drop=alias)
+    client.set_registered_model_alias(name, alias, version)
+    entries = {
+        a: {
+            "version": str(v),
+            "tagger_dir": str(resolve_tagger_dir(f"models:/{name}/{v}", params).resolve()),
+        }
+        for a, v in client.get_registered_model(name).aliases.items()
+    }
+    _write_alias_entries(params, name, entries=entries)
+
+
+def _write_alias_entries(
+    params: Params,
+    name: str,
+    *,
+    entries: dict[str, dict[str, str]] | None = None,
+    drop: str | None = None,
+) -> None:
+    """Replace the alias file's entries of ``name`` by ``entries``, or drop its ``drop`` entry;
+    atomically."""
     path = alias_file(params)
     index: dict[str, Any] = {}
     if path.is_file():
         index = json.loads(path.read_text(encoding="utf-8"))
     if index.get("registry_uri") != _registry_key(params):
         index = {"registry_uri": _registry_key(params), "models": {}}
-    entry = {"version": str(version), "tagger_dir": str(folder.resolve())}
-    index["models"].setdefault(name, {})[alias] = entry
+    models = index["models"]
+    if entries is not None:
+        models[name] = entries
+    elif drop is not None and drop in models.get(name, {}):
+        del models[name][drop]
+    else:
+        return
     atomic_write_text(path, json.dumps(index, indent=2) + "\n")
+
+
+def store_dir(params: Params) -> Path:
+    """The folder of the registry's SQLite file (by default ``<project>/mlruns``), where the
+    alias file and the lock live, so that projects sharing one store share them too; for a
+    store elsewhere (a tracking server), the project's ``mlruns``."""
+    uri = tracking_uri(params)
+    if uri.startswith("sqlite:///"):
+        return Path(uri.removeprefix("sqlite:///")).parent
+    return params.root / "mlruns"
 
 
 def is_remote(uri: str) -> bool:
@@ -149,8 +280,8 @@ def _registry_key(params: Params) -> str:
 
 
 def alias_file(params: Params) -> Path:
-    """Where :func:`set_alias` records the aliases it set: ``<project>/mlruns/aliases.json``."""
-    return params.root / "mlruns" / ALIAS_FILE
+    """Where :func:`set_alias` records the aliases it set: ``<store>/aliases.json``."""
+    return store_dir(params) / ALIAS_FILE
 
 
 def _recorded_alias(params: Params, name: str, alias: str) -> Path | None:
@@ -209,7 +340,7 @@ def resolve_tagger_dir(uri: str, params: Params) -> Path:
 def download_dir(params: Params, name: str, version: str) -> Path:
     """Where a version from a remote registry is kept: ``mlruns/downloads/<server>/name/version``
     (the server's URI made a folder name, so two servers' version 1 never meet)."""
-    server = quote(tracking_uri(params), safe="")
+    server = quote(_registry_key(params), safe="")  # no password in a folder name
     return params.root / "mlruns" / DOWNLOADS_DIR / server / name / version
 
 

@@ -238,6 +238,12 @@ class Run:
         if batch:
             self._client.log_batch(self.run_id, metrics=batch)
 
+    def set_tags(self, tags: Mapping[str, str]) -> None:
+        """Set tags on the run (one store write)."""
+        from mlflow.entities import RunTag
+
+        self._client.log_batch(self.run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()])
+
     def log_steps(self, rows: Sequence[tuple[int, Mapping[str, float]]]) -> None:
         """Per-step metrics (``[(step, {name: value})]``) in one store write."""
         from mlflow.entities import Metric

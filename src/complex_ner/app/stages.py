@@ -230,12 +230,15 @@ def train(
     )
     # What trains this language: train.by_language applied, so MLflow shows the values used.
     logged = {**tracking.flat_params(params.for_language(lang)), "model.arch": arch}
+    out = run_dir(params, lang, arch)
+    # The run file names the run behind the model folder: gone until this run has published its
+    # model, so a killed run never leaves it naming another run's model.
+    (out / RUN_FILE).unlink(missing_ok=True)
     with tracking.start_run(params, f"{lang}-{arch}", tags, log_params=logged) as run:
         callbacks = default_callbacks(f"{lang} {arch}", log, on_epoch_end=run.epoch_logger())
         result = training.train_model(
             params, lang, arch, resume=resume, callbacks=callbacks, world=world
         )
-        out = run_dir(params, lang, arch)
         run.log_metrics(
             {"best_val_macro_f1": result.best_f1, "best_epoch": float(result.best_epoch)}
         )
@@ -268,6 +271,13 @@ def recorded_run_id(params: Params, lang: str, arch: str) -> str | None:
 # --------------------------------------------------------------------------- evaluation
 
 
+#: The registry decides on the reported split: never on ``val``, which chose the epoch.
+HELDOUT_METRIC = f"eval_{REPORTED_SPLIT}_macro_f1"
+HELDOUT_F1_TAG = f"{REPORTED_SPLIT}_macro_f1"
+#: On a registered version and on an evaluated run: which heldout sentences the score is on.
+HELDOUT_HASH_TAG = f"{REPORTED_SPLIT}_data_hash"
+
+
 def evaluate(params: Params, lang: str, arch: str) -> dict[str, Any]:
     """Score the saved model on every labelled split, write the reports, and attach scores,
     reports and the pyfunc model to the run that trained it."""
@@ -276,6 +286,8 @@ def evaluate(params: Params, lang: str, arch: str) -> dict[str, Any]:
     if run_id is None:
         return scores
     with tracking.start_run(params, f"{lang}-{arch}", {}, run_id=run_id) as run:
+        # Which heldout sentences the logged score is on: the registry re-scores otherwise.
+        run.set_tags({HELDOUT_HASH_TAG: tracking.eval_data_hash(params, lang, REPORTED_SPLIT)})
         for name, s in scores.items():
             run.log_metrics(
                 {
@@ -319,10 +331,16 @@ def export(params: Params, folder: Path, int8: bool = False) -> dict[str, Any]:
 # --------------------------------------------------------------------------- registry
 
 
-#: The registry decides on the reported split: never on ``val``, which chose the epoch.
-HELDOUT_METRIC = f"eval_{REPORTED_SPLIT}_macro_f1"
-HELDOUT_F1_TAG = f"{REPORTED_SPLIT}_macro_f1"
-HELDOUT_HASH_TAG = f"{REPORTED_SPLIT}_data_hash"
+def heldout_f1(params: Params, lang: str, model: str) -> float:
+    """Macro-F1 of a tagger folder, or a logged or registered model, on the current heldout
+    data."""
+    folder = Path(model) if Path(model).is_dir() else registry.resolve_tagger_dir(model, params)
+    tagger = prediction.load_tagger(folder)  # what the registry serves: the ONNX export
+    sentences = data.read_conll(split_file(params, lang, REPORTED_SPLIT))
+    scores = evaluation.evaluate_f1(
+        tagger, sentences, params.data.entity_types, params.evaluate.batch_size
+    )
+    return float(scores["macro"]["f1"])
 
 
 def _champion_f1_on(params: Params, lang: str, version: str, tags: dict[str, str]) -> float:
@@ -330,13 +348,7 @@ def _champion_f1_on(params: Params, lang: str, version: str, tags: dict[str, str
     current = tracking.eval_data_hash(params, lang, REPORTED_SPLIT)
     if tags.get(HELDOUT_HASH_TAG) == current and HELDOUT_F1_TAG in tags:
         return float(tags[HELDOUT_F1_TAG])
-    folder = registry.resolve_tagger_dir(f"models:/{registered_name(lang)}/{version}", params)
-    tagger = prediction.load_tagger(folder)  # what the registry serves: the ONNX export
-    sentences = data.read_conll(split_file(params, lang, REPORTED_SPLIT))
-    scores = evaluation.evaluate_f1(
-        tagger, sentences, params.data.entity_types, params.evaluate.batch_size
-    )
-    return float(scores["macro"]["f1"])
+    return heldout_f1(params, lang, f"models:/{registered_name(lang)}/{version}")
 
 
 def register_best(
@@ -346,14 +358,41 @@ def register_best(
     champion on the same heldout data, otherwise ``challenger``.
 
     Both sides are scored on the reported split (``heldout``), which neither training nor
-    early stopping saw; the validation score chose the epoch and would flatter each run.
+    early stopping saw; the validation score chose the epoch and would flatter each run. A
+    candidate evaluated on other heldout data than today's is re-scored, as the champion is.
+
+    Under the registry lock: concurrent registrations decide one after the other. Should the
+    registration fail half-way, the registered model is put back as it was.
 
     Raises:
         LookupError: no candidate run with a logged model and a heldout score.
     """
+    with registry.lock(params):
+        before = registry.snapshot(params, lang)
+        try:
+            return _register_best(params, lang, run_ids)
+        except BaseException as exc:
+            _restore([before], params, exc)
+            raise
+
+
+def _restore(befores: Sequence[registry.Snapshot], params: Params, exc: BaseException) -> None:
+    """Undo a failed registration (the error that made it fail is what the caller raises)."""
+    for before in befores:
+        try:
+            registry.restore(params, before)
+        except Exception as undo:  # e.g. the same full disk: say so beside the first error
+            exc.add_note(f"the registry of {before.name} could not be restored: {undo}")
+
+
+def _register_best(
+    params: Params, lang: str, run_ids: Sequence[str] | None
+) -> registry.Registration:
+    """:func:`register_best` inside the lock."""
     if run_ids is None:
         rid = recorded_run_id(params, lang, REGISTERED_ARCH)
         run_ids = [rid] if rid else []
+    current_hash = tracking.eval_data_hash(params, lang, REPORTED_SPLIT)
     candidates = []
     for rid in run_ids:
         run = registry.run_summary(params, rid)
@@ -361,6 +400,8 @@ def register_best(
             continue
         f1 = run.metrics.get(HELDOUT_METRIC)
         if f1 is not None and run.model_uri is not None:
+            if run.tags.get(HELDOUT_HASH_TAG) != current_hash:
+                f1 = heldout_f1(params, lang, run.model_uri)
             candidates.append((f1, run))
     if not candidates:
         raise LookupError(
@@ -373,7 +414,7 @@ def register_best(
         # Full precision: a rounded tag would make an equal model look better than the champion.
         HELDOUT_F1_TAG: repr(float(f1)),
         f"{REPORTED_SPLIT}_micro_f1": repr(float(micro)),
-        HELDOUT_HASH_TAG: tracking.eval_data_hash(params, lang, REPORTED_SPLIT),
+        HELDOUT_HASH_TAG: current_hash,
         "data_version": best.tags.get("data_version", "unknown"),
         "encoder": best.tags.get("encoder", "unknown"),
         "arch": REGISTERED_ARCH,
@@ -398,6 +439,15 @@ def register(params: Params, languages: Sequence[str] | None = None) -> dict[str
     """Register every language's best BERT+CRF run; record the outcome in ``register.output``
     (the file exists after every registration: DVC tracks it)."""
     langs = languages or params.train.languages
-    out = {lang: asdict(register_best(params, lang)) for lang in langs}
-    atomic_write_text(params.path(params.register.output), json.dumps(out, indent=2) + "\n")
+    # All or nothing: should a language fail, or the record not be written (a full disk, a
+    # read-only folder), every language's registered model is put back as it was.
+    with registry.lock(params):
+        befores = [registry.snapshot(params, lang) for lang in langs]
+        try:
+            out = {lang: asdict(_register_best(params, lang, None)) for lang in langs}
+            text = json.dumps(out, indent=2) + "\n"
+            atomic_write_text(params.path(params.register.output), text)
+        except BaseException as exc:
+            _restore(befores, params, exc)
+            raise
     return out

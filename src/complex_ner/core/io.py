@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import shutil
 import tempfile
 import uuid
@@ -17,6 +18,11 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+# The process's umask, read once at import (reading it means setting it): the temporaries of
+# mkstemp/mkdtemp are private (0600/0700), the outputs they become get the usual permissions.
+_UMASK = os.umask(0o022)
+os.umask(_UMASK)
+
 
 @contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
@@ -24,6 +30,7 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.fchmod(fd, 0o666 & ~_UMASK)
     os.close(fd)
     tmp_path = Path(tmp)
     try:
@@ -42,11 +49,35 @@ def staging_dir(out_dir: Path) -> Iterator[Path]:
     """
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".tmp", dir=out_dir.parent))
+    staging.chmod(0o777 & ~_UMASK)
     try:
         yield staging
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
+
+
+# How the native writers report a failed write: safetensors' Rust ("I/O error: No space left on
+# device (os error 28)"), torch.save's C++ ("PytorchStreamWriter failed writing file ...: file
+# write failed"). Python's own writers raise OSError.
+_IO_FAILURE = re.compile(
+    r"os error \d+|file write failed|No space left|Read-only file system|Permission denied|"
+    r"Disk quota exceeded|File too large"
+)
+
+
+@contextmanager
+def writing(target: str | Path) -> Iterator[None]:
+    """Turn a native writer's failed write inside the block into an ``OSError`` naming
+    ``target``, so that a full disk or a read-only folder is a clear error like any other."""
+    try:
+        yield
+    except OSError:
+        raise
+    except Exception as exc:
+        if not _IO_FAILURE.search(str(exc)):
+            raise
+        raise OSError(f"{target}: could not be written ({exc})") from exc
 
 
 def write_json(path: Path, payload: dict[str, Any]) -> None:
@@ -77,6 +108,34 @@ def replace_dir(tmp: Path, folder: Path) -> None:
         os.replace(old, folder)
         raise
     shutil.rmtree(old, ignore_errors=True)
+
+
+def recover_dir(folder: Path) -> bool:
+    """Put back the folder :func:`replace_dir` had renamed aside when a kill came between its
+    two renames (``folder`` gone, one ``.<name>.old-*`` beside it); True if it did.
+
+    Only for folders one process writes (a run's checkpoint): with concurrent writers the
+    aside copy may be another writer's.
+    """
+    if folder.exists():
+        return False
+    aside = sorted(folder.parent.glob(f".{folder.name}.old-*"))
+    if len(aside) != 1 or not aside[0].is_dir():
+        return False
+    os.replace(aside[0], folder)
+    return True
+
+
+def discard_dir(folder: Path) -> None:
+    """Remove ``folder`` with what killed writes of it left beside it (``.<name>.old-*`` and
+    ``.<name>.*.tmp``), so that :func:`recover_dir` never brings back an older run's copy.
+
+    Only for folders one process writes (a run's checkpoint).
+    """
+    shutil.rmtree(folder, ignore_errors=True)
+    for pattern in (f".{folder.name}.old-*", f".{folder.name}.*.tmp"):
+        for stale in folder.parent.glob(pattern):
+            shutil.rmtree(stale, ignore_errors=True)
 
 
 def pyplot() -> Any:

@@ -14,6 +14,9 @@ from complex_ner.core.config import Params
 # A trained run's folder: <train.output_dir>/<lang>/<arch>/
 BEST_DIR = "model"  # the best checkpoint on validation, a self-contained tagger folder
 CHECKPOINT_DIR = "checkpoint"  # resumable state (weights, optimizer, history)
+# The best model while the run goes on (hidden): it becomes BEST_DIR, with its ONNX export, only
+# when the run ends, so a killed run never leaves a model folder half-made
+PENDING_BEST_DIR = ".model.pending"
 HISTORY_FILE = "history.json"  # one record per epoch
 RUN_FILE = "mlflow_run.json"  # the MLflow run that trained the model
 CURVES_FILE = "training_curves.png"

@@ -10,13 +10,17 @@ from __future__ import annotations
 import hashlib
 import re
 import shutil
-import tempfile
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from complex_ner.core.config import Params
-from complex_ner.core.io import atomic_write_bytes, atomic_write_text, replace_dir, sha256_file
+from complex_ner.core.io import (
+    atomic_write_text,
+    replace_dir,
+    sha256_file,
+    staging_dir,
+)
 from complex_ner.core.paths import (
     HELDOUT_SPLIT,
     TEST_SPLIT,
@@ -463,19 +467,14 @@ def ingest(params: Params) -> dict[str, dict[str, str]]:
         for name, path in files.items():
             read_conll(path, labeled=name != "test")  # fail before anything is written
     raw = params.path(params.data.raw_dir)
-    raw.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{raw.name}.", dir=raw.parent))
     digests: dict[str, dict[str, str]] = {}
-    try:
+    with staging_dir(raw) as tmp:
         for lang, files in found.items():
             (tmp / lang).mkdir()
             for name, path in files.items():
                 shutil.copyfile(path, tmp / lang / path.name)
                 digests.setdefault(lang, {})[name] = sha256_file(tmp / lang / path.name)
         replace_dir(tmp, raw)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return digests
 
 
@@ -590,12 +589,17 @@ def write_splits(params: Params) -> dict[str, dict[str, int]]:
     """
     counts: dict[str, dict[str, int]] = {}
     for lang in params.data.languages:
-        for name, sents in load_splits(params, lang).items():
-            if name == TEST_SPLIT and any(s.tags is None for s in sents):
-                # Unlabelled test data is copied as it is: the writer needs tags.
-                data = raw_files(params, lang)["test"].read_bytes()
-                atomic_write_bytes(split_file(params, lang, TEST_SPLIT), data)
-            else:
-                write_conll(split_file(params, lang, name), sents)
-            counts.setdefault(lang, {})[name] = len(sents)
+        folder = split_file(params, lang, TRAIN_SPLIT).parent
+        # One language's splits are swapped in together: a kill never mixes the train file of
+        # one split with the heldout file of another (which could share sentences).
+        with staging_dir(folder) as staging:
+            for name, sents in load_splits(params, lang).items():
+                target = staging / split_file(params, lang, name).name
+                if name == TEST_SPLIT and any(s.tags is None for s in sents):
+                    # Unlabelled test data is copied as it is: the writer needs tags.
+                    target.write_bytes(raw_files(params, lang)["test"].read_bytes())
+                else:
+                    target.write_text(format_conll(sents), encoding="utf-8", newline="\n")
+                counts.setdefault(lang, {})[name] = len(sents)
+            replace_dir(staging, folder)
     return counts

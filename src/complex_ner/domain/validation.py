@@ -9,8 +9,6 @@ Each row carries the file and line it came from, so a failure names where to loo
 from __future__ import annotations
 
 import json
-import shutil
-import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,7 +16,7 @@ from typing import Any
 
 from complex_ner.core.bio import entity_spans, transition_table
 from complex_ner.core.config import Params
-from complex_ner.core.io import atomic_write_text, replace_dir, sha256_file
+from complex_ner.core.io import atomic_write_text, replace_dir, sha256_file, staging_dir
 from complex_ner.core.lang import CJK_IDEOGRAPH_REGEX, IDEOGRAPHIC_LANGUAGES
 from complex_ner.core.paths import (
     TRAIN_SPLIT,
@@ -318,13 +316,9 @@ def validate_data(params: Params) -> dict[str, Any]:
         report["languages"][lang] = {"splits": {k: len(v) for k, v in splits.items()}}
         for name, path in raw_files(params, lang).items():
             report["files"][f"{lang}/{name}"] = sha256_file(path)
-    report_dir.mkdir(parents=True, exist_ok=True)
-    tmp_docs = Path(tempfile.mkdtemp(prefix=".data_docs.", dir=report_dir))
-    try:
+    with staging_dir(data_docs_dir(params)) as tmp_docs:
         outcomes = _run_gx(params, tables, tmp_docs)
         replace_dir(tmp_docs, data_docs_dir(params))
-    finally:
-        shutil.rmtree(tmp_docs, ignore_errors=True)
     for lang, items in outcomes.items():
         lr = report["languages"][lang]
         lr["expectations"] = [

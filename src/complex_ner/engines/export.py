@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import time
 import warnings
 from collections.abc import Sequence
@@ -32,7 +33,13 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from complex_ner.core.io import atomic_path, atomic_write_text
+from complex_ner.core.io import (
+    atomic_path,
+    atomic_write_text,
+    replace_dir,
+    staging_dir,
+    writing,
+)
 from complex_ner.core.paths import EXPORT_FILE, ONNX_FILE, ONNX_INT8_FILE
 from complex_ner.domain.alignment import merge_windows
 from complex_ner.domain.batch import collate, gather_words
@@ -215,10 +222,42 @@ def export_onnx(
 
     Raises:
         ExportCheckError: with ``strict``, some sentence gets other tags from the export than
-            from torch (the export files are removed).
+            from torch (the folder's export files are removed).
     """
     folder = Path(folder)
     tagger = (Tagger.load(folder) if tagger is None else tagger).cpu().eval()
+    # The export is made in a copy of the folder (hard links: no weights are copied) swapped in
+    # whole at the end: a failure or a kill leaves the folder with its old export, never a new
+    # model.onnx beside an old onnx.json or none.
+    with staging_dir(folder) as staging, writing(folder):
+        shutil.copytree(folder, staging, copy_function=_link_or_copy, dirs_exist_ok=True)
+        try:
+            manifest = _export_into(staging, tagger, sentences, int8, batch_size, strict)
+        except ExportCheckError as exc:
+            # Refused: the folder keeps no export (its record first, which loaders look for).
+            for name in (EXPORT_FILE, ONNX_FILE, ONNX_INT8_FILE):
+                (folder / name).unlink(missing_ok=True)
+            raise ExportCheckError(str(exc).replace(str(staging), str(folder))) from None
+        replace_dir(staging, folder)
+    return manifest
+
+
+def _link_or_copy(source: str, target: str) -> None:
+    try:
+        os.link(source, target)
+    except OSError:  # a file system without hard links
+        shutil.copy2(source, target)
+
+
+def _export_into(
+    folder: Path,
+    tagger: Tagger,
+    sentences: Sequence[Sequence[str]],
+    int8: bool,
+    batch_size: int,
+    strict: bool,
+) -> dict[str, Any]:
+    """:func:`export_onnx`'s work, in ``folder`` (a staging copy)."""
     fp32 = folder / ONNX_FILE
     (folder / EXPORT_FILE).unlink(missing_ok=True)  # no record of an older export survives
     began = time.perf_counter()
@@ -237,7 +276,6 @@ def export_onnx(
     check = _compare(tagger, onnx, sentences, batch_size)
     manifest["check"] = check
     if strict and (check["sentences_with_other_tags"] or not check["same_windows"]):
-        fp32.unlink(missing_ok=True)
         raise ExportCheckError(
             f"{folder}: the ONNX export tags {check['sentences_with_other_tags']} of "
             f"{check['sentences']} sentences differently from torch "

@@ -25,9 +25,8 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import shutil
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -38,8 +37,23 @@ from torch import Tensor, nn
 from complex_ner.core.config import Params, TrainConfig
 from complex_ner.core.device import pick_device, pick_precision
 from complex_ner.core.distributed import World, process_group, shard, shard_weight, sum_over_ranks
-from complex_ner.core.io import atomic_write_text, replace_dir, staging_dir, write_json
-from complex_ner.core.paths import BEST_DIR, CHECKPOINT_DIR, HISTORY_FILE, run_dir, split_file
+from complex_ner.core.io import (
+    atomic_write_text,
+    discard_dir,
+    recover_dir,
+    replace_dir,
+    staging_dir,
+    write_json,
+    writing,
+)
+from complex_ner.core.paths import (
+    BEST_DIR,
+    CHECKPOINT_DIR,
+    HISTORY_FILE,
+    PENDING_BEST_DIR,
+    run_dir,
+    split_file,
+)
 from complex_ner.domain.alignment import EncodedWindow
 from complex_ner.domain.augment import MentionReplacer
 from complex_ner.domain.batch import Batch, collate
@@ -123,7 +137,7 @@ def _save_checkpoint(
 ) -> None:
     from safetensors.torch import save_file
 
-    with staging_dir(folder) as tmp:
+    with staging_dir(folder) as tmp, writing(folder):
         weights = {k: v.detach().cpu().contiguous() for k, v in tagger.state_dict().items()}
         save_file(weights, str(tmp / _WEIGHTS))
         # Optimizer state is tensors and numbers only; it is read back with weights_only=True.
@@ -276,6 +290,8 @@ class _EpochEnd:
         self.cfg = cfg
         self.out_dir = out_dir
         self.checkpoint = out_dir / CHECKPOINT_DIR
+        # The best model so far; published as out_dir/model, with its export, when the run ends.
+        self.pending = out_dir / PENDING_BEST_DIR
         self.entity_types = entity_types
         self.model_extra = model_extra
         self.epoch = 0
@@ -369,19 +385,36 @@ class _EpochEnd:
             self.bad_epochs += 1
             self.stopped_early = self.bad_epochs >= self.cfg.patience
         t = self.trainer
+        # After the best model: a checkpoint never names a best epoch whose weights are missing.
         _save_checkpoint(
             self.checkpoint, self.tagger, t.optimizer, t.scheduler, self._state(), averager
         )
-        atomic_write_text(self.out_dir / HISTORY_FILE, json.dumps(self.history, indent=2) + "\n")
         return self.stopped_early
 
     def _save_best(self, weights: str, scores: dict[str, Any]) -> None:
         extra = {"best_epoch": self.epoch, "weights": weights, "val_scores": scores}
         if weights == "raw" or self.averager is None:
-            self.tagger.save(self.out_dir / BEST_DIR, extra={**extra, **self.model_extra})
+            self.tagger.save(self.pending, extra={**extra, **self.model_extra})
             return
         with self.averager.applied():
-            self.tagger.save(self.out_dir / BEST_DIR, extra={**extra, **self.model_extra})
+            self.tagger.save(self.pending, extra={**extra, **self.model_extra})
+
+    def publish(self, export: Callable[[Path], object]) -> Path | None:
+        """End of a finished run: export the best model, then swap it in as ``out_dir/model``
+        and write the history; the checkpoint goes last (it lets a killed run finish this).
+
+        Until the swap the previous ``model`` folder (or none) stays in place: a run killed at
+        any point never leaves a model folder without its ONNX export.
+        """
+        best = self.out_dir / BEST_DIR
+        if self.pending.is_dir():
+            export(self.pending)
+            replace_dir(self.pending, best)
+        atomic_write_text(self.out_dir / HISTORY_FILE, json.dumps(self.history, indent=2) + "\n")
+        if not self.cfg.keep_checkpoint:
+            # The checkpoint (weights plus optimizer state, ~3x the model) only serves --resume.
+            discard_dir(self.checkpoint)
+        return best if self.best_epoch and best.is_dir() else None
 
 
 def fit(
@@ -435,14 +468,13 @@ def fit(
             device,
             precision,
         )
-    if world.main and (end.epoch >= cfg.epochs or end.stopped_early) and not cfg.keep_checkpoint:
-        # The checkpoint (weights plus optimizer state, ~3x the model) only serves --resume.
-        shutil.rmtree(end.checkpoint, ignore_errors=True)
-    model_dir = out_dir / BEST_DIR if end.best_epoch and world.main else None
-    if model_dir is not None:
+    model_dir = None
+    if world.main and (end.epoch >= cfg.epochs or end.stopped_early):
         # What prediction runs, checked against the saved torch model on the validation split.
-        export_onnx(
-            model_dir, [s.tokens for s in val], int8=cfg.export_int8, batch_size=cfg.batch_size * 2
+        model_dir = end.publish(
+            lambda folder: export_onnx(
+                folder, [s.tokens for s in val], int8=cfg.export_int8, batch_size=cfg.batch_size * 2
+            )
         )
     return FitResult(
         best_f1=end.best_f1,
@@ -498,10 +530,14 @@ def _fit(
         world=world,
     )
     end = _EpochEnd(trainer, batches, val, cfg, out_dir, entity_types, model_extra, averager)
+    if resume and world.main:
+        recover_dir(end.checkpoint)  # killed while the checkpoint was being swapped
     if resume and (end.checkpoint / _STATE).is_file():
         end.restore()  # every rank: each needs the weights, optimizer and scheduler state
-    elif not resume and world.main:
-        shutil.rmtree(end.checkpoint, ignore_errors=True)
+    elif world.main:
+        # A fresh start: no state or best model of an earlier (killed) run may leak into it.
+        discard_dir(end.checkpoint)
+        discard_dir(end.pending)
     loss: nn.Module = _WeightedLoss(tagger)
     if world.distributed:
         # Built after restoring: DDP starts by copying rank 0's weights to every rank.

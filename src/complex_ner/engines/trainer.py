@@ -437,10 +437,18 @@ class TqdmProgress(Callback):
 
 
 class EpochRecords(Callback):
-    """Hands every epoch record to ``write`` (a tracker's per-epoch metrics)."""
+    """Hands every epoch record to ``write`` (a tracker's per-epoch metrics).
+
+    A resumed run's earlier records (restored from the checkpoint) are handed over at its start,
+    so the run that finishes holds every epoch, as an uninterrupted run would.
+    """
 
     def __init__(self, write: Callable[[dict[str, Any]], None]) -> None:
         self.write = write
+
+    def on_train_start(self, start: TrainStart) -> None:
+        for record in start.history:
+            self.write(record)
 
     def on_epoch_end(self, record: dict[str, Any]) -> bool | None:
         self.write(record)

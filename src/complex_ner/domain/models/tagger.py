@@ -9,8 +9,6 @@ safetensors, so it never unpickles anything and needs no params.yaml.
 from __future__ import annotations
 
 import json
-import shutil
-import tempfile
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -20,7 +18,7 @@ from torch import Tensor, nn
 
 from complex_ner.core.config import ModelConfig
 from complex_ner.core.device import autocast_context
-from complex_ner.core.io import replace_dir
+from complex_ner.core.io import replace_dir, staging_dir, writing
 from complex_ner.core.paths import ENCODER_DIR, HEAD_FILE, TAGGER_FILE, TOKENIZER_DIR
 from complex_ner.domain.alignment import EncodedWindow, predict_windows
 from complex_ner.domain.batch import Batch, collate, gather_words
@@ -131,9 +129,7 @@ class Tagger(nn.Module):
         from safetensors.torch import save_file
 
         folder = Path(folder)
-        folder.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
-        try:
+        with staging_dir(folder) as tmp, writing(folder):
             self.encoder.save_pretrained(tmp / ENCODER_DIR, safe_serialization=True)
             self.tokenizer.save_pretrained(tmp / TOKENIZER_DIR)
             state = {k: v.detach().cpu().contiguous() for k, v in self.head.state_dict().items()}
@@ -141,9 +137,6 @@ class Tagger(nn.Module):
             meta = {"format_version": FORMAT_VERSION, "spec": self.spec.to_json(), **(extra or {})}
             (tmp / TAGGER_FILE).write_text(json.dumps(meta, indent=2, ensure_ascii=False) + "\n")
             replace_dir(tmp, folder)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
         return folder
 
     @classmethod
