@@ -46,8 +46,12 @@ def test_an_alias_file_is_never_trusted_for_a_server(
     path.parent.mkdir(parents=True)
     path.write_text(json.dumps(index))
     assert registry._recorded_alias(project, "complex-ner-es", "champion") is None
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", "sqlite:////elsewhere/mlflow.db")
-    index["registry_uri"] = "sqlite:////elsewhere/mlflow.db"
+    # The same file for a local store (kept beside its SQLite file) is used.
+    local = f"sqlite:///{tmp_path / 'store' / 'mlflow.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", local)
+    index["registry_uri"] = local
+    path = registry.alias_file(project)
+    path.parent.mkdir(parents=True)
     path.write_text(json.dumps(index))
     assert registry._recorded_alias(project, "complex-ner-es", "champion") == folder
 
