@@ -194,8 +194,10 @@ def test_the_make_target_runs_server_and_cluster_until_ctrl_c() -> None:
         assert lines[-1].strip() == f"export MLFLOW_TRACKING_URI={url}", "".join(lines)
         wait_healthy(url, process, timeout=10)
         process.send_signal(signal.SIGINT)  # Ctrl-C
-        out, _ = process.communicate(timeout=120)
-        assert process.returncode == 0, "".join(lines) + out
+        # Waits for the command itself: its output pipe may stay open a moment longer in a
+        # server process that is still shutting down, which the checks below then catch.
+        process.wait(timeout=180)
+        assert process.returncode == 0, "".join(lines)
         assert (folder / CLUSTER_DIR / "PG_VERSION").is_file()
         assert not (folder / CLUSTER_DIR / "postmaster.pid").exists()  # PostgreSQL stopped
         with pytest.raises(OSError):
