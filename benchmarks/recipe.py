@@ -13,6 +13,7 @@ Built-in variants: see :data:`VARIANTS` (``--variants`` picks them, default base
 ema). ``--variant NAME=key=value,key=value`` adds one; a key without a params section
 (``augment.mention_replace=0.3``, ``lr_head=1e-3``) is a ``train`` key. Models go to
 ``--models/<variant>`` (default ``models/recipe``), not to the pipeline's ``models/trained``.
+``--config`` applies a named configuration (``configs/experiments/paper.yaml``) before ``--set``.
 The JSON (``--out``) is rewritten after every epoch, so a run stopped by a time limit keeps
 what it measured. ``--quick`` trains a tiny random BERT on synthetic splits.
 """
@@ -30,6 +31,7 @@ from typing import Any
 
 from benchmarks.bench_quality import quick_overrides
 from benchmarks.harness import ROOT, base_parser, emit, machine_info, parse, result, write_json
+from complex_ner.app.pipeline import config_overrides
 from complex_ner.core.config import ARCHITECTURES, Params, load_params
 from complex_ner.core.device import pick_device
 from complex_ner.core.paths import TAGGER_FILE, split_file
@@ -108,6 +110,9 @@ class EpochScores(Callback):
         # None for an epoch that ended before averaging began (or without averaging).
         averaged = record.get("avg_val_macro_f1")
         self.row["avg_val_macro_f1"].append(None if averaged is None else round(averaged, 4))
+        self.row.setdefault("epoch_seconds", []).append(round(record["epoch_seconds"], 1))
+        if "stopped_by" in record:  # train.time_budget_minutes ended the run here
+            self.row["stopped_by"] = record["stopped_by"]
         self.save()
 
 
@@ -134,6 +139,9 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     parser.add_argument(
         "--variant", action="append", default=[], help="NAME=key=value,key=value (repeatable)"
     )
+    parser.add_argument(
+        "--config", type=Path, help="a named configuration (configs/experiments/*.yaml) first"
+    )
     parser.add_argument("--set", action="append", default=[], help="section.key=value override")
     parser.add_argument("--models", default="models/recipe", help="models go to <models>/<name>")
     parser.add_argument("--out", dest="json", type=Path, help="write the result here (JSON)")
@@ -153,6 +161,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
             # The tiny random BERT as it is: no trimmed or WWM-adapted encoder to look for.
             off = [f"{s}.enabled=false" for s in ("trim", "pretrain") if s in Params.model_fields]
             common = [*quick_overrides(Path(tmp), [args.lang]), *off]
+        if args.config is not None:
+            common += config_overrides(args.config)
         common += args.set
         if args.encoder is not None:
             common += [f"model.encoder={args.encoder.resolve()}", "trim.enabled=false"]
@@ -194,6 +204,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
                 train_sentences=meta.get("train_sentences"),
                 best_val_macro_f1=round(fitted.best_f1, 4),
                 best_epoch=fitted.best_epoch,
+                epochs_run=len(fitted.history),
                 saved_weights=fitted.best_weights,
                 eval_macro_f1=round(scores["macro"]["f1"], 4),
                 eval_micro_f1=round(scores["micro"]["f1"], 4),

@@ -13,7 +13,7 @@ import torch
 from complex_ner.core.config import ARCHITECTURES, DataConfig, ModelConfig, TrainConfig
 from complex_ner.domain.data import Sentence
 from complex_ner.domain.models.tagger import Tagger, build_model
-from complex_ner.engines.train import fit
+from complex_ner.engines.train import fit, over_time_budget
 from complex_ner.engines.trainer import Callback, ProgressLogger
 
 TYPES = DataConfig().entity_types
@@ -149,6 +149,34 @@ def test_patience_stops_early_and_a_resume_does_not_continue(
     assert again.stopped_early and [h["epoch"] for h in again.history] == [1, 2, 3]
     saved = json.loads((tmp_path / "history.json").read_text(encoding="utf-8"))
     assert [h["epoch"] for h in saved] == [1, 2, 3]
+
+
+def test_time_budget_rule_projects_one_more_mean_epoch() -> None:
+    epochs = [{"epoch_seconds": 50.0, "eval_seconds": 10.0}] * 2  # 120 s so far, 60 s each
+    assert not over_time_budget(epochs, 3.0)  # 120 + 60 = 180 s: the third epoch still fits
+    assert over_time_budget(epochs, 2.9)
+    assert not over_time_budget(epochs, 0.0)  # 0: no budget
+    assert not over_time_budget([], 0.001)  # nothing measured yet: the first epoch always runs
+
+
+@pytest.mark.parametrize(("minutes", "epochs_run"), [(1e-6, 1), (600.0, 3)])
+def test_time_budget_ends_like_early_stopping_with_the_best_model_saved(
+    tiny_bert_dir: Path,
+    toy_corpus: ToyCorpus,
+    tmp_path: Path,
+    cfg: Callable[..., TrainConfig],
+    minutes: float,
+    epochs_run: int,
+) -> None:
+    data = toy_corpus(8)
+    c = cfg(epochs=3, time_budget_minutes=minutes)
+    model = ModelConfig(arch="bert_linear", dropout=0.0)
+    result = fit(build_model(str(tiny_bert_dir), TAGS, model, "es"), data, data, c, tmp_path, TYPES)
+    assert [h["epoch"] for h in result.history] == list(range(1, epochs_run + 1))
+    assert result.model_dir is not None and (result.model_dir / "model.onnx").is_file()
+    stopped = [h.get("stopped_by") for h in result.history]
+    assert stopped == ["time_budget" if epochs_run < 3 else None] + [None] * (epochs_run - 1)
+    assert result.stopped_early == (epochs_run < 3)
 
 
 def test_callbacks_see_validation_records_and_progress_lines(

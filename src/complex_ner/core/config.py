@@ -102,6 +102,7 @@ PositiveFloat = Annotated[float, Field(gt=0.0)]
 OpenFraction = Annotated[float, Field(gt=0.0, lt=1.0)]
 #: In [0, 1).
 Rate = Annotated[float, Field(ge=0.0, lt=1.0)]
+NonNegativeFloat = Annotated[float, Field(ge=0.0)]
 #: At least 8 pieces: [CLS], [SEP] and room for words.
 WindowLength = Annotated[int, Field(ge=8)]
 LanguageCode = Annotated[str, AfterValidator(_language_code)]
@@ -277,6 +278,10 @@ class TrainConfig(_Section):
     weight_decay: float = 0.01
     clip_norm: float = 1.0
     patience: PositiveInt = 3
+    # Minutes of training (epochs plus their validation) a run may spend; 0: no limit. A run
+    # ends like early stopping (best model saved) after the epoch past which one more epoch, at
+    # the mean so far, would overrun: for lent machines and fixed budgets, not for lineage.
+    time_budget_minutes: NonNegativeFloat = 0.0
     seed: int = 13
     max_train_sentences: Cap = 0
     max_val_sentences: Cap = 0

@@ -258,6 +258,16 @@ class _Batches:
             yield _Step(batch, weight)
 
 
+def over_time_budget(history: Sequence[dict[str, Any]], minutes: float) -> bool:
+    """True when one more epoch, at the mean epoch (with its validation) of ``history``, would
+    end past ``minutes`` of training; ``minutes`` 0: never. A resumed run's history holds its
+    past epochs, so the budget covers the whole run."""
+    if minutes <= 0 or not history:
+        return False
+    spent = sum(float(r["epoch_seconds"]) + float(r["eval_seconds"]) for r in history)
+    return spent + spent / len(history) > minutes * 60.0
+
+
 class _EpochEnd:
     """Fine-tuning's end of epoch: validate, keep the best model, count patience, checkpoint.
 
@@ -384,6 +394,9 @@ class _EpochEnd:
         else:
             self.bad_epochs += 1
             self.stopped_early = self.bad_epochs >= self.cfg.patience
+        if not self.stopped_early and over_time_budget(self.history, self.cfg.time_budget_minutes):
+            self.stopped_early = True
+            record["stopped_by"] = "time_budget"
         t = self.trainer
         # After the best model: a checkpoint never names a best epoch whose weights are missing.
         _save_checkpoint(
