@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import errno
 import os
 from pathlib import Path
 
 import pytest
+import torch
 
 from complex_ner.core.io import (
     atomic_write_text,
     discard_dir,
+    native_output,
     recover_dir,
     replace_dir,
     staging_dir,
@@ -57,6 +60,22 @@ def test_a_native_writers_failed_write_becomes_an_oserror_naming_the_folder(
         raise RuntimeError(failed)
     with pytest.raises(ValueError, match="unrelated"), writing(tmp_path / "model"):
         raise ValueError("unrelated")
+    with pytest.raises(OSError, match="No space left") as caught, writing(tmp_path / "model"):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))  # a write names no file
+    assert caught.value.errno == errno.ENOSPC and caught.value.filename == str(tmp_path / "model")
+
+
+def test_torch_save_on_a_full_disk_raises_the_files_oserror(tmp_path: Path) -> None:
+    # torch.save's zip writer swallows its file's error when the disk fills mid-file ("unexpected
+    # pos N vs M": test_resource_faults.py) and passes on an unnamed one when the first write
+    # fails, as on /dev/full (every write ENOSPC): either way the error names the file.
+    state = {"exp_avg": torch.arange(4096.0)}
+    with pytest.raises(OSError) as caught, native_output(Path("/dev/full")) as fh:
+        torch.save(state, fh)
+    assert caught.value.errno == errno.ENOSPC and caught.value.filename == "/dev/full"
+    with native_output(tmp_path / "optimizer.pt") as fh:  # and a save that fits is whole
+        torch.save(state, fh)
+    assert torch.equal(torch.load(tmp_path / "optimizer.pt")["exp_avg"], state["exp_avg"])
 
 
 def test_a_resumed_run_logs_the_restored_epochs_first() -> None:

@@ -11,7 +11,8 @@ import json
 import os
 import subprocess
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager, suppress
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -231,10 +232,10 @@ def train(
     # What trains this language: train.by_language applied, so MLflow shows the values used.
     logged = {**tracking.flat_params(params.for_language(lang)), "model.arch": arch}
     out = run_dir(params, lang, arch)
-    # The run file names the run behind the model folder: gone until this run has published its
-    # model, so a killed run never leaves it naming another run's model.
-    (out / RUN_FILE).unlink(missing_ok=True)
-    with tracking.start_run(params, f"{lang}-{arch}", tags, log_params=logged) as run:
+    with (
+        _run_file_set_aside(out, best_model_dir(params, lang, arch)),
+        tracking.start_run(params, f"{lang}-{arch}", tags, log_params=logged) as run,
+    ):
         callbacks = default_callbacks(f"{lang} {arch}", log, on_epoch_end=run.epoch_logger())
         result = training.train_model(
             params, lang, arch, resume=resume, callbacks=callbacks, world=world
@@ -258,6 +259,38 @@ def train(
         trained = TrainedRun(lang, arch, run.run_id, result.best_f1, result.best_epoch, str(out))
         atomic_write_text(out / RUN_FILE, json.dumps(asdict(trained), indent=2) + "\n")
     return trained
+
+
+def _folder_identity(folder: Path) -> tuple[int, int] | None:
+    try:
+        stat = folder.stat()
+    except FileNotFoundError:
+        return None
+    return stat.st_dev, stat.st_ino
+
+
+@contextmanager
+def _run_file_set_aside(out: Path, model: Path) -> Iterator[None]:
+    """The run file names the run behind the model folder: set aside while a training runs, so
+    a killed run never leaves it naming another run's model. A training that fails before
+    publishing its model (a full disk) puts it back by a rename, which needs no room: the old
+    model keeps its run and can still be evaluated and registered."""
+    record, aside = out / RUN_FILE, out / f".{RUN_FILE}.aside"
+    if record.is_file():
+        os.replace(record, aside)
+    else:
+        aside.unlink(missing_ok=True)  # a killed run's: its model may have been replaced since
+    published = _folder_identity(model)
+    try:
+        yield
+    except BaseException:
+        if aside.is_file() and _folder_identity(model) == published:
+            with suppress(OSError):  # then it stays absent, as after a kill
+                os.replace(aside, record)
+        raise
+    finally:
+        with suppress(OSError):
+            aside.unlink(missing_ok=True)
 
 
 def recorded_run_id(params: Params, lang: str, arch: str) -> str | None:

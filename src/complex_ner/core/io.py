@@ -16,7 +16,7 @@ import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 # The process's umask, read once at import (reading it means setting it): the temporaries of
 # mkstemp/mkdtemp are private (0600/0700), the outputs they become get the usual permissions.
@@ -34,7 +34,8 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     os.close(fd)
     tmp_path = Path(tmp)
     try:
-        yield tmp_path
+        with writing(path):  # a failed write names the file it was for
+            yield tmp_path
         os.replace(tmp_path, path)
     except BaseException:
         tmp_path.unlink(missing_ok=True)
@@ -69,15 +70,56 @@ _IO_FAILURE = re.compile(
 @contextmanager
 def writing(target: str | Path) -> Iterator[None]:
     """Turn a native writer's failed write inside the block into an ``OSError`` naming
-    ``target``, so that a full disk or a read-only folder is a clear error like any other."""
+    ``target`` (and name it in an ``OSError`` that names no file), so that a full disk or a
+    read-only folder is a clear error like any other."""
     try:
         yield
-    except OSError:
-        raise
+    except OSError as exc:
+        if exc.filename is not None or exc.errno is None:
+            raise
+        # A write to an open file (onnx.save's) names none: "[Errno 28] No space left on device".
+        raise OSError(exc.errno, exc.strerror, str(target)) from exc
     except Exception as exc:
         if not _IO_FAILURE.search(str(exc)):
             raise
         raise OSError(f"{target}: could not be written ({exc})") from exc
+
+
+class _KeptErrors:
+    """An unbuffered binary file that writes all it is given or raises, and remembers its first
+    error (the writer may swallow it)."""
+
+    def __init__(self, fh: IO[bytes]) -> None:
+        self._fh = fh
+        self.error: OSError | None = None
+
+    def write(self, data: bytes) -> int:
+        view = memoryview(data)
+        try:
+            while view:  # a short write: the kernel wrote what fitted
+                view = view[self._fh.write(view) :]
+        except OSError as exc:
+            self.error = self.error or exc
+            raise
+        return len(data)
+
+    def flush(self) -> None:
+        self._fh.flush()
+
+
+@contextmanager
+def native_output(path: Path) -> Iterator[Any]:
+    """``path`` opened for a native writer that swallows the file's errors: torch.save's zip
+    writer reports a disk that fills mid-file as "unexpected pos N vs M", the kernel's short
+    write lost. The file's own error is raised instead, naming ``path``."""
+    with open(path, "wb", buffering=0) as fh:  # unbuffered: no write left for close to fail
+        kept = _KeptErrors(fh)
+        try:
+            yield kept
+        except Exception as exc:
+            if kept.error is None:
+                raise
+            raise OSError(kept.error.errno, kept.error.strerror, str(path)) from exc
 
 
 def write_json(path: Path, payload: dict[str, Any]) -> None:

@@ -40,6 +40,7 @@ from complex_ner.core.distributed import World, process_group, shard, shard_weig
 from complex_ner.core.io import (
     atomic_write_text,
     discard_dir,
+    native_output,
     recover_dir,
     replace_dir,
     staging_dir,
@@ -144,7 +145,8 @@ def _save_checkpoint(
         extra = {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict()}
         if averager is not None:
             extra["averaged"] = averager.state_dict()
-        torch.save(extra, tmp / _OPTIMIZER)
+        with native_output(tmp / _OPTIMIZER) as fh:
+            torch.save(extra, fh)
         write_json(tmp / _STATE, state)
         replace_dir(tmp, folder)
 
