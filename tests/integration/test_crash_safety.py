@@ -21,7 +21,10 @@ from pathlib import Path
 
 import pytest
 
+from complex_ner.adapters import tracking
+from complex_ner.adapters.tracking import PROCESS_TAG
 from complex_ner.app import serve, stages
+from complex_ner.core.config import Params
 from complex_ner.core.paths import CHALLENGER, CHAMPION, RUN_FILE, run_dir, split_file
 from complex_ner.domain.data import read_conll, write_conll
 from tests.integration.reliability import (
@@ -96,7 +99,19 @@ def _tags(run_id: str) -> dict[str, str]:
 
     tags = mlflow.MlflowClient().get_run(run_id).data.tags
     # Who started the run: pytest for the reference, the command for the resumed one.
-    return {k: v for k, v in tags.items() if not k.startswith("mlflow.source.")}
+    return {
+        k: v for k, v in tags.items() if not k.startswith("mlflow.source.") and k != PROCESS_TAG
+    }
+
+
+def _runs_by_status(params: Params) -> dict[str, list[str]]:
+    import mlflow
+
+    exp_id = tracking.setup(params)
+    out: dict[str, list[str]] = {}
+    for run in mlflow.MlflowClient().search_runs([exp_id], max_results=1000):
+        out.setdefault(run.info.status, []).append(run.info.run_id)
+    return {k: sorted(v) for k, v in out.items()}
 
 
 def test_training_killed_mid_epoch_resumes_to_the_uninterrupted_run(
@@ -130,7 +145,15 @@ def test_training_killed_mid_epoch_resumes_to_the_uninterrupted_run(
     assert model and all(killed.get(p) == d for p, d in model.items())
     assert not (out / RUN_FILE).exists()
 
+    killed_runs = _runs_by_status(params)["RUNNING"]  # MLflow never heard of the kill
+    assert len(killed_runs) == 1
+
     cli_project.ok("train", "--lang", "es", "--resume")
+    # The next run found the dead process behind the open run and closed it.
+    assert _runs_by_status(params) == {
+        "FINISHED": _runs_by_status(params)["FINISHED"],
+        "KILLED": killed_runs,
+    }
     after = snapshot(cli_project.root)
     assert not problems(cli_project.root)
     resumed = json.loads((out / RUN_FILE).read_text(encoding="utf-8"))

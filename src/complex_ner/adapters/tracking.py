@@ -14,6 +14,7 @@ import json
 import os
 import re
 import shutil
+import socket
 import subprocess
 import tempfile
 import time
@@ -53,6 +54,10 @@ PYFUNC_REQUIREMENTS = (
     "pandas",
     "mlflow==3.17.2",
 )
+
+
+#: Tag of every run: ``host:pid`` of its process (:func:`close_orphaned_runs`).
+PROCESS_TAG = "process"
 
 
 def tracking_uri(params: Params) -> str:
@@ -170,6 +175,7 @@ def lineage_tags(params: Params, kind: str, **extra: str) -> dict[str, str]:
         "kind": kind,
         "git_commit": git_commit(params.root),
         "data_version": data_version(params),
+        PROCESS_TAG: this_process(),
         **extra,
     }
     experiment = os.environ.get(EXPERIMENT_ENV)
@@ -182,6 +188,47 @@ def lineage_tags(params: Params, kind: str, **extra: str) -> dict[str, str]:
 
 
 # --------------------------------------------------------------------------- runs
+
+
+def this_process() -> str:
+    """``host:pid``: where a run's process lives, so a later run can tell that it died."""
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def _gone(process: str) -> bool:
+    """True when ``host:pid`` names a process of this host that no longer exists."""
+    host, _, pid = process.rpartition(":")
+    if host != socket.gethostname() or not pid.isdigit():
+        return False  # another machine's (or an unknown) process: cannot be checked from here
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False  # alive, someone else's
+    return False
+
+
+def close_orphaned_runs(exp_id: str) -> list[str]:
+    """Mark ``KILLED`` the experiment's ``RUNNING`` runs whose process (the ``process`` tag)
+    ran on this host and is gone: a SIGKILL, an OOM kill or a power loss never lets MLflow end
+    the run. A reused pid keeps its run open, which errs on the safe side.
+
+    Returns:
+        The run ids closed.
+    """
+    import mlflow
+
+    client = mlflow.MlflowClient()
+    running = client.search_runs(
+        [exp_id], filter_string="attributes.status = 'RUNNING'", max_results=1000
+    )
+    closed = []
+    for run in running:
+        if _gone(run.data.tags.get(PROCESS_TAG, "")):
+            client.set_terminated(run.info.run_id, status="KILLED")
+            closed.append(run.info.run_id)
+    return closed
 
 
 @contextmanager
@@ -197,6 +244,7 @@ def pipeline_run(
     from mlflow.entities import Param
 
     exp_id = setup(params)
+    close_orphaned_runs(exp_id)
     client = mlflow.MlflowClient()
     run_tags = {**lineage_tags(params, "pipeline"), **(tags or {})}
     run_tags.pop("mlflow.parentRunId", None)
@@ -322,11 +370,12 @@ def start_run(
     """A new run (nested under the pipeline's when there is one), or ``run_id`` resumed."""
     import mlflow
 
-    setup(params)
+    exp_id = setup(params)
     if run_id is not None:
         with mlflow.start_run(run_id=run_id) as active:
             yield Run(active.info.run_id)
         return
+    close_orphaned_runs(exp_id)
     with mlflow.start_run(run_name=name, tags=redact_mapping(tags)) as active:
         if log_params:
             mlflow.log_params(redact_mapping(log_params))
