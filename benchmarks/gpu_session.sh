@@ -81,7 +81,7 @@ for run in "${RUNS[@]}"; do
         $variant --eval-split heldout --config configs/experiments/paper.yaml \
         --set "trim.output_dir=$ENC" --set "train.device=$DEVICE" \
         --set "train.threads=$THREADS" --set "train.time_budget_minutes=$MINUTES" \
-        --set train.keep_checkpoint=false "${BUDGET_SET[@]}" \
+        "${BUDGET_SET[@]}" \
         --models "$WORK/models/$name" --out "$WORK/json/paper_$name.json" \
         >"$LOGS/$name.log" 2>&1 &
     pids+=($!)
