@@ -1,0 +1,140 @@
+"""Several saved taggers of one language decoding together through averaged tag marginals.
+
+Each member computes its own per-word tag marginals (CRF forward-backward, or the linear head's
+softmax) through its own tokenizer and windows, so members may differ in head, seed, dropout or
+even encoder; they only have to share the tag list. The averaged marginals are decoded by a
+BIO-constrained Viterbi over their logarithms (no learnt transitions: each member's CRF already
+shaped its marginals), which picks the valid path whose words the members agree on most.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+
+from complex_ner.domain.models.crf import bio_transition_masks, viterbi_decode
+from complex_ner.domain.models.tagger import Tagger
+
+__all__ = ["TaggerEnsemble", "decode_marginals", "tagger_marginals"]
+
+# Floor for log(0): a tag no member gives any probability stays possible but never preferred.
+_LOG_FLOOR = 1e-12
+
+
+class TaggerEnsemble:
+    """Taggers that share one tag list, voting through their averaged per-word marginals.
+
+    Args:
+        members: At least one tagger; all with the same ``tags`` in the same order.
+        names: How each member is called in error messages (default ``member 0``, ...).
+
+    Raises:
+        ValueError: No members, or members whose tag lists differ.
+    """
+
+    def __init__(self, members: Sequence[Tagger], names: Sequence[str] | None = None) -> None:
+        if not members:
+            raise ValueError("an ensemble needs at least one tagger")
+        names = list(names) if names is not None else [f"member {i}" for i in range(len(members))]
+        if len(names) != len(members):
+            raise ValueError(f"got {len(names)} names for {len(members)} members")
+        self.members = list(members)
+        self.names = names
+        self.tags: tuple[str, ...] = tuple(members[0].tags)
+        for name, member in zip(names[1:], members[1:], strict=True):
+            if tuple(member.tags) != self.tags:
+                raise ValueError(
+                    f"{name}: tags {list(member.tags)} differ from {names[0]}'s {list(self.tags)}"
+                )
+
+    @classmethod
+    def load(
+        cls, folders: Sequence[str | Path], device: str | torch.device = "cpu"
+    ) -> TaggerEnsemble:
+        """Load every saved model folder (see :meth:`Tagger.load`) as one ensemble."""
+        return cls([Tagger.load(f, device=device) for f in folders], [str(f) for f in folders])
+
+    def marginals(
+        self, sentences: Sequence[Sequence[str]], batch_size: int = 64
+    ) -> list[torch.Tensor]:
+        """The members' mean tag marginals per sentence, each of shape ``(words, num_tags)``."""
+        total: list[torch.Tensor] | None = None
+        for member in self.members:
+            _, rows = tagger_marginals(member, sentences, batch_size)
+            total = rows if total is None else [a + b for a, b in zip(total, rows, strict=True)]
+        assert total is not None  # at least one member
+        return [t / len(self.members) for t in total]
+
+    def predict_ids(
+        self, sentences: Sequence[Sequence[str]], batch_size: int = 64
+    ) -> list[list[int]]:
+        """Valid BIO tag ids per word for every sentence."""
+        return decode_marginals(self.marginals(sentences, batch_size), self.tags, batch_size)
+
+    def predict(self, sentences: Sequence[Sequence[str]], batch_size: int = 64) -> list[list[str]]:
+        """BIO tags per word for every sentence."""
+        return [[self.tags[i] for i in row] for row in self.predict_ids(sentences, batch_size)]
+
+
+def tagger_marginals(
+    tagger: Tagger, sentences: Sequence[Sequence[str]], batch_size: int = 64
+) -> tuple[list[list[int]], list[torch.Tensor]]:
+    """One tagger's own decoded tag ids and its tag marginals per sentence, in one pass.
+
+    Returns:
+        ``(paths, marginals)``: per sentence the tagger's tag ids and a float64 tensor of shape
+        ``(words, num_tags)``.
+    """
+    paths, probs = tagger.predict_ids(sentences, batch_size, with_marginals=True)
+    assert probs is not None  # asked for with_marginals
+    num_tags = len(tagger.tags)
+    # shape: (words, num_tags) per sentence
+    return paths, [torch.tensor(p, dtype=torch.float64).reshape(-1, num_tags) for p in probs]
+
+
+def decode_marginals(
+    marginals: Sequence[torch.Tensor], tags: Sequence[str], batch_size: int = 64
+) -> list[list[int]]:
+    """The BIO-valid tag path of each sentence with the highest sum of log marginals.
+
+    Args:
+        marginals: Per sentence, tag probabilities of shape ``(words, num_tags)``.
+        tags: BIO tag names indexed by tag id.
+        batch_size: Sentences per Viterbi batch.
+
+    Returns:
+        One list of tag ids per sentence (empty for a sentence without words).
+
+    Raises:
+        ValueError: A sentence's marginals are not ``(words, len(tags))``, or ``tags`` is not BIO.
+    """
+    num_tags = len(tags)
+    allowed = bio_transition_masks(tags)
+    for k, m in enumerate(marginals):
+        if m.dim() != 2 or m.size(1) != num_tags:
+            raise ValueError(
+                f"sentence {k}: marginals must have shape (words, {num_tags}), got {tuple(m.shape)}"
+            )
+    out: list[list[int]] = [[] for _ in marginals]
+    order = sorted((i for i, m in enumerate(marginals) if len(m)), key=lambda i: len(marginals[i]))
+    # No learnt transitions: each member's CRF already shaped its marginals.
+    zeros = torch.zeros(num_tags, dtype=torch.float64)
+    # shape: (num_tags, num_tags)
+    no_transitions = torch.zeros(num_tags, num_tags, dtype=torch.float64)
+    for start in range(0, len(order), batch_size):
+        idx = order[start : start + batch_size]
+        width = len(marginals[idx[-1]])
+        # shape: (batch, words, num_tags)
+        scores = torch.zeros(len(idx), width, num_tags, dtype=torch.float64)
+        # shape: (batch, words)
+        mask = torch.zeros(len(idx), width, dtype=torch.bool)
+        for row, i in enumerate(idx):
+            words = len(marginals[i])
+            scores[row, :words] = marginals[i].double().clamp_min(_LOG_FLOOR).log()
+            mask[row, :words] = True
+        paths = viterbi_decode(scores, mask, zeros, no_transitions, zeros, *allowed)
+        for row, i in enumerate(idx):
+            out[i] = paths[row]
+    return out

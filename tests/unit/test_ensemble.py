@@ -1,0 +1,125 @@
+"""Ensembles of saved taggers: averaged marginals, BIO-constrained decoding against brute force."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import math
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+import torch
+from benchmarks import ensemble as ensemble_bench
+
+from complex_ner.core.bio import allowed_after, tag_set
+from complex_ner.core.config import DataConfig, ModelConfig
+from complex_ner.domain.data import Sentence
+from complex_ner.domain.models.ensemble import TaggerEnsemble, decode_marginals, tagger_marginals
+from complex_ner.domain.models.tagger import Tagger, build_model
+
+TAGS = tag_set(["PER", "LOC"])
+
+
+def _valid(path: tuple[int, ...], tags: tuple[str, ...]) -> bool:
+    previous = None
+    for i in path:
+        if not allowed_after(previous, tags[i]):
+            return False
+        previous = tags[i]
+    return True
+
+
+def _brute_force(marginals: torch.Tensor, tags: tuple[str, ...]) -> list[int]:
+    best, best_score = None, -math.inf
+    for path in itertools.product(range(len(tags)), repeat=len(marginals)):
+        if not _valid(path, tags):
+            continue
+        score = sum(math.log(max(float(marginals[k, t]), 1e-12)) for k, t in enumerate(path))
+        if score > best_score:
+            best, best_score = list(path), score
+    assert best is not None
+    return best
+
+
+def test_decode_marginals_matches_brute_force_over_valid_paths() -> None:
+    gen = torch.Generator().manual_seed(0)
+    # Lengths out of order and an empty sentence: batching must put every path back in place.
+    lengths = [3, 1, 0, 4, 2, 3, 1]
+    marginals = [torch.softmax(torch.randn(n, len(TAGS), generator=gen) * 3, -1) for n in lengths]
+    # An I- tag that is the most likely one everywhere must not open a path or follow O.
+    marginals.append(torch.tensor([[0.1, 0.05, 0.6, 0.1, 0.15]] * 2))
+    got = decode_marginals(marginals, TAGS, batch_size=3)
+    assert got == [_brute_force(m, TAGS) if len(m) else [] for m in marginals]
+    assert got[-1] != [2, 2]
+
+
+def test_decode_marginals_names_a_sentence_of_the_wrong_shape() -> None:
+    good = torch.full((2, len(TAGS)), 1 / len(TAGS))
+    with pytest.raises(ValueError, match=r"sentence 1: marginals must have shape \(words, 5\)"):
+        decode_marginals([good, torch.ones(2, 3)], TAGS)
+
+
+@pytest.fixture(scope="module")
+def two_taggers(tiny_bert_dir: Path) -> list[Tagger]:
+    out = []
+    for seed in (0, 1):
+        torch.manual_seed(seed)
+        out.append(build_model(str(tiny_bert_dir), DataConfig().tags, ModelConfig(), lang="es"))
+    return [t.eval() for t in out]
+
+
+def test_ensemble_averages_its_members_marginals_and_decodes_them(
+    two_taggers: list[Tagger], toy_corpus: Callable[[int], list[Sentence]], one_thread: None
+) -> None:
+    sentences = [s.tokens for s in toy_corpus(6)]
+    ens = TaggerEnsemble(two_taggers)
+    mean = ens.marginals(sentences, batch_size=4)
+    (_, first), (_, second) = (tagger_marginals(t, sentences, 4) for t in two_taggers)
+    assert [tuple(m.shape) for m in mean] == [(len(s), len(ens.tags)) for s in sentences]
+    for m, a, b in zip(mean, first, second, strict=True):
+        torch.testing.assert_close(m, (a + b) / 2)
+        torch.testing.assert_close(m.sum(-1), torch.ones(len(m), dtype=m.dtype))
+    assert ens.predict_ids(sentences, batch_size=4) == decode_marginals(mean, ens.tags)
+    # The two random members disagree, so the mean is not just one of them.
+    assert any(not torch.allclose(a, b) for a, b in zip(first, second, strict=True))
+
+
+def test_a_trained_tagger_alone_keeps_its_tags_through_its_marginals(
+    trained_tagger_dir: Path, toy_corpus: Callable[[int], list[Sentence]], one_thread: None
+) -> None:
+    corpus = toy_corpus(20)
+    ens = TaggerEnsemble.load([trained_tagger_dir])
+    assert ens.names == [str(trained_tagger_dir)]
+    assert ens.predict([s.tokens for s in corpus]) == [list(s.tags or ()) for s in corpus]
+
+
+def test_members_with_other_tags_are_refused_by_name(
+    two_taggers: list[Tagger], tiny_bert_dir: Path
+) -> None:
+    other = build_model(str(tiny_bert_dir), TAGS, ModelConfig(), lang="es")
+    with pytest.raises(ValueError, match=r"^b: tags \['O', 'B-PER'"):
+        TaggerEnsemble([two_taggers[0], other], names=["a", "b"])
+    with pytest.raises(ValueError, match="at least one tagger"):
+        TaggerEnsemble([])
+
+
+def test_benchmark_quick_scores_each_member_and_the_ensemble(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], one_thread: None
+) -> None:
+    path = tmp_path / "ensemble.json"
+    record = ensemble_bench.main(["--quick", "--threads", "1", "--json", str(path)])
+    written = json.loads(path.read_text(encoding="utf-8"))
+    assert written["table"] == record["table"] and record["table"] in capsys.readouterr().out
+    labels = set(record["scores"])
+    assert labels == {
+        "random0 (own decoding)",
+        "random0 (from its marginals)",
+        "random1 (own decoding)",
+        "random1 (from its marginals)",
+        "random0 + random1",
+    }
+    val = {k: v["val"]["macro"]["f1"] for k, v in record["scores"].items()}
+    chosen = record["chosen"]
+    assert not chosen.endswith("(from its marginals)")
+    assert val[chosen] == max(v for k, v in val.items() if not k.endswith("(from its marginals)"))
