@@ -29,6 +29,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from benchmarks.bench_quality import quick_overrides
 from benchmarks.harness import ROOT, base_parser, emit, machine_info, parse, result, write_json
 from complex_ner.app.pipeline import config_overrides
@@ -194,6 +196,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
                 params, args.lang, args.arch, callbacks=[progress, EpochScores(row, save)]
             )
             seconds = time.perf_counter() - start
+            # The run sets torch's threads from train.threads: record what it trained with.
+            machine["torch_threads"] = torch.get_num_threads()
             if fitted.model_dir is None:
                 raise RuntimeError(f"variant {name}: no model was saved")
             tagger = Tagger.load(fitted.model_dir, device=pick_device(params.train.device))
