@@ -6,8 +6,10 @@
         --out docs/cpu-2026-12-04/ensemble_es.json
 
 Each member's tag marginals (and its own decoded tags) are computed once per split; then every
-subset of two or more members is decoded from its averaged marginals
-(:class:`complex_ner.domain.models.ensemble.TaggerEnsemble`). Rows: each member with its own
+subset of two or more members is combined both ways: decoded from its averaged marginals
+(:class:`complex_ner.domain.models.ensemble.TaggerEnsemble`) and by a majority vote on entities
+(:func:`complex_ner.domain.models.ensemble.majority_spans`; of two members, the entities both
+predicted). Rows: each member with its own
 decoding, each member decoded from its marginals alone (what the ensemble's decoding rule costs or
 gains for one model), and every ensemble. The member or ensemble with the best ``val`` macro-F1
 is the one chosen; ``heldout`` (which nothing selects on) is its reported score.
@@ -44,7 +46,11 @@ from complex_ner.core.config import ModelConfig, load_params
 from complex_ner.core.paths import REPORTED_SPLIT, VAL_SPLIT, split_file
 from complex_ner.domain.data import Sentence, read_conll
 from complex_ner.domain.metrics import entity_scores
-from complex_ner.domain.models.ensemble import decode_marginals, tagger_marginals
+from complex_ner.domain.models.ensemble import (
+    decode_marginals,
+    majority_spans,
+    tagger_marginals,
+)
 from complex_ner.domain.models.tagger import Tagger, build_model
 
 SPLITS = (VAL_SPLIT, REPORTED_SPLIT)
@@ -89,6 +95,11 @@ def _quick_members(scratch: Path) -> tuple[list[tuple[str, Path]], dict[str, lis
     return members, {VAL_SPLIT: toy_sentences(12), REPORTED_SPLIT: toy_sentences(12, 12)}
 
 
+def _sum(seconds: dict[str, float], members: Sequence[str], start: float) -> float:
+    """The members' prediction seconds plus the combining since ``start``."""
+    return sum(seconds[n] for n in members) + time.perf_counter() - start
+
+
 def _scores(gold: list[list[str]], ids: list[list[int]], tags: Sequence[str]) -> dict[str, Any]:
     pred = [[tags[i] for i in row] for row in ids]
     return entity_scores(gold, pred, entity_types())
@@ -110,6 +121,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         scores: dict[str, dict[str, dict[str, Any]]] = {}
         seconds: dict[str, float] = {}
         marginals: dict[str, dict[str, list[torch.Tensor]]] = {}
+        own: dict[str, dict[str, list[list[str]]]] = {}
         tags: tuple[str, ...] | None = None
         for name, folder in members:
             tagger = Tagger.load(folder)
@@ -117,11 +129,12 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
                 tags = tuple(tagger.tags)
             elif tuple(tagger.tags) != tags:
                 raise SystemExit(f"--model {name}: its tags differ from the first model's")
-            marginals[name] = {}
+            marginals[name], own[name] = {}, {}
             start = time.perf_counter()
             for split, sents in data.items():
                 paths, probs = tagger_marginals(tagger, [x.tokens for x in sents], args.batch_size)
                 marginals[name][split] = probs
+                own[name][split] = [[tags[i] for i in row] for row in paths]
                 scores.setdefault(f"{name} (own decoding)", {})[split] = _scores(
                     gold[split], paths, tags
                 )
@@ -140,8 +153,20 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
                     rows = zip(*(marginals[n][split] for n in subset), strict=True)
                     mean = [sum(r) / len(subset) for r in rows]
                     ids = decode_marginals(mean, tags, args.batch_size)
-                    scores.setdefault(label, {})[split] = _scores(gold[split], ids, tags)
-                seconds[label] = sum(seconds[n] for n in subset) + time.perf_counter() - start
+                    scores.setdefault(f"{label} (mean marginals)", {})[split] = _scores(
+                        gold[split], ids, tags
+                    )
+                seconds[f"{label} (mean marginals)"] = _sum(seconds, subset, start)
+                start = time.perf_counter()
+                for split in data:
+                    voted = [
+                        majority_spans(member_tags)
+                        for member_tags in zip(*(own[n][split] for n in subset), strict=True)
+                    ]
+                    scores.setdefault(f"{label} (span vote)", {})[split] = entity_scores(
+                        gold[split], voted, types
+                    )
+                seconds[f"{label} (span vote)"] = _sum(seconds, subset, start)
 
     candidates = [k for k in scores if not k.endswith("(from its marginals)")]
     chosen = max(candidates, key=lambda k: scores[k][VAL_SPLIT]["macro"]["f1"])
@@ -196,7 +221,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     ]
     record = result(
         args,
-        "Ensembles of saved models (averaged tag marginals, BIO-constrained decoding)",
+        "Ensembles of saved models (averaged marginals or a vote on entities)",
         columns,
         rows,
         summary=summary,

@@ -12,10 +12,15 @@ import pytest
 import torch
 from benchmarks import ensemble as ensemble_bench
 
-from complex_ner.core.bio import allowed_after, tag_set
+from complex_ner.core.bio import allowed_after, entity_spans, tag_set
 from complex_ner.core.config import DataConfig, ModelConfig
 from complex_ner.domain.data import Sentence
-from complex_ner.domain.models.ensemble import TaggerEnsemble, decode_marginals, tagger_marginals
+from complex_ner.domain.models.ensemble import (
+    TaggerEnsemble,
+    decode_marginals,
+    majority_spans,
+    tagger_marginals,
+)
 from complex_ner.domain.models.tagger import Tagger, build_model
 
 TAGS = tag_set(["PER", "LOC"])
@@ -58,6 +63,40 @@ def test_decode_marginals_names_a_sentence_of_the_wrong_shape() -> None:
     good = torch.full((2, len(TAGS)), 1 / len(TAGS))
     with pytest.raises(ValueError, match=r"sentence 1: marginals must have shape \(words, 5\)"):
         decode_marginals([good, torch.ones(2, 3)], TAGS)
+
+
+def test_majority_spans_keeps_the_entities_most_members_predicted() -> None:
+    a = ["B-PER", "I-PER", "O", "B-LOC", "O"]
+    b = ["B-PER", "I-PER", "O", "O", "B-LOC"]
+    c = ["B-PER", "O", "O", "B-LOC", "O"]
+    # PER(0,2): a and b; LOC(3,4): a and c; LOC(4,5): b; PER(0,1): c.
+    assert majority_spans([a, b, c]) == ["B-PER", "I-PER", "O", "B-LOC", "O"]
+    # Of two members, what both predicted; of one, its own entities (repaired stray I- dropped).
+    assert majority_spans([a, b]) == ["B-PER", "I-PER", "O", "O", "O"]
+    assert majority_spans([["O", "I-LOC", "B-CW"]]) == ["O", "O", "B-CW"]
+
+
+def test_majority_spans_of_random_members_never_overlap_and_match_counting() -> None:
+    gen = torch.Generator().manual_seed(1)
+    for _ in range(200):
+        n, members = 6, int(torch.randint(1, 6, (1,), generator=gen))
+        preds = [
+            [TAGS[int(i)] for i in torch.randint(len(TAGS), (n,), generator=gen)]
+            for _ in range(members)
+        ]
+        got = entity_spans(majority_spans(preds))
+        counts: dict[tuple[str, int, int], int] = {}
+        for p in preds:
+            for span in entity_spans(p):
+                counts[span] = counts.get(span, 0) + 1
+        assert got == sorted((s for s, k in counts.items() if 2 * k > members), key=lambda s: s[1])
+
+
+def test_majority_spans_refuses_ragged_or_missing_members() -> None:
+    with pytest.raises(ValueError, match=r"different lengths: \[2, 1\]"):
+        majority_spans([["O", "O"], ["O"]])
+    with pytest.raises(ValueError, match="at least one"):
+        majority_spans([])
 
 
 @pytest.fixture(scope="module")
@@ -117,7 +156,8 @@ def test_benchmark_quick_scores_each_member_and_the_ensemble(
         "random0 (from its marginals)",
         "random1 (own decoding)",
         "random1 (from its marginals)",
-        "random0 + random1",
+        "random0 + random1 (mean marginals)",
+        "random0 + random1 (span vote)",
     }
     val = {k: v["val"]["macro"]["f1"] for k, v in record["scores"].items()}
     chosen = record["chosen"]

@@ -1,10 +1,12 @@
-"""Several saved taggers of one language decoding together through averaged tag marginals.
+"""Several saved taggers of one language decoding together.
 
-Each member computes its own per-word tag marginals (CRF forward-backward, or the linear head's
-softmax) through its own tokenizer and windows, so members may differ in head, seed, dropout or
-even encoder; they only have to share the tag list. The averaged marginals are decoded by a
-BIO-constrained Viterbi over their logarithms (no learnt transitions: each member's CRF already
-shaped its marginals), which picks the valid path whose words the members agree on most.
+Two rules. :class:`TaggerEnsemble` averages the members' per-word tag marginals (CRF
+forward-backward, or the linear head's softmax), each computed through the member's own
+tokenizer and windows, so members may differ in head, seed, dropout or even encoder as long as
+they share the tag list; a BIO-constrained Viterbi over the averaged marginals' logarithms (no
+learnt transitions: each member's CRF already shaped its marginals) picks the valid path whose
+words the members agree on most. :func:`majority_spans` instead keeps the entities that most
+members predicted with their own decoding.
 """
 
 from __future__ import annotations
@@ -14,10 +16,11 @@ from pathlib import Path
 
 import torch
 
+from complex_ner.core.bio import entity_spans, tags_from_spans
 from complex_ner.domain.models.crf import bio_transition_masks, viterbi_decode
 from complex_ner.domain.models.tagger import Tagger
 
-__all__ = ["TaggerEnsemble", "decode_marginals", "tagger_marginals"]
+__all__ = ["TaggerEnsemble", "decode_marginals", "majority_spans", "tagger_marginals"]
 
 # Floor for log(0): a tag no member gives any probability stays possible but never preferred.
 _LOG_FLOOR = 1e-12
@@ -138,3 +141,28 @@ def decode_marginals(
         for row, i in enumerate(idx):
             out[i] = paths[row]
     return out
+
+
+def majority_spans(predictions: Sequence[Sequence[str]]) -> list[str]:
+    """The entities that more than half of the members predicted, as one sentence's BIO tags.
+
+    Each member's entities never overlap, so two entities that each won a majority cannot
+    overlap either (some member would have predicted both): no tie-breaking is needed.
+
+    Args:
+        predictions: Per member, the BIO tags of one sentence (all of the same length).
+
+    Raises:
+        ValueError: No members, or members with different numbers of tags.
+    """
+    if not predictions:
+        raise ValueError("majority_spans needs at least one member's tags")
+    length = len(predictions[0])
+    if any(len(p) != length for p in predictions):
+        raise ValueError(f"members tagged different lengths: {[len(p) for p in predictions]}")
+    votes: dict[tuple[str, int, int], int] = {}
+    for tags in predictions:
+        for span in entity_spans(tags):
+            votes[span] = votes.get(span, 0) + 1
+    won = sorted((s for s, n in votes.items() if 2 * n > len(predictions)), key=lambda s: s[1])
+    return tags_from_spans(length, won)
