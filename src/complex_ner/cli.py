@@ -298,6 +298,42 @@ def evaluate(
         raise _fail("nothing was evaluated")
 
 
+@app.command("evaluate-ensemble")
+def evaluate_ensemble(
+    lang: LangOpt,
+    model: Annotated[
+        list[str],
+        typer.Option(
+            "--model", "-m", help="A model folder or models:/name@alias (repeat: two or more)."
+        ),
+    ],
+    rule: Annotated[
+        str, typer.Option(help="vote: entities most models predict; mean: averaged marginals.")
+    ] = "vote",
+    name: Annotated[str, typer.Option(help="Report folder under evaluate.report_dir/<lang>.")] = (
+        "ensemble"
+    ),
+    params: ParamsOpt = Path("params.yaml"),
+    set_: SetOpt = None,
+) -> None:
+    """Score several trained models of one language together; write the same reports."""
+    p = _load(params, set_)
+    _check_lang(p, lang)
+    if len(model) < 2:
+        raise _fail("--model: give two or more models to ensemble")
+    try:
+        scores = _stages().evaluate_ensemble(p, lang, model, rule, name)
+    except EXPECTED as exc:
+        raise _fail(str(exc)) from None
+    for split, s in scores.items():
+        typer.echo(
+            f"{lang} {name} ({rule}, {len(model)} models) {split}: "
+            f"macro-F1 {s['macro']['f1']:.4f}  micro-F1 {s['micro']['f1']:.4f}"
+        )
+    if not scores:
+        raise _fail("nothing was evaluated")
+
+
 @app.command()
 def export(
     lang: LangOpt = "es",

@@ -112,25 +112,40 @@ def test_ensemble_averages_its_members_marginals_and_decodes_them(
     two_taggers: list[Tagger], toy_corpus: Callable[[int], list[Sentence]], one_thread: None
 ) -> None:
     sentences = [s.tokens for s in toy_corpus(6)]
-    ens = TaggerEnsemble(two_taggers)
+    ens = TaggerEnsemble(two_taggers, rule="mean")
     mean = ens.marginals(sentences, batch_size=4)
     (_, first), (_, second) = (tagger_marginals(t, sentences, 4) for t in two_taggers)
     assert [tuple(m.shape) for m in mean] == [(len(s), len(ens.tags)) for s in sentences]
     for m, a, b in zip(mean, first, second, strict=True):
         torch.testing.assert_close(m, (a + b) / 2)
         torch.testing.assert_close(m.sum(-1), torch.ones(len(m), dtype=m.dtype))
-    assert ens.predict_ids(sentences, batch_size=4) == decode_marginals(mean, ens.tags)
+    ids = decode_marginals(mean, ens.tags)
+    assert ens.predict(sentences, batch_size=4) == [[ens.tags[i] for i in row] for row in ids]
     # The two random members disagree, so the mean is not just one of them.
     assert any(not torch.allclose(a, b) for a, b in zip(first, second, strict=True))
 
 
-def test_a_trained_tagger_alone_keeps_its_tags_through_its_marginals(
-    trained_tagger_dir: Path, toy_corpus: Callable[[int], list[Sentence]], one_thread: None
+@pytest.mark.parametrize("rule", ["mean", "vote"])
+def test_a_trained_tagger_alone_keeps_its_tags_by_either_rule(
+    rule: str,
+    trained_tagger_dir: Path,
+    toy_corpus: Callable[[int], list[Sentence]],
+    one_thread: None,
 ) -> None:
     corpus = toy_corpus(20)
-    ens = TaggerEnsemble.load([trained_tagger_dir])
+    ens = TaggerEnsemble.load([trained_tagger_dir], rule=rule)
     assert ens.names == [str(trained_tagger_dir)]
     assert ens.predict([s.tokens for s in corpus]) == [list(s.tags or ()) for s in corpus]
+
+
+def test_the_vote_rule_keeps_what_most_members_tagged(
+    two_taggers: list[Tagger], toy_corpus: Callable[[int], list[Sentence]], one_thread: None
+) -> None:
+    sentences = [s.tokens for s in toy_corpus(6)]
+    members = [*two_taggers, two_taggers[0]]
+    first = two_taggers[0].predict(sentences)
+    # Two of three members are the same tagger: its entities always win the vote.
+    assert TaggerEnsemble(members).predict(sentences) == [majority_spans([p]) for p in first]
 
 
 def test_members_with_other_tags_are_refused_by_name(
@@ -141,6 +156,8 @@ def test_members_with_other_tags_are_refused_by_name(
         TaggerEnsemble([two_taggers[0], other], names=["a", "b"])
     with pytest.raises(ValueError, match="at least one tagger"):
         TaggerEnsemble([])
+    with pytest.raises(ValueError, match="rule must be one of vote, mean, got 'max'"):
+        TaggerEnsemble(two_taggers, rule="max")
 
 
 def test_benchmark_quick_scores_each_member_and_the_ensemble(

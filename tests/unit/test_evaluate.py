@@ -13,7 +13,7 @@ import pytest
 from complex_ner.core.config import Params
 from complex_ner.core.paths import best_model_dir, eval_split_dir, split_file
 from complex_ner.domain.data import Sentence, write_conll
-from complex_ner.engines.evaluate import evaluate_model, write_tables
+from complex_ner.engines.evaluate import evaluate_ensemble, evaluate_model, write_tables
 
 
 @pytest.fixture
@@ -75,3 +75,38 @@ def test_tables_and_summary_report_heldout_with_val_for_reference(params: Params
     assert table.startswith("# es: heldout split")
     assert "| macro | 0.6000 | 0.6000 | 0.6000 |" in table
     assert "val macro-F1 (model choice, for reference): bert_crf 0.9000" in table
+
+
+def test_an_ensemble_is_scored_and_reported_under_its_own_name(params: Params) -> None:
+    folder = best_model_dir(params, "es", "bert_crf")
+    scores = evaluate_ensemble(params, "es", [folder, folder, folder], "vote", "trio")
+    alone = evaluate_model(params, "es", "bert_crf")
+    # Three copies of one model vote for its own entities: the same scores as the model.
+    assert {s: v["macro"] for s, v in scores.items()} == {s: v["macro"] for s, v in alone.items()}
+    held = eval_split_dir(params, "es", "trio", "heldout")
+    assert (held / "slices.md").read_text(encoding="utf-8").startswith("# es trio on heldout")
+    assert (eval_split_dir(params, "es", "trio", "test") / "predictions.conll").is_file()
+    with pytest.raises(ValueError, match="'bert_crf' is an architecture's report folder"):
+        evaluate_ensemble(params, "es", [folder, folder], "vote", "bert_crf")
+    with pytest.raises(FileNotFoundError, match="no tagger.json"):
+        evaluate_ensemble(params, "es", [folder, folder.parent], "vote", "pair")
+
+
+def test_the_cli_scores_an_ensemble_and_refuses_a_single_model(params: Params) -> None:
+    from typer.testing import CliRunner
+
+    from complex_ner.cli import app
+
+    path = params.root / "params.yaml"
+    path.write_text("data:\n  languages: [es]\n", encoding="utf-8")
+    folder = str(best_model_dir(params, "es", "bert_crf"))
+    runner = CliRunner()
+    args = ["evaluate-ensemble", "-p", str(path), "--lang", "es", "-m", folder]
+    result = runner.invoke(app, [*args, "-m", folder, "--rule", "mean"])
+    assert result.exit_code == 0, result.output
+    assert "es ensemble (mean, 2 models) heldout: macro-F1 1.0000" in result.output
+    assert (eval_split_dir(params, "es", "ensemble", "val") / "metrics.json").is_file()
+    result = runner.invoke(app, args)
+    assert result.exit_code == 1 and "two or more models" in result.output
+    result = runner.invoke(app, [*args, "-m", folder, "--rule", "max"])
+    assert result.exit_code == 1 and "rule must be one of vote, mean" in result.output

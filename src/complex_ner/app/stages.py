@@ -351,6 +351,17 @@ def tables(
     )
 
 
+def evaluate_ensemble(
+    params: Params, lang: str, models: Sequence[str], rule: str = "vote", name: str = "ensemble"
+) -> dict[str, Any]:
+    """Score saved models of ``lang`` together, each a folder or a registered model
+    (``models:/name@alias``); the reports go to ``<evaluate.report_dir>/<lang>/<name>/``."""
+    folders = [
+        Path(m) if Path(m).is_dir() else registry.resolve_tagger_dir(m, params) for m in models
+    ]
+    return evaluation.evaluate_ensemble(params, lang, folders, rule, name)
+
+
 def export(params: Params, folder: Path, int8: bool = False) -> dict[str, Any]:
     """Export a saved tagger folder to ONNX (training does this for every model it saves),
     checked on the validation split of the model's language."""

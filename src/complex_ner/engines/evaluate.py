@@ -1,13 +1,14 @@
-"""Evaluate saved models: seqeval scores, slices, paper-style tables, confusion matrices,
-predictions."""
+"""Evaluate saved models, alone or as an ensemble: seqeval scores, slices, paper-style tables,
+confusion matrices, predictions."""
 
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
-from complex_ner.core.config import Params
+from complex_ner.core.config import ARCHITECTURES, Params
 from complex_ner.core.device import pick_device
 from complex_ner.core.io import atomic_write_text
 from complex_ner.core.paths import (
@@ -33,6 +34,7 @@ from complex_ner.domain.metrics import (
     slices_markdown,
     write_report,
 )
+from complex_ner.domain.models.ensemble import TaggerEnsemble
 from complex_ner.domain.models.tagger import Tagger
 
 
@@ -63,21 +65,47 @@ def evaluate_model(params: Params, lang: str, arch: str) -> dict[str, Any]:
             f"{folder}: no trained model; run `complex-ner train --lang {lang} --arch {arch}`"
         )
     tagger = Tagger.load(folder, device=pick_device(params.train.device))
+    return _score_splits(params, lang, arch, tagger.predict)
+
+
+def evaluate_ensemble(
+    params: Params, lang: str, folders: Sequence[Path], rule: str, name: str
+) -> dict[str, Any]:
+    """Score saved models of ``lang`` together (:class:`TaggerEnsemble` by ``rule``), like
+    :func:`evaluate_model`, with the reports under ``<evaluate.report_dir>/<lang>/<name>/``.
+
+    Raises:
+        FileNotFoundError: A folder is not a saved model.
+        ValueError: An unknown rule, or models whose tag lists differ.
+    """
+    if name in ARCHITECTURES:
+        raise ValueError(f"name {name!r} is an architecture's report folder; choose another")
+    ensemble = TaggerEnsemble.load(folders, device=pick_device(params.train.device), rule=rule)
+    return _score_splits(params, lang, name, ensemble.predict)
+
+
+def _score_splits(
+    params: Params,
+    lang: str,
+    name: str,
+    predict: Callable[[list[tuple[str, ...]], int], list[list[str]]],
+) -> dict[str, Any]:
+    """Predict every split of ``lang`` with ``predict`` and write the reports of ``name``."""
     types = params.data.entity_types
     results: dict[str, Any] = {}
     for split in (VAL_SPLIT, REPORTED_SPLIT, TEST_SPLIT):
         path = split_file(params, lang, split)
         if not path.is_file():
             continue
-        out = eval_split_dir(params, lang, arch, split)
+        out = eval_split_dir(params, lang, name, split)
         sents = read_conll(path, labeled=split != TEST_SPLIT)
-        pred = tagger.predict([s.tokens for s in sents], batch_size=params.evaluate.batch_size)
+        pred = predict([s.tokens for s in sents], params.evaluate.batch_size)
         write_conll(out / PREDICTIONS_FILE, sents, pred)
         if any(s.tags is None for s in sents):
             continue  # unlabelled test data: predictions only
         gold = [list(s.tags or ()) for s in sents]
         scores = entity_scores(gold, pred, types)
-        title = f"{lang} {arch} on {split} ({len(sents):,} sentences)"
+        title = f"{lang} {name} on {split} ({len(sents):,} sentences)"
         if split == REPORTED_SPLIT:
             tokens = [s.tokens for s in sents]
             domains = [s.domain for s in sents]

@@ -20,24 +20,35 @@ from complex_ner.core.bio import entity_spans, tags_from_spans
 from complex_ner.domain.models.crf import bio_transition_masks, viterbi_decode
 from complex_ner.domain.models.tagger import Tagger
 
-__all__ = ["TaggerEnsemble", "decode_marginals", "majority_spans", "tagger_marginals"]
+__all__ = ["RULES", "TaggerEnsemble", "decode_marginals", "majority_spans", "tagger_marginals"]
 
 # Floor for log(0): a tag no member gives any probability stays possible but never preferred.
 _LOG_FLOOR = 1e-12
 
 
+#: How an ensemble combines its members: ``vote`` keeps the entities most members predicted
+#: (:func:`majority_spans`), ``mean`` decodes the averaged marginals (:func:`decode_marginals`).
+RULES = ("vote", "mean")
+
+
 class TaggerEnsemble:
-    """Taggers that share one tag list, voting through their averaged per-word marginals.
+    """Taggers that share one tag list, combined by a vote on entities or averaged marginals.
 
     Args:
         members: At least one tagger; all with the same ``tags`` in the same order.
         names: How each member is called in error messages (default ``member 0``, ...).
+        rule: One of :data:`RULES`.
 
     Raises:
-        ValueError: No members, or members whose tag lists differ.
+        ValueError: No members, members whose tag lists differ, or an unknown rule.
     """
 
-    def __init__(self, members: Sequence[Tagger], names: Sequence[str] | None = None) -> None:
+    def __init__(
+        self, members: Sequence[Tagger], names: Sequence[str] | None = None, rule: str = "vote"
+    ) -> None:
+        if rule not in RULES:
+            raise ValueError(f"rule must be one of {', '.join(RULES)}, got {rule!r}")
+        self.rule = rule
         if not members:
             raise ValueError("an ensemble needs at least one tagger")
         names = list(names) if names is not None else [f"member {i}" for i in range(len(members))]
@@ -54,10 +65,11 @@ class TaggerEnsemble:
 
     @classmethod
     def load(
-        cls, folders: Sequence[str | Path], device: str | torch.device = "cpu"
+        cls, folders: Sequence[str | Path], device: str | torch.device = "cpu", rule: str = "vote"
     ) -> TaggerEnsemble:
         """Load every saved model folder (see :meth:`Tagger.load`) as one ensemble."""
-        return cls([Tagger.load(f, device=device) for f in folders], [str(f) for f in folders])
+        members = [Tagger.load(f, device=device) for f in folders]
+        return cls(members, [str(f) for f in folders], rule)
 
     def marginals(
         self, sentences: Sequence[Sequence[str]], batch_size: int = 64
@@ -70,15 +82,14 @@ class TaggerEnsemble:
         assert total is not None  # at least one member
         return [t / len(self.members) for t in total]
 
-    def predict_ids(
-        self, sentences: Sequence[Sequence[str]], batch_size: int = 64
-    ) -> list[list[int]]:
-        """Valid BIO tag ids per word for every sentence."""
-        return decode_marginals(self.marginals(sentences, batch_size), self.tags, batch_size)
-
     def predict(self, sentences: Sequence[Sequence[str]], batch_size: int = 64) -> list[list[str]]:
-        """BIO tags per word for every sentence."""
-        return [[self.tags[i] for i in row] for row in self.predict_ids(sentences, batch_size)]
+        """Valid BIO tags per word for every sentence, by this ensemble's rule."""
+        if self.rule == "mean":
+            ids = decode_marginals(self.marginals(sentences, batch_size), self.tags, batch_size)
+            return [[self.tags[i] for i in row] for row in ids]
+        # One member at a time: a member's own decoding (Viterbi for the CRF heads).
+        per_member = [m.predict(sentences, batch_size) for m in self.members]
+        return [majority_spans(votes) for votes in zip(*per_member, strict=True)]
 
 
 def tagger_marginals(
