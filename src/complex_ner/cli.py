@@ -11,7 +11,7 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -267,6 +267,13 @@ def pretrain(
             )
 
 
+def _echo_scores(label: str, scores: dict[str, Any]) -> None:
+    for split, s in scores.items():
+        typer.echo(
+            f"{label} {split}: macro-F1 {s['macro']['f1']:.4f}  micro-F1 {s['micro']['f1']:.4f}"
+        )
+
+
 @app.command()
 def evaluate(
     lang: Annotated[
@@ -287,11 +294,7 @@ def evaluate(
                 scores = _stages().evaluate(p, lg, a)
             except EXPECTED as exc:
                 raise _fail(str(exc)) from None
-            for name, s in scores.items():
-                typer.echo(
-                    f"{lg} {a} {name}: macro-F1 {s['macro']['f1']:.4f}  "
-                    f"micro-F1 {s['micro']['f1']:.4f}"
-                )
+            _echo_scores(f"{lg} {a}", scores)
     summary = _stages().tables(p, langs, archs)
     typer.echo(f"tables: {p.path(p.evaluate.report_dir) / 'results.md'}")
     if not summary:
@@ -325,11 +328,7 @@ def evaluate_ensemble(
         scores = _stages().evaluate_ensemble(p, lang, model, rule, name)
     except EXPECTED as exc:
         raise _fail(str(exc)) from None
-    for split, s in scores.items():
-        typer.echo(
-            f"{lang} {name} ({rule}, {len(model)} models) {split}: "
-            f"macro-F1 {s['macro']['f1']:.4f}  micro-F1 {s['micro']['f1']:.4f}"
-        )
+    _echo_scores(f"{lang} {name} ({rule}, {len(model)} models)", scores)
     if not scores:
         raise _fail("nothing was evaluated")
 
