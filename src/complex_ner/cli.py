@@ -313,7 +313,7 @@ def evaluate_ensemble(
     rule: Annotated[
         str, typer.Option(help="vote: entities most models predict; mean: averaged marginals.")
     ] = "vote",
-    name: Annotated[str, typer.Option(help="Report folder under evaluate.report_dir/<lang>.")] = (
+    name: Annotated[str, typer.Option(help="Report folder: reports/ensembles/<lang>/<name>.")] = (
         "ensemble"
     ),
     params: ParamsOpt = Path("params.yaml"),

@@ -83,11 +83,15 @@ def test_an_ensemble_is_scored_and_reported_under_its_own_name(params: Params) -
     alone = evaluate_model(params, "es", "bert_crf")
     # Three copies of one model vote for its own entities: the same scores as the model.
     assert {s: v["macro"] for s, v in scores.items()} == {s: v["macro"] for s, v in alone.items()}
-    held = eval_split_dir(params, "es", "trio", "heldout")
-    assert (held / "slices.md").read_text(encoding="utf-8").startswith("# es trio on heldout")
-    assert (eval_split_dir(params, "es", "trio", "test") / "predictions.conll").is_file()
-    with pytest.raises(ValueError, match="'bert_crf' is an architecture's report folder"):
-        evaluate_ensemble(params, "es", [folder, folder], "vote", "bert_crf")
+    # Beside, not inside, the evaluate stage's DVC output.
+    trio = params.root / "reports" / "ensembles" / "es" / "trio"
+    assert (
+        (trio / "heldout" / "slices.md")
+        .read_text(encoding="utf-8")
+        .startswith("# es trio on heldout")
+    )
+    assert (trio / "test" / "predictions.conll").is_file()
+    assert not (params.path(params.evaluate.report_dir) / "es" / "trio").exists()
     with pytest.raises(FileNotFoundError, match="no tagger.json"):
         evaluate_ensemble(params, "es", [folder, folder.parent], "vote", "pair")
 
@@ -102,10 +106,14 @@ def test_the_cli_scores_an_ensemble_and_refuses_a_single_model(params: Params) -
     folder = str(best_model_dir(params, "es", "bert_crf"))
     runner = CliRunner()
     args = ["evaluate-ensemble", "-p", str(path), "--lang", "es", "-m", folder]
-    result = runner.invoke(app, [*args, "-m", folder, "--rule", "mean"])
+    result = runner.invoke(app, [*args, "-m", folder])
     assert result.exit_code == 0, result.output
-    assert "es ensemble (mean, 2 models) heldout: macro-F1 1.0000" in result.output
-    assert (eval_split_dir(params, "es", "ensemble", "val") / "metrics.json").is_file()
+    # Two copies of the toy model vote for its entities, which are the gold ones.
+    assert "es ensemble (vote, 2 models) heldout: macro-F1 1.0000" in result.output
+    assert (params.root / "reports/ensembles/es/ensemble/val/metrics.json").is_file()
+    result = runner.invoke(app, [*args, "-m", folder, "--rule", "mean", "--name", "avg"])
+    assert result.exit_code == 0, result.output
+    assert "es avg (mean, 2 models) val: macro-F1 " in result.output
     result = runner.invoke(app, args)
     assert result.exit_code == 1 and "two or more models" in result.output
     result = runner.invoke(app, [*args, "-m", folder, "--rule", "max"])

@@ -355,7 +355,7 @@ def evaluate_ensemble(
     params: Params, lang: str, models: Sequence[str], rule: str = "vote", name: str = "ensemble"
 ) -> dict[str, Any]:
     """Score saved models of ``lang`` together, each a folder or a registered model
-    (``models:/name@alias``); the reports go to ``<evaluate.report_dir>/<lang>/<name>/``."""
+    (``models:/name@alias``); the reports go to ``reports/ensembles/<lang>/<name>/``."""
     folders = [
         Path(m) if Path(m).is_dir() else registry.resolve_tagger_dir(m, params) for m in models
     ]

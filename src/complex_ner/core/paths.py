@@ -57,6 +57,9 @@ METRICS_MD = "metrics.md"
 SLICES_MD = "slices.md"  # slice scores of the reported split
 CONFUSION_PNG = "confusion.png"
 PREDICTIONS_FILE = "predictions.conll"
+# Ensembles' reports (`complex-ner evaluate-ensemble`), the same files per split, kept out of
+# the evaluate stage's DVC output: <ENSEMBLES_DIR>/<lang>/<name>/<split>/
+ENSEMBLES_DIR = "reports/ensembles"
 
 # The validation gate's verdict and its Great Expectations Data Docs, inside validate.report_dir
 VALIDATION_RESULTS_FILE = "results.json"
@@ -105,6 +108,11 @@ def eval_dir(params: Params, lang: str, arch: str) -> Path:
 def eval_split_dir(params: Params, lang: str, arch: str, split: str) -> Path:
     """Evaluation reports of one split: ``<evaluate.report_dir>/<lang>/<arch>/<split>``."""
     return eval_dir(params, lang, arch) / split
+
+
+def ensemble_report_dir(params: Params, lang: str, name: str) -> Path:
+    """Reports of one ensemble: ``<project>/reports/ensembles/<lang>/<name>``."""
+    return params.path(ENSEMBLES_DIR) / lang / name
 
 
 def pretrained_encoder_dir(params: Params, lang: str) -> Path:

@@ -8,7 +8,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from complex_ner.core.config import ARCHITECTURES, Params
+from complex_ner.core.config import Params
 from complex_ner.core.device import pick_device
 from complex_ner.core.io import atomic_write_text
 from complex_ner.core.paths import (
@@ -21,6 +21,8 @@ from complex_ner.core.paths import (
     TEST_SPLIT,
     VAL_SPLIT,
     best_model_dir,
+    ensemble_report_dir,
+    eval_dir,
     eval_split_dir,
     split_file,
 )
@@ -65,39 +67,40 @@ def evaluate_model(params: Params, lang: str, arch: str) -> dict[str, Any]:
             f"{folder}: no trained model; run `complex-ner train --lang {lang} --arch {arch}`"
         )
     tagger = Tagger.load(folder, device=pick_device(params.train.device))
-    return _score_splits(params, lang, arch, tagger.predict)
+    return _score_splits(params, lang, arch, eval_dir(params, lang, arch), tagger.predict)
 
 
 def evaluate_ensemble(
     params: Params, lang: str, folders: Sequence[Path], rule: str, name: str
 ) -> dict[str, Any]:
     """Score saved models of ``lang`` together (:class:`TaggerEnsemble` by ``rule``), like
-    :func:`evaluate_model`, with the reports under ``<evaluate.report_dir>/<lang>/<name>/``.
+    :func:`evaluate_model`, with the reports under ``reports/ensembles/<lang>/<name>/``.
 
     Raises:
         FileNotFoundError: A folder is not a saved model.
         ValueError: An unknown rule, or models whose tag lists differ.
     """
-    if name in ARCHITECTURES:
-        raise ValueError(f"name {name!r} is an architecture's report folder; choose another")
     ensemble = TaggerEnsemble.load(folders, device=pick_device(params.train.device), rule=rule)
-    return _score_splits(params, lang, name, ensemble.predict)
+    out = ensemble_report_dir(params, lang, name)
+    return _score_splits(params, lang, name, out, ensemble.predict)
 
 
 def _score_splits(
     params: Params,
     lang: str,
     name: str,
+    folder: Path,
     predict: Callable[[list[tuple[str, ...]], int], list[list[str]]],
 ) -> dict[str, Any]:
-    """Predict every split of ``lang`` with ``predict`` and write the reports of ``name``."""
+    """Predict every split of ``lang`` with ``predict``; write ``name``'s reports per split
+    under ``folder``."""
     types = params.data.entity_types
     results: dict[str, Any] = {}
     for split in (VAL_SPLIT, REPORTED_SPLIT, TEST_SPLIT):
         path = split_file(params, lang, split)
         if not path.is_file():
             continue
-        out = eval_split_dir(params, lang, name, split)
+        out = folder / split
         sents = read_conll(path, labeled=split != TEST_SPLIT)
         pred = predict([s.tokens for s in sents], params.evaluate.batch_size)
         write_conll(out / PREDICTIONS_FILE, sents, pred)
