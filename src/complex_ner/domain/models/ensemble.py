@@ -1,12 +1,11 @@
-"""Several saved taggers of one language decoding together.
+"""Several saved taggers of one language tagging together (:class:`TaggerEnsemble`).
 
-Two rules. :class:`TaggerEnsemble` averages the members' per-word tag marginals (CRF
-forward-backward, or the linear head's softmax), each computed through the member's own
-tokenizer and windows, so members may differ in head, seed, dropout or even encoder as long as
-they share the tag list; a BIO-constrained Viterbi over the averaged marginals' logarithms (no
-learnt transitions: each member's CRF already shaped its marginals) picks the valid path whose
-words the members agree on most. :func:`majority_spans` instead keeps the entities that most
-members predicted with their own decoding.
+Two rules. ``vote`` (:func:`majority_spans`) keeps the entities that more than half of the
+members predict with their own decoding (Viterbi for the CRF heads). ``mean`` averages the
+members' per-word tag marginals (CRF forward-backward, or the linear head's softmax) and decodes
+them with a BIO-constrained Viterbi over their logarithms (:func:`decode_marginals`). Each
+member runs through its own tokenizer and windows, so members may differ in head, seed, dropout
+or even encoder as long as they share the tag list.
 """
 
 from __future__ import annotations
