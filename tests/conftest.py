@@ -262,20 +262,39 @@ _PLACES = ("lima", "quito", "madrid", "bogota", "cusco")
 _BANDS = ("the beatles", "los prisioneros", "soda stereo")
 
 
+def _toy_sentence(sid: str, name: str, place: str, band: str | None) -> Sentence:
+    """ "<name> vive en <place>", then " y escucha <band>" when a band is given."""
+    tokens, tags = [name, "vive", "en", place], ["B-PER", "O", "O", "B-LOC"]
+    if band is not None:
+        words = band.split()
+        tokens += ["y", "escucha", *words]
+        tags += ["O", "O", "B-GRP"] + ["I-GRP"] * (len(words) - 1)
+    return Sentence(id=sid, tokens=tuple(tokens), tags=tuple(tags))
+
+
+def _toy_sentences(n: int) -> list[Sentence]:
+    return [
+        _toy_sentence(f"s{i}", _NAMES[i % 5], _PLACES[(i * 2) % 5], _BANDS[i % 3]) for i in range(n)
+    ]
+
+
 @pytest.fixture(scope="session")
 def toy_corpus() -> Callable[[int], list[Sentence]]:
     """``toy_corpus(n)``: ``n`` Spanish sentences "<name> vive en <place> y escucha <band>"."""
+    return _toy_sentences
 
-    def corpus(n: int = 20) -> list[Sentence]:
-        out = []
-        for i in range(n):
-            band = _BANDS[i % 3].split()
-            tokens = [_NAMES[i % 5], "vive", "en", _PLACES[(i * 2) % 5], "y", "escucha", *band]
-            tags = ["B-PER", "O", "O", "B-LOC", "O", "O", "B-GRP"] + ["I-GRP"] * (len(band) - 1)
-            out.append(Sentence(id=f"s{i}", tokens=tuple(tokens), tags=tuple(tags)))
-        return out
 
-    return corpus
+def _toy_training_corpus() -> list[Sentence]:
+    """:func:`toy_corpus` (20) plus every name with every place, with and without a band.
+
+    The tests ask the trained tagger about pairs such as "marta vive en quito" that the 20
+    sentences never hold; trained on those 20 alone, whether it generalised to them depended
+    on the CPU's float rounding (CI's machine once tagged only the name).
+    """
+    pairs = [(a, b) for a in range(5) for b in range(5)]
+    full = [_toy_sentence(f"f{a}{b}", _NAMES[a], _PLACES[b], _BANDS[(a + b) % 3]) for a, b in pairs]
+    short = [_toy_sentence(f"p{a}{b}", _NAMES[a], _PLACES[b], None) for a, b in pairs]
+    return _toy_sentences(20) + full + short
 
 
 # ---------------------------------------------------------------------------- tokenizers, models
@@ -332,12 +351,10 @@ def toy_train_config() -> TrainConfig:
 
 @pytest.fixture(scope="session")
 def trained_tagger_dir(
-    tmp_path_factory: pytest.TempPathFactory,
-    tiny_bert_dir: Path,
-    toy_corpus: Callable[[int], list[Sentence]],
-    toy_train_config: TrainConfig,
+    tmp_path_factory: pytest.TempPathFactory, tiny_bert_dir: Path, toy_train_config: TrainConfig
 ) -> Path:
-    """A saved bert_crf tagger over :func:`tiny_bert_dir` that tags :func:`toy_corpus` exactly."""
+    """A saved bert_crf tagger over :func:`tiny_bert_dir` that tags :func:`toy_corpus`, and every
+    name-lives-in-place sentence of its words, exactly."""
     out = tmp_path_factory.mktemp("trained") / "run"
     before = torch.get_num_threads()
     torch.set_num_threads(1)
@@ -345,7 +362,7 @@ def trained_tagger_dir(
         tagger = build_model(
             str(tiny_bert_dir), DataConfig().tags, ModelConfig(dropout=0.0), lang="es"
         )
-        corpus = toy_corpus(20)
+        corpus = _toy_training_corpus()
         result = fit(tagger, corpus, corpus, toy_train_config, out, DataConfig().entity_types)
     finally:
         torch.set_num_threads(before)

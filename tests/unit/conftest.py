@@ -16,9 +16,10 @@ import pytest
 _MOVE = "move the test to tests/integration"
 
 # OS probes that the standard library makes on a library's behalf (platform.architecture runs
-# `file`, platform.processor `uname`, ctypes.util.find_library `ldconfig`/`gcc`): not the
+# `file`, platform.processor `uname`, ctypes.util.find_library `ldconfig`/`gcc`, and
+# matplotlib `fc-list` when it builds its font cache, once per fresh environment): not the
 # test's own processes.
-_PROBES = frozenset({"file", "uname", "ldconfig", "gcc", "cc"})
+_PROBES = frozenset({"file", "uname", "ldconfig", "gcc", "cc", "fc-list"})
 
 _started: list[str] | None = None
 
