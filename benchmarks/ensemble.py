@@ -7,12 +7,13 @@
 
 Each member's tag marginals (and its own decoded tags) are computed once per split; then every
 subset of two or more members is combined both ways: decoded from its averaged marginals
-(:class:`complex_ner.domain.models.ensemble.TaggerEnsemble`) and by a majority vote on entities
-(:func:`complex_ner.domain.models.ensemble.majority_spans`; of two members, the entities both
-predicted). Rows: each member with its own
-decoding, each member decoded from its marginals alone (what the ensemble's decoding rule costs or
-gains for one model), and every ensemble. The member or ensemble with the best ``val`` macro-F1
-is the one chosen; ``heldout`` (which nothing selects on) is its reported score.
+and by a majority vote on entities (:func:`complex_ner.domain.models.ensemble.combine`; of two
+members, the entities both predicted). The evaluate stage makes the same choice among the
+trained architectures when ``evaluate.ensemble_rules`` is set (as ``make run-paper`` does).
+Rows: each member with its own decoding, each member decoded from its marginals alone (what the
+ensemble's decoding rule costs or gains for one model), and every ensemble. The member or
+ensemble with the best ``val`` macro-F1 is the one chosen; ``heldout`` (which nothing selects
+on) is its reported score.
 ``--quick`` uses two untrained tiny random BERTs on synthetic sentences (the numbers mean
 nothing).
 """
@@ -46,11 +47,7 @@ from complex_ner.core.config import ModelConfig, load_params
 from complex_ner.core.paths import REPORTED_SPLIT, VAL_SPLIT, split_file
 from complex_ner.domain.data import Sentence, read_conll
 from complex_ner.domain.metrics import entity_scores
-from complex_ner.domain.models.ensemble import (
-    decode_marginals,
-    majority_spans,
-    tagger_marginals,
-)
+from complex_ner.domain.models.ensemble import combine, decode_marginals, tagger_marginals
 from complex_ner.domain.models.tagger import Tagger, build_model
 
 SPLITS = (VAL_SPLIT, REPORTED_SPLIT)
@@ -150,25 +147,20 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         for size in range(2, len(names) + 1):
             for subset in itertools.combinations(names, size):
                 label = " + ".join(subset)
-                start = time.perf_counter()
-                for split in data:
-                    rows = zip(*(marginals[n][split] for n in subset), strict=True)
-                    mean = [sum(r) / len(subset) for r in rows]
-                    ids = decode_marginals(mean, tags, args.batch_size)
-                    scores.setdefault(f"{label} (mean marginals)", {})[split] = _scores(
-                        gold[split], ids, tags
-                    )
-                seconds[f"{label} (mean marginals)"] = _sum(seconds, subset, start)
-                start = time.perf_counter()
-                for split in data:
-                    voted = [
-                        majority_spans(member_tags)
-                        for member_tags in zip(*(own[n][split] for n in subset), strict=True)
-                    ]
-                    scores.setdefault(f"{label} (span vote)", {})[split] = entity_scores(
-                        gold[split], voted, types
-                    )
-                seconds[f"{label} (span vote)"] = _sum(seconds, subset, start)
+                for rule, how in (("mean", "mean marginals"), ("vote", "span vote")):
+                    start = time.perf_counter()
+                    for split in data:
+                        pred = combine(
+                            rule,
+                            [own[n][split] for n in subset],
+                            [marginals[n][split] for n in subset],
+                            tags,
+                            args.batch_size,
+                        )
+                        scores.setdefault(f"{label} ({how})", {})[split] = entity_scores(
+                            gold[split], pred, types
+                        )
+                    seconds[f"{label} ({how})"] = _sum(seconds, subset, start)
 
     candidates = [k for k in scores if not k.endswith("(from its marginals)")]
     chosen = max(candidates, key=lambda k: scores[k][VAL_SPLIT]["macro"]["f1"])

@@ -295,7 +295,15 @@ def evaluate(
             except EXPECTED as exc:
                 raise _fail(str(exc)) from None
             _echo_scores(f"{lg} {a}", scores)
-    summary = _stages().tables(p, langs, archs)
+        if arch is None and _stages().ensembles_on(p):
+            try:
+                scores = _stages().evaluate_arch_ensemble(p, lg)
+            except EXPECTED as exc:
+                raise _fail(str(exc)) from None
+            choice = scores.pop("choice")
+            members = " + ".join(choice["members"])
+            _echo_scores(f"{lg} ensemble ({choice['rule']}: {members})", scores)
+    summary = _stages().tables(p, langs, None if arch is None else archs)
     typer.echo(f"tables: {p.path(p.evaluate.report_dir) / 'results.md'}")
     if not summary:
         raise _fail("nothing was evaluated")

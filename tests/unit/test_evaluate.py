@@ -9,11 +9,17 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+import torch
 
 from complex_ner.core.config import Params
 from complex_ner.core.paths import best_model_dir, eval_split_dir, split_file
 from complex_ner.domain.data import Sentence, write_conll
-from complex_ner.engines.evaluate import evaluate_ensemble, evaluate_model, write_tables
+from complex_ner.engines.evaluate import (
+    evaluate_arch_ensemble,
+    evaluate_ensemble,
+    evaluate_model,
+    write_tables,
+)
 
 
 @pytest.fixture
@@ -118,3 +124,78 @@ def test_the_cli_scores_an_ensemble_and_refuses_a_single_model(params: Params) -
     assert result.exit_code == 1 and "two or more models" in result.output
     result = runner.invoke(app, [*args, "-m", folder, "--rule", "max"])
     assert result.exit_code == 1 and "rule must be one of vote, mean" in result.output
+
+
+@pytest.fixture
+def three_archs(params: Params, tiny_bert_dir: Path) -> Params:
+    """``params`` with every architecture saved: two copies of the toy tagger (bert_crf,
+    bert_bilstm_crf) and an untrained tiny linear tagger that tags noise."""
+    from complex_ner.core.config import DataConfig, ModelConfig
+    from complex_ner.domain.models.tagger import build_model
+
+    shutil.copytree(
+        best_model_dir(params, "es", "bert_crf"), best_model_dir(params, "es", "bert_bilstm_crf")
+    )
+    torch.manual_seed(0)
+    noise = build_model(
+        str(tiny_bert_dir), DataConfig().tags, ModelConfig(arch="bert_linear"), lang="es"
+    )
+    noise.save(best_model_dir(params, "es", "bert_linear"))
+    archs = ("bert_crf", "bert_bilstm_crf", "bert_linear")
+    return params.model_copy(
+        update={
+            "train": params.train.model_copy(update={"archs": archs}),
+            "evaluate": params.evaluate.model_copy(update={"ensemble_rules": ("vote", "mean")}),
+        }
+    )
+
+
+def test_the_stage_ensemble_is_chosen_on_val_among_every_combination(three_archs: Params) -> None:
+    p = three_archs
+    scores = evaluate_arch_ensemble(p, "es", p.train.archs, p.evaluate.ensemble_rules)
+    folder = p.path(p.evaluate.report_dir) / "es" / "ensemble"
+    record = json.loads((folder / "choice.json").read_text(encoding="utf-8"))
+    candidates = record["candidates"]
+    # 3 pairs and the trio, each by both rules.
+    assert len(candidates) == 8
+    assert {(tuple(c["members"]), c["rule"]) for c in candidates} >= {
+        (("bert_crf", "bert_linear"), "vote"),
+        (("bert_crf", "bert_bilstm_crf", "bert_linear"), "mean"),
+    }
+    best = max(c["val_macro_f1"] for c in candidates)
+    assert record["chosen"]["val_macro_f1"] == best == scores["val"]["macro"]["f1"]
+    # The two toy taggers agree with each other and with gold; a pair with the noisy tagger
+    # votes only for what both predicted, so it scores lower.
+    assert record["chosen"]["members"] == ["bert_crf", "bert_bilstm_crf"]
+    noisy_pair = next(
+        c for c in candidates if c["members"] == ["bert_crf", "bert_linear"] and c["rule"] == "vote"
+    )
+    assert noisy_pair["val_macro_f1"] < best
+    assert scores["choice"] == record["chosen"]
+    assert "slices" in scores["heldout"] and (folder / "test" / "predictions.conll").is_file()
+    with pytest.raises(ValueError, match="two or more archs"):
+        evaluate_arch_ensemble(p, "es", ["bert_crf"], ["vote"])
+
+
+def test_the_evaluate_command_reports_the_ensemble_beside_the_archs(three_archs: Params) -> None:
+    from typer.testing import CliRunner
+
+    from complex_ner.cli import app
+
+    path = three_archs.root / "params.yaml"
+    path.write_text(
+        "data:\n  languages: [es]\ntrain:\n  languages: [es]\n"
+        "  archs: [bert_crf, bert_bilstm_crf, bert_linear]\n"
+        "evaluate:\n  ensemble_rules: [vote]\n",
+        encoding="utf-8",
+    )
+    result = CliRunner().invoke(app, ["evaluate", "-p", str(path)])
+    assert result.exit_code == 0, result.output
+    assert "es ensemble (vote: bert_crf + bert_bilstm_crf) heldout: macro-F1 1.0000" in (
+        result.output
+    )
+    summary = json.loads(three_archs.path(three_archs.evaluate.metrics_file).read_text("utf-8"))
+    assert list(summary["es"]) == ["bert_crf", "bert_bilstm_crf", "bert_linear", "ensemble"]
+    assert summary["es"]["ensemble"]["heldout_macro_f1"] == pytest.approx(1.0)
+    table = (three_archs.path(three_archs.evaluate.report_dir) / "es.md").read_text("utf-8")
+    assert "ensemble F1" in table

@@ -23,6 +23,7 @@ from complex_ner.core.distributed import World
 from complex_ner.core.io import atomic_write_text
 from complex_ner.core.paths import (
     CURVES_FILE,
+    ENSEMBLE,
     EXPORT_FILE,
     HISTORY_FILE,
     PRETRAIN_RESULT_FILE,
@@ -342,13 +343,27 @@ def evaluate(params: Params, lang: str, arch: str) -> dict[str, Any]:
     return scores
 
 
+def ensembles_on(params: Params) -> bool:
+    """Whether the evaluate stage also chooses and scores an ensemble of ``train.archs``."""
+    return bool(params.evaluate.ensemble_rules) and len(params.train.archs) >= 2
+
+
+def evaluate_arch_ensemble(params: Params, lang: str) -> dict[str, Any]:
+    """The best ensemble of ``lang``'s trained architectures on val, scored on every split
+    (``evaluate.ensemble_rules``); reported as the architecture ``ensemble``."""
+    return evaluation.evaluate_arch_ensemble(
+        params, lang, params.train.archs, params.evaluate.ensemble_rules
+    )
+
+
 def tables(
     params: Params, languages: Sequence[str] | None = None, archs: Sequence[str] | None = None
 ) -> dict[str, Any]:
-    """Paper-style tables and the DVC metrics summary over what has been evaluated."""
-    return evaluation.write_tables(
-        params, languages or params.train.languages, archs or params.train.archs
-    )
+    """Paper-style tables and the DVC metrics summary over what has been evaluated (with the
+    stage's ensemble after the architectures when :func:`ensembles_on`)."""
+    if archs is None:
+        archs = [*params.train.archs, *([ENSEMBLE] if ensembles_on(params) else [])]
+    return evaluation.write_tables(params, languages or params.train.languages, archs)
 
 
 def evaluate_ensemble(

@@ -93,6 +93,8 @@ ARCHITECTURES: tuple[str, ...] = get_args(Arch)
 LabelPiece = Literal["first", "last"]
 #: How words become pieces (``domain/alignment.py``); only text written without spaces differs.
 JoinMode = Literal["space", "natural", "char"]
+#: How an ensemble combines its members: ``vote`` on entities, or the ``mean`` of marginals.
+EnsembleRule = Literal["vote", "mean"]
 
 PositiveInt = Annotated[int, Field(ge=1)]
 #: A cap where 0 means "no cap".
@@ -392,6 +394,11 @@ class EvaluateConfig(_Section):
     report_dir: str = "reports/eval"
     metrics_file: str = "reports/metrics.json"
     batch_size: int = 64
+    # Non-empty: with two or more train.archs, the evaluate stage also scores every ensemble of
+    # two or more of them by each of these rules on val, and reports the best as "ensemble".
+    ensemble_rules: Annotated[
+        tuple[EnsembleRule, ...], BeforeValidator(_as_tuple), AfterValidator(_unique)
+    ] = ()
 
 
 class RegisterConfig(_Section):

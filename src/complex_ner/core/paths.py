@@ -60,6 +60,10 @@ PREDICTIONS_FILE = "predictions.conll"
 # Ensembles' reports (`complex-ner evaluate-ensemble`), the same files per split, kept out of
 # the evaluate stage's DVC output: <ENSEMBLES_DIR>/<lang>/<name>/<split>/
 ENSEMBLES_DIR = "reports/ensembles"
+# The evaluate stage's own ensemble of train.archs (evaluate.ensemble_rules): reported like an
+# architecture under this name, with the candidates it was chosen from in CHOICE_JSON.
+ENSEMBLE = "ensemble"
+CHOICE_JSON = "choice.json"
 
 # The validation gate's verdict and its Great Expectations Data Docs, inside validate.report_dir
 VALIDATION_RESULTS_FILE = "results.json"

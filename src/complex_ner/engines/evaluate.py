@@ -3,6 +3,7 @@ confusion matrices, predictions."""
 
 from __future__ import annotations
 
+import itertools
 import json
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -12,7 +13,9 @@ from complex_ner.core.config import Params
 from complex_ner.core.device import pick_device
 from complex_ner.core.io import atomic_write_text
 from complex_ner.core.paths import (
+    CHOICE_JSON,
     CONFUSION_PNG,
+    ENSEMBLE,
     METRICS_JSON,
     METRICS_MD,
     PREDICTIONS_FILE,
@@ -36,7 +39,7 @@ from complex_ner.domain.metrics import (
     slices_markdown,
     write_report,
 )
-from complex_ner.domain.models.ensemble import TaggerEnsemble
+from complex_ner.domain.models.ensemble import TaggerEnsemble, combine, tagger_marginals
 from complex_ner.domain.models.tagger import Tagger
 
 
@@ -83,6 +86,65 @@ def evaluate_ensemble(
     ensemble = TaggerEnsemble.load(folders, device=pick_device(params.train.device), rule=rule)
     out = ensemble_report_dir(params, lang, name)
     return _score_splits(params, lang, name, out, ensemble.predict)
+
+
+def evaluate_arch_ensemble(
+    params: Params, lang: str, archs: Sequence[str], rules: Sequence[str]
+) -> dict[str, Any]:
+    """Choose on ``val`` the best ensemble of ``lang``'s saved ``archs`` and score it like a model.
+
+    Every combination of two or more architectures is combined by every rule (each member
+    predicts ``val`` once); the one with the highest ``val`` macro-F1 (the first on ties:
+    fewer members, then ``rules`` order) is evaluated as :func:`evaluate_model` does, under
+    ``<evaluate.report_dir>/<lang>/ensemble/``, beside ``choice.json`` with every candidate.
+
+    Returns:
+        ``{split: scores}`` of the chosen ensemble, plus ``"choice"``: its members and rule.
+
+    Raises:
+        ValueError: Fewer than two architectures or no rule.
+        FileNotFoundError: An architecture has no saved model.
+    """
+    if len(archs) < 2 or not rules:
+        raise ValueError(f"an ensemble needs two or more archs and a rule, got {archs}, {rules}")
+    device = pick_device(params.train.device)
+    members = {}
+    for arch in archs:
+        folder = best_model_dir(params, lang, arch)
+        if not folder.is_dir():
+            raise FileNotFoundError(f"{folder}: no trained {arch} model to ensemble")
+        members[arch] = Tagger.load(folder, device=device)
+    ensemble = TaggerEnsemble(list(members.values()), list(members), rules[0])  # tags agree
+    val = read_conll(split_file(params, lang, VAL_SPLIT))
+    gold = [list(s.tags or ()) for s in val]
+    own, marginals = {}, {}
+    for arch, tagger in members.items():
+        paths, marginals[arch] = tagger_marginals(
+            tagger, [s.tokens for s in val], params.evaluate.batch_size
+        )
+        own[arch] = [[ensemble.tags[i] for i in row] for row in paths]
+    candidates = []
+    for size in range(2, len(archs) + 1):
+        for subset in itertools.combinations(archs, size):
+            for rule in rules:
+                pred = combine(
+                    rule,
+                    [own[a] for a in subset],
+                    [marginals[a] for a in subset],
+                    ensemble.tags,
+                    params.evaluate.batch_size,
+                )
+                f1 = entity_scores(gold, pred, params.data.entity_types)["macro"]["f1"]
+                candidates.append({"members": list(subset), "rule": rule, "val_macro_f1": f1})
+    chosen = max(candidates, key=lambda c: c["val_macro_f1"])
+    ensemble = TaggerEnsemble(
+        [members[a] for a in chosen["members"]], chosen["members"], chosen["rule"]
+    )
+    folder = eval_dir(params, lang, ENSEMBLE)
+    scores = _score_splits(params, lang, ENSEMBLE, folder, ensemble.predict)
+    record = {"chosen": chosen, "candidates": candidates}
+    atomic_write_text(folder / CHOICE_JSON, json.dumps(record, indent=2) + "\n")
+    return {**scores, "choice": chosen}
 
 
 def _score_splits(

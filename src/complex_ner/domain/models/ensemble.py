@@ -12,14 +12,23 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
+from typing import get_args
 
 import torch
 
 from complex_ner.core.bio import entity_spans, tags_from_spans
+from complex_ner.core.config import EnsembleRule
 from complex_ner.domain.models.crf import bio_transition_masks, viterbi_decode
 from complex_ner.domain.models.tagger import Tagger
 
-__all__ = ["RULES", "TaggerEnsemble", "decode_marginals", "majority_spans", "tagger_marginals"]
+__all__ = [
+    "RULES",
+    "TaggerEnsemble",
+    "combine",
+    "decode_marginals",
+    "majority_spans",
+    "tagger_marginals",
+]
 
 # Floor for log(0): a tag no member gives any probability stays possible but never preferred.
 _LOG_FLOOR = 1e-12
@@ -27,7 +36,7 @@ _LOG_FLOOR = 1e-12
 
 #: How an ensemble combines its members: ``vote`` keeps the entities most members predicted
 #: (:func:`majority_spans`), ``mean`` decodes the averaged marginals (:func:`decode_marginals`).
-RULES = ("vote", "mean")
+RULES: tuple[str, ...] = get_args(EnsembleRule)
 
 
 class TaggerEnsemble:
@@ -84,11 +93,40 @@ class TaggerEnsemble:
     def predict(self, sentences: Sequence[Sequence[str]], batch_size: int = 64) -> list[list[str]]:
         """Valid BIO tags per word for every sentence, by this ensemble's rule."""
         if self.rule == "mean":
-            ids = decode_marginals(self.marginals(sentences, batch_size), self.tags, batch_size)
-            return [[self.tags[i] for i in row] for row in ids]
+            return combine("mean", [], [self.marginals(sentences, batch_size)], self.tags)
         # One member at a time: a member's own decoding (Viterbi for the CRF heads).
         per_member = [m.predict(sentences, batch_size) for m in self.members]
-        return [majority_spans(votes) for votes in zip(*per_member, strict=True)]
+        return combine("vote", per_member, [], self.tags)
+
+
+def combine(
+    rule: str,
+    own_tags: Sequence[Sequence[Sequence[str]]],
+    marginals: Sequence[Sequence[torch.Tensor]],
+    tags: Sequence[str],
+    batch_size: int = 64,
+) -> list[list[str]]:
+    """The members' predictions of the same sentences combined by ``rule``.
+
+    Args:
+        rule: ``vote`` reads only ``own_tags``; ``mean`` reads only ``marginals``.
+        own_tags: Per member, its own decoded BIO tags per sentence.
+        marginals: Per member, its tag marginals per sentence, each ``(words, num_tags)``.
+        tags: BIO tag names indexed by tag id.
+        batch_size: Sentences per Viterbi batch (``mean``).
+
+    Raises:
+        ValueError: An unknown rule, or no members for it.
+    """
+    if rule not in RULES:
+        raise ValueError(f"rule must be one of {', '.join(RULES)}, got {rule!r}")
+    members = own_tags if rule == "vote" else marginals
+    if not members:
+        raise ValueError(f"rule {rule!r} needs at least one member's predictions")
+    if rule == "vote":
+        return [majority_spans(votes) for votes in zip(*own_tags, strict=True)]
+    mean = [sum(rows) / len(marginals) for rows in zip(*marginals, strict=True)]
+    return [[tags[i] for i in row] for row in decode_marginals(mean, tags, batch_size)]
 
 
 def tagger_marginals(
