@@ -13,7 +13,7 @@ import torch
 from complex_ner.core.config import ARCHITECTURES, DataConfig, ModelConfig, TrainConfig
 from complex_ner.domain.data import Sentence
 from complex_ner.domain.models.tagger import Tagger, build_model
-from complex_ner.engines.train import fit, over_time_budget
+from complex_ner.engines.train import fit, over_time_budget, plan_shape, seeded_subset
 from complex_ner.engines.trainer import Callback, ProgressLogger
 
 TYPES = DataConfig().entity_types
@@ -233,3 +233,54 @@ def test_train_model_trains_each_language_with_its_own_changes(
     train_module.train_model(params, "es", "bert_crf")
     train_module.train_model(params, "zh", "bert_crf")
     assert (seen["es"].epochs, seen["zh"].epochs) == (1, 2)
+
+
+@pytest.mark.parametrize(
+    ("fits", "expected"),
+    [
+        (10_000, (2, 100)),  # the whole plan fits
+        (200, (2, 100)),
+        (150, (2, 75)),  # fewer sentences, same epochs, while an epoch keeps half of them
+        (99, (1, 99)),  # below half: one epoch over as many as fit
+        (3, (1, 8)),  # never less than one batch
+    ],
+)
+def test_the_plan_keeps_epochs_while_half_the_sentences_fit(
+    fits: int, expected: tuple[int, int]
+) -> None:
+    assert plan_shape(fits, epochs=2, sentences=100, batch_size=8) == expected
+
+
+def test_seeded_subset_keeps_the_order_and_depends_on_the_seed(toy_corpus: ToyCorpus) -> None:
+    corpus = toy_corpus(20)
+    a, b = seeded_subset(corpus, 7, 1), seeded_subset(corpus, 7, 2)
+    assert len(a) == 7 and a != b
+    assert [corpus.index(s) for s in a] == sorted(corpus.index(s) for s in a)
+    assert seeded_subset(corpus, 7, 1) == a and seeded_subset(corpus, 30, 1) == corpus
+
+
+def test_a_plan_that_fits_changes_nothing_and_a_tight_one_trains_less(
+    tiny_bert_dir: Path, toy_corpus: ToyCorpus, cfg: Callable[..., TrainConfig], tmp_path: Path
+) -> None:
+    corpus = toy_corpus(20)
+
+    def run(name: str, **kw: Any) -> tuple[Any, Tagger]:
+        torch.manual_seed(0)
+        tagger = build_model(str(tiny_bert_dir), TAGS, ModelConfig(dropout=0.1), lang="es")
+        result = fit(tagger, corpus, corpus[:6], cfg(epochs=2, **kw), tmp_path / name, TYPES)
+        return result, tagger
+
+    plain, plain_tagger = run("plain")
+    roomy, roomy_tagger = run("roomy", planned_minutes=600.0)
+    plan = json.loads((tmp_path / "roomy" / "budget_plan.json").read_text(encoding="utf-8"))
+    assert (plan["epochs"], plan["train_sentences"]) == (2, 20) and plan["seconds_per_sentence"] > 0
+    # Timing the plan drew no random numbers and changed no weight: the same run.
+    assert [r["val_macro_f1"] for r in roomy.history] == [r["val_macro_f1"] for r in plain.history]
+    for a, b in zip(plain_tagger.parameters(), roomy_tagger.parameters(), strict=True):
+        assert torch.equal(a, b)
+    saved = json.loads((roomy.model_dir / "tagger.json").read_text(encoding="utf-8"))
+    assert saved["budget_plan"] == plan
+    tight, _ = run("tight", planned_minutes=1e-6)
+    plan = json.loads((tmp_path / "tight" / "budget_plan.json").read_text(encoding="utf-8"))
+    assert (plan["epochs"], plan["train_sentences"]) == (1, 8)  # one epoch, one batch of 8
+    assert len(tight.history) == 1 and tight.model_dir is not None

@@ -284,6 +284,10 @@ class TrainConfig(_Section):
     # ends like early stopping (best model saved) after the epoch past which one more epoch, at
     # the mean so far, would overrun: for lent machines and fixed budgets, not for lineage.
     time_budget_minutes: NonNegativeFloat = 0.0
+    # Minutes of training steps (validation excluded) to plan the run for; 0: no plan. A few
+    # timed steps first; when the epochs would take longer, fewer epochs, then (one epoch) fewer
+    # sentences: a slower CPU trains on less instead of running past the budget.
+    planned_minutes: NonNegativeFloat = 0.0
     seed: int = 13
     max_train_sentences: Cap = 0
     max_val_sentences: Cap = 0

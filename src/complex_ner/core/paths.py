@@ -19,6 +19,7 @@ CHECKPOINT_DIR = "checkpoint"  # resumable state (weights, optimizer, history)
 PENDING_BEST_DIR = ".model.pending"
 HISTORY_FILE = "history.json"  # one record per epoch
 RUN_FILE = "mlflow_run.json"  # the MLflow run that trained the model
+BUDGET_PLAN_FILE = "budget_plan.json"  # train.planned_minutes: epochs and sentences it chose
 CURVES_FILE = "training_curves.png"
 
 # A tagger folder (see domain.models.tagger)
