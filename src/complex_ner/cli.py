@@ -232,6 +232,14 @@ def train(
         f"{lang} {arch}: best validation macro-F1 {run.best_f1:.4f} at epoch "
         f"{run.best_epoch}; model in {run.model_dir}; MLflow run {run.run_id}"
     )
+    plan = _stages().budget_plan(p, lang, arch)
+    if plan is not None and (plan["epochs"], plan["train_sentences"]) != tuple(plan["of"].values()):
+        typer.echo(
+            f"{lang} {arch}: train.planned_minutes {plan['planned_minutes']:g} allowed "
+            f"{plan['epochs']} epoch(s) over {plan['train_sentences']:,} of "
+            f"{plan['of']['train_sentences']:,} sentences ({plan['seconds_per_sentence']:.3f} s "
+            f"per sentence on this machine); -S train.planned_minutes=0 trains on all of them"
+        )
 
 
 @app.command()

@@ -284,3 +284,45 @@ def test_a_plan_that_fits_changes_nothing_and_a_tight_one_trains_less(
     plan = json.loads((tmp_path / "tight" / "budget_plan.json").read_text(encoding="utf-8"))
     assert (plan["epochs"], plan["train_sentences"]) == (1, 8)  # one epoch, one batch of 8
     assert len(tight.history) == 1 and tight.model_dir is not None
+    run("tight")  # the same folder without a plan: the earlier plan no longer describes it
+    assert not (tmp_path / "tight" / "budget_plan.json").exists()
+
+
+def test_the_train_command_says_when_the_plan_cut_the_run(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from types import SimpleNamespace
+
+    from typer.testing import CliRunner
+
+    import complex_ner.app.stages as stages
+    from complex_ner.cli import app
+    from complex_ner.core.config import load_params
+    from complex_ner.core.paths import BUDGET_PLAN_FILE, run_dir
+
+    params_file = tmp_path / "params.yaml"
+    params_file.write_text("{}\n", encoding="utf-8")
+    folder = run_dir(load_params(params_file), "es", "bert_crf")
+    run = SimpleNamespace(best_f1=0.33, best_epoch=1, model_dir=folder / "model", run_id="r1")
+    monkeypatch.setattr(stages, "train", lambda *args, **kwargs: run)
+    args = ["train", "--lang", "es", "-p", str(params_file)]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert "planned_minutes" not in result.output  # no plan file: no plan
+    plan = {
+        "planned_minutes": 5.0,
+        "seconds_per_sentence": 0.166,
+        "epochs": 1,
+        "train_sentences": 1805,
+        "of": {"epochs": 1, "train_sentences": 12240},
+    }
+    folder.mkdir(parents=True)
+    (folder / BUDGET_PLAN_FILE).write_text(json.dumps(plan), encoding="utf-8")
+    result = CliRunner().invoke(app, args)
+    assert "train.planned_minutes 5 allowed 1 epoch(s) over 1,805 of 12,240 sentences" in (
+        result.output
+    )
+    plan.update(train_sentences=12240)  # a plan that fitted: nothing to say
+    (folder / BUDGET_PLAN_FILE).write_text(json.dumps(plan), encoding="utf-8")
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0 and "planned_minutes" not in result.output

@@ -22,6 +22,7 @@ from complex_ner.core.config import Params
 from complex_ner.core.distributed import World
 from complex_ner.core.io import atomic_write_text
 from complex_ner.core.paths import (
+    BUDGET_PLAN_FILE,
     CURVES_FILE,
     ENSEMBLE,
     EXPORT_FILE,
@@ -300,6 +301,12 @@ def recorded_run_id(params: Params, lang: str, arch: str) -> str | None:
     if not path.is_file():
         return None
     return json.loads(path.read_text(encoding="utf-8")).get("run_id")
+
+
+def budget_plan(params: Params, lang: str, arch: str) -> dict[str, Any] | None:
+    """What ``train.planned_minutes`` let the last ``lang``/``arch`` run train on, if it was set."""
+    path = run_dir(params, lang, arch) / BUDGET_PLAN_FILE
+    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
 
 
 # --------------------------------------------------------------------------- evaluation

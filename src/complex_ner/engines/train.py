@@ -470,6 +470,8 @@ def fit(
     if cfg.freeze_embeddings:
         tagger.encoder.get_input_embeddings().weight.requires_grad_(False)
     tagger.to(device)
+    if cfg.planned_minutes == 0 and not resume and world.main:
+        (out_dir / BUDGET_PLAN_FILE).unlink(missing_ok=True)  # an earlier run's plan
     if cfg.planned_minutes > 0:
         if world.distributed:
             raise ValueError(
