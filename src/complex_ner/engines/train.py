@@ -557,7 +557,7 @@ def plan_to_budget(
 ) -> dict[str, Any]:
     """How many epochs over how many of ``train``'s sentences fit ``cfg.planned_minutes``.
 
-    Times the forward and backward pass of a few batches of ``train``'s first sentences (no
+    Times the forward and backward pass of a few batches of a seeded sample of ``train`` (no
     weight changes; the random state is restored, so a plan that fits changes nothing), then
     shapes the run by :func:`plan_shape`; :func:`fit` then trains on :func:`seeded_subset`
     of that many sentences. The optimizer's update is not timed.
