@@ -233,7 +233,9 @@ def train(
         f"{run.best_epoch}; model in {run.model_dir}; MLflow run {run.run_id}"
     )
     plan = _stages().budget_plan(p, lang, arch)
-    if plan is not None and (plan["epochs"], plan["train_sentences"]) != tuple(plan["of"].values()):
+    if plan is not None and plan["train_sentences"] * plan["epochs"] < (
+        plan["of"]["train_sentences"] * plan["of"]["epochs"]
+    ):
         typer.echo(
             f"{lang} {arch}: train.planned_minutes {plan['planned_minutes']:g} allowed "
             f"{plan['epochs']} epoch(s) over {plan['train_sentences']:,} of "

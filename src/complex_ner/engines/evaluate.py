@@ -114,7 +114,7 @@ def evaluate_arch_ensemble(
         if not folder.is_dir():
             raise FileNotFoundError(f"{folder}: no trained {arch} model to ensemble")
         members[arch] = Tagger.load(folder, device=device)
-    ensemble = TaggerEnsemble(list(members.values()), list(members), rules[0])  # tags agree
+    tags = TaggerEnsemble(list(members.values()), list(members)).tags  # raises unless they agree
     val = read_conll(split_file(params, lang, VAL_SPLIT))
     gold = [list(s.tags or ()) for s in val]
     own, marginals = {}, {}
@@ -122,8 +122,8 @@ def evaluate_arch_ensemble(
         paths, marginals[arch] = tagger_marginals(
             tagger, [s.tokens for s in val], params.evaluate.batch_size
         )
-        own[arch] = [[ensemble.tags[i] for i in row] for row in paths]
-    candidates = []
+        own[arch] = [[tags[i] for i in row] for row in paths]
+    candidates, val_preds = [], []
     for size in range(2, len(archs) + 1):
         for subset in itertools.combinations(archs, size):
             for rule in rules:
@@ -131,17 +131,21 @@ def evaluate_arch_ensemble(
                     rule,
                     [own[a] for a in subset],
                     [marginals[a] for a in subset],
-                    ensemble.tags,
+                    tags,
                     params.evaluate.batch_size,
                 )
                 f1 = entity_scores(gold, pred, params.data.entity_types)["macro"]["f1"]
                 candidates.append({"members": list(subset), "rule": rule, "val_macro_f1": f1})
-    chosen = max(candidates, key=lambda c: c["val_macro_f1"])
+                val_preds.append(pred)
+    best = max(range(len(candidates)), key=lambda k: candidates[k]["val_macro_f1"])
+    chosen = candidates[best]
     ensemble = TaggerEnsemble(
         [members[a] for a in chosen["members"]], chosen["members"], chosen["rule"]
     )
     folder = eval_dir(params, lang, ENSEMBLE)
-    scores = _score_splits(params, lang, ENSEMBLE, folder, ensemble.predict)
+    # Its val tags are already at hand: only the other splits are predicted again.
+    known = {VAL_SPLIT: val_preds[best]}
+    scores = _score_splits(params, lang, ENSEMBLE, folder, ensemble.predict, known)
     record = {"chosen": chosen, "candidates": candidates}
     atomic_write_text(folder / CHOICE_JSON, json.dumps(record, indent=2) + "\n")
     return {**scores, "choice": chosen}
@@ -153,9 +157,11 @@ def _score_splits(
     name: str,
     folder: Path,
     predict: Callable[[list[tuple[str, ...]], int], list[list[str]]],
+    known: dict[str, list[list[str]]] | None = None,
 ) -> dict[str, Any]:
-    """Predict every split of ``lang`` with ``predict``; write ``name``'s reports per split
-    under ``folder``."""
+    """Predict every split of ``lang`` with ``predict`` (except the splits whose tags ``known``
+    already holds); write ``name``'s reports per split under ``folder``."""
+    known = known or {}
     types = params.data.entity_types
     results: dict[str, Any] = {}
     for split in (VAL_SPLIT, REPORTED_SPLIT, TEST_SPLIT):
@@ -164,7 +170,10 @@ def _score_splits(
             continue
         out = folder / split
         sents = read_conll(path, labeled=split != TEST_SPLIT)
-        pred = predict([s.tokens for s in sents], params.evaluate.batch_size)
+        if split in known:
+            pred = known[split]
+        else:
+            pred = predict([s.tokens for s in sents], params.evaluate.batch_size)
         write_conll(out / PREDICTIONS_FILE, sents, pred)
         if any(s.tags is None for s in sents):
             continue  # unlabelled test data: predictions only
