@@ -10,7 +10,7 @@ STAMP := $(VENV)/.installed-stamp
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: venv run run-paper data test test-unit test-integration test-scaling reliability \
+.PHONY: venv run run-paper run-cpu25 data test test-unit test-integration test-scaling reliability \
 	mlflow-server lint format bench clean
 
 venv: $(STAMP)
@@ -54,6 +54,10 @@ run-paper: venv
 	@echo
 	@echo "Recorded as a DVC experiment: dvc exp show. params.yaml is as before; dvc.lock and the"
 	@echo "outputs are the experiment's (dvc status names the params that differ; make run goes back)."
+
+## The main job planned for ~25 minutes on a slow CPU (fewer training sentences; a DVC experiment).
+run-cpu25: venv
+	$(VENV)/bin/python flows/pipeline.py --config configs/experiments/cpu-25min.yaml
 
 ## The data stages only, through DVC.
 data: venv

@@ -55,6 +55,8 @@ VARIANTS: dict[str, tuple[str, ...]] = {
     "lr_enc_2e-4": ("train.lr_encoder=2.0e-4",),
     "lr_head_1e-3": ("train.lr_head=1.0e-3",),
     "lr_head_1e-2": ("train.lr_head=1.0e-2",),
+    "freeze_6": ("train.freeze_layers=6",),
+    "freeze_9": ("train.freeze_layers=9",),
 }
 DEFAULT_VARIANTS = ("base", "augment", "swa", "ema")
 # A comma starts a new override only before "key=": list values ([a,b]) keep theirs.

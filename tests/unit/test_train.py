@@ -326,3 +326,31 @@ def test_the_train_command_says_when_the_plan_cut_the_run(
     (folder / BUDGET_PLAN_FILE).write_text(json.dumps(plan), encoding="utf-8")
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 0 and "planned_minutes" not in result.output
+
+
+def test_frozen_lower_layers_stay_unchanged_and_the_rest_learns(
+    tiny_bert_dir: Path, toy_corpus: ToyCorpus, cfg: Callable[..., TrainConfig], tmp_path: Path
+) -> None:
+    corpus = toy_corpus(12)
+    tagger = build_model(str(tiny_bert_dir), TAGS, ModelConfig(dropout=0.0), lang="es")
+    before = {k: v.clone() for k, v in tagger.encoder.state_dict().items()}
+    fit(tagger, corpus, corpus, cfg(epochs=2, freeze_layers=1), tmp_path, TYPES)
+    after = Tagger.load(tmp_path / "model").encoder.state_dict()
+    frozen = [k for k in before if k.startswith(("embeddings.", "encoder.layer.0."))]
+    trained = [k for k in before if k.startswith("encoder.layer.1.")]
+    assert frozen and trained
+    assert all(torch.equal(before[k], after[k]) for k in frozen)
+    assert all(not torch.equal(before[k], after[k]) for k in trained if k.endswith("weight"))
+
+
+def test_freezing_more_blocks_than_the_encoder_has_is_a_clear_error(
+    tiny_bert_dir: Path, toy_corpus: ToyCorpus, cfg: Callable[..., TrainConfig], tmp_path: Path
+) -> None:
+    from complex_ner.domain.encoders import freeze_lower_layers
+
+    tagger = build_model(str(tiny_bert_dir), TAGS, ModelConfig(), lang="es")
+    with pytest.raises(ValueError, match="train.freeze_layers: 3 exceeds the encoder's 2"):
+        fit(tagger, toy_corpus(4), toy_corpus(4), cfg(freeze_layers=3), tmp_path, TYPES)
+    with pytest.raises(ValueError, match="Linear has no encoder.layer blocks"):
+        freeze_lower_layers(torch.nn.Linear(2, 2), 1)
+    freeze_lower_layers(torch.nn.Linear(2, 2), 0)  # nothing to freeze: nothing asked of it

@@ -292,6 +292,9 @@ class TrainConfig(_Section):
     max_train_sentences: Cap = 0
     max_val_sentences: Cap = 0
     freeze_embeddings: bool = True
+    # Lower transformer blocks (and the embeddings) kept fixed: no backward pass through them,
+    # so a step costs less on a slow CPU; 0 trains them all.
+    freeze_layers: Cap = 0
     device: Device = "auto"
     precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
     threads: int = 0

