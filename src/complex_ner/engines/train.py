@@ -520,7 +520,9 @@ def fit(
     )
 
 
-# Timed batches of the plan (after one untimed batch that warms the kernels up).
+# Batches of the plan's sample. Each is stepped twice and timed the second time: on a CPU the
+# first step at a new sequence length also builds its kernels, so first steps alone overstated
+# a step by ~40% (docs/results.md), while a whole epoch repeats each length many times.
 _PLAN_STEPS = 6
 
 
@@ -561,9 +563,10 @@ def plan_to_budget(
 
     Times whole training steps (forward, backward, clipping and the optimizer's update, through
     the same :class:`~complex_ner.engines.trainer.Trainer` step) on a few batches of a seeded
-    sample of ``train``, then puts every weight back and restores the random state, so a plan
-    that fits changes nothing; shapes the run by :func:`plan_shape`; :func:`fit` then trains on
-    :func:`seeded_subset` of that many sentences. Validation is not part of the plan.
+    sample of ``train``, each batch's second step (see ``_PLAN_STEPS``), then puts every weight
+    back and restores the random state, so a plan that fits changes nothing; shapes the run by
+    :func:`plan_shape`; :func:`fit` then trains on :func:`seeded_subset` of that many
+    sentences. Validation is not part of the plan.
     The plan is written to ``plan_file``; a resumed run reads it back instead of re-timing.
 
     Returns:
@@ -571,7 +574,7 @@ def plan_to_budget(
     """
     if resume and plan_file.is_file():
         return json.loads(plan_file.read_text(encoding="utf-8"))
-    sample = seeded_subset(train, cfg.batch_size * (_PLAN_STEPS + 1), cfg.seed)
+    sample = seeded_subset(train, cfg.batch_size * _PLAN_STEPS, cfg.seed)
     windows = tagger.encode([s.tokens for s in sample])
     batches = _Batches(tagger, windows, label_ids(tagger, sample), cfg.batch_size, device)
     loss_fn = _WeightedLoss(tagger)
@@ -594,20 +597,20 @@ def plan_to_budget(
             precision=precision,
             clip_norm=cfg.clip_norm,
         )
-        timed_rows = 0
-        started = time.perf_counter()
-        for k, step in enumerate(steps):
-            if k == 1:  # the first batch only warms up
-                timed_rows, started = 0, time.perf_counter()
+        for step in steps:  # untimed: the first step at each length
             timer.step(loss_fn, step)
-            timed_rows += step.batch.attention_mask.size(0)  # windows
-            if device.type == "cuda":
-                torch.cuda.synchronize(device)
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        started = time.perf_counter()
+        for step in steps:
+            timer.step(loss_fn, step)
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
         seconds = time.perf_counter() - started
     tagger.load_state_dict(saved)
     tagger.zero_grad(set_to_none=True)
     tagger.train(was_training)
-    per_sentence = seconds / max(1, timed_rows) * len(windows) / max(1, len(sample))
+    per_sentence = seconds / max(1, len(sample))
     fits = int(cfg.planned_minutes * 60.0 / max(per_sentence, 1e-9))
     epochs, sentences = plan_shape(fits, cfg.epochs, len(train), cfg.batch_size)
     plan = {
