@@ -536,7 +536,7 @@ def freeze_lower_layers(encoder: Any, count: int) -> None:
         raise ValueError(
             f"train.freeze_layers: {count} exceeds the encoder's {len(blocks)} transformer blocks"
         )
-    for module in (encoder.get_input_embeddings(), encoder.embeddings, *blocks[:count]):
+    for module in (encoder.embeddings, *blocks[:count]):  # the word embeddings are in the first
         for weight in module.parameters():
             weight.requires_grad_(False)
 
