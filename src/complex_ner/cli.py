@@ -443,7 +443,7 @@ def mlflow_server(
 
 ModelOpt = Annotated[
     str | None,
-    typer.Option("--model", "-m", help="models:/name@alias or a model folder."),
+    typer.Option("--model", "-m", help="models:/name@alias, a model or an ensemble folder."),
 ]
 
 
@@ -502,6 +502,31 @@ def predict(
     for row, ents in zip(rows, entities, strict=True):
         key = "tokens" if isinstance(row, list) else "text"
         sys.stdout.write(json.dumps({key: row, "entities": ents}, ensure_ascii=False) + "\n")
+
+
+@app.command("ensemble")
+def ensemble_cmd(
+    lang: LangOpt,
+    model: Annotated[
+        list[str],
+        typer.Option(
+            "--model", "-m", help="A model folder or models:/name@alias (repeat: two or more)."
+        ),
+    ],
+    out: Annotated[Path, typer.Option("--out", "-o", help="The ensemble folder to write.")],
+    rule: Annotated[
+        str, typer.Option(help="vote: entities most models predict; mean: averaged marginals.")
+    ] = "vote",
+    params: ParamsOpt = Path("params.yaml"),
+) -> None:
+    """Combine trained models into one folder that predict and predict-batch run as a model
+    (score the combination first with evaluate-ensemble)."""
+    p = _predict_params(params)
+    try:
+        record = serve.build_ensemble(model, rule, out, p, lang=lang)
+    except EXPECTED as exc:
+        raise _fail(str(exc)) from None
+    typer.echo(f"{out}: {lang} ensemble of {len(record['members'])} models ({rule})")
 
 
 @app.command("serve")

@@ -18,6 +18,7 @@ import pytest
 from tokenizers import Tokenizer
 
 from complex_ner.domain.alignment import PieceTokenizer, align_sentences, encode_sentences
+from complex_ner.engines.onnx_ensemble import save_ensemble
 
 pytestmark = pytest.mark.integration
 
@@ -49,7 +50,11 @@ def test_raw_tokenizer_matches_transformers_on_real_sentences(
         )
 
 
-def test_predict_path_never_imports_torch_or_transformers(trained_tagger_dir: Path) -> None:
+def test_predict_path_never_imports_torch_or_transformers(
+    trained_tagger_dir: Path, tmp_path: Path
+) -> None:
+    ensemble = tmp_path / "ensemble"  # an ensemble folder runs through the same path
+    save_ensemble(ensemble, [trained_tagger_dir, trained_tagger_dir], "mean")
     code = (
         "import sys\n"
         "from complex_ner.app import serve\n"
@@ -58,6 +63,8 @@ def test_predict_path_never_imports_torch_or_transformers(trained_tagger_dir: Pa
         f"tagger = load_tagger({str(trained_tagger_dir)!r})\n"
         "print(predict_entities(tagger, ['ana vive en lima']))\n"
         f"app(['predict', '--model', {str(trained_tagger_dir)!r}, 'ana vive en lima'],"
+        " standalone_mode=False)\n"
+        f"app(['predict', '--model', {str(ensemble)!r}, 'ana vive en lima'],"
         " standalone_mode=False)\n"
         "heavy = [m for m in ('torch', 'transformers', 'torchcrf', 'numba', 'pandas')"
         " if m in sys.modules]\n"
@@ -68,5 +75,5 @@ def test_predict_path_never_imports_torch_or_transformers(trained_tagger_dir: Pa
         [sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True
     )
     assert proc.returncode == 0, proc.stderr[-2000:]
-    assert '"entities"' in proc.stdout
+    assert proc.stdout.count('"entities"') == 2
     assert proc.stdout.strip().splitlines()[-1] == "HEAVY []"

@@ -13,7 +13,6 @@ import hashlib
 import json
 import os
 import re
-import shutil
 import socket
 import subprocess
 import tempfile
@@ -29,12 +28,12 @@ from complex_ner.core.config import Params
 from complex_ner.core.io import pyplot, save_png
 from complex_ner.core.paths import (
     EXPORT_FILE,
-    SERVED_FILES,
     TAGGER_ARTIFACT,
     VAL_SPLIT,
     split_file,
 )
 from complex_ner.core.secrets import redact, redact_mapping
+from complex_ner.engines.onnx_tagger import copy_served_files
 
 EXPERIMENT = "complex-ner"
 PARENT_ENV = "COMPLEX_NER_PARENT_RUN_ID"
@@ -337,13 +336,7 @@ class Run:
         package = Path(__file__).resolve().parents[1]
         with tempfile.TemporaryDirectory(prefix="served-") as tmp:
             served = Path(tmp) / tagger_dir.name
-            served.mkdir()
-            for name in SERVED_FILES:
-                source = tagger_dir / name
-                if source.is_dir():
-                    shutil.copytree(source, served / name)
-                elif source.is_file():
-                    shutil.copyfile(source, served / name)
+            copy_served_files(tagger_dir, served)
             return self._mlflow.pyfunc.log_model(
                 name=PYFUNC_NAME,
                 python_model=str(package / "adapters" / "serving.py"),

@@ -2,7 +2,8 @@
 
 Kept apart from :mod:`complex_ner.app.stages` so that ``complex-ner predict`` and the batch flow
 import neither torch nor transformers: the model is the folder's ONNX export
-(:class:`~complex_ner.engines.onnx_tagger.OnnxTagger`).
+(:class:`~complex_ner.engines.onnx_tagger.OnnxTagger`, or an ensemble folder's
+:class:`~complex_ner.engines.onnx_ensemble.OnnxEnsemble`).
 """
 
 from __future__ import annotations
@@ -14,11 +15,13 @@ from typing import Any
 from complex_ner.adapters import http_serving, registry, tracking
 from complex_ner.core.config import Params
 from complex_ner.domain.data import Sentence
+from complex_ner.engines import onnx_ensemble
 from complex_ner.engines import predict as prediction
-from complex_ner.engines.onnx_tagger import OnnxTagger
+from complex_ner.engines.predict import Predictor
 
 __all__ = [
     "BatchJob",
+    "build_ensemble",
     "finish_batch",
     "load_model",
     "model_folder",
@@ -44,8 +47,9 @@ def model_folder(model: str, params: Params) -> Path:
     return path
 
 
-def load_model(model: str, params: Params, *, threads: int = 0, int8: bool = False) -> OnnxTagger:
-    """A tagger from a registry URI (``models:/name@alias``, ``runs:/...``) or a folder.
+def load_model(model: str, params: Params, *, threads: int = 0, int8: bool = False) -> Predictor:
+    """A tagger from a registry URI (``models:/name@alias``, ``runs:/...``), a model folder or an
+    ensemble folder (``complex-ner ensemble``).
 
     Args:
         model: The URI or folder.
@@ -56,9 +60,24 @@ def load_model(model: str, params: Params, *, threads: int = 0, int8: bool = Fal
     return prediction.load_tagger(model_folder(model, params), threads=threads, int8=int8)
 
 
+def build_ensemble(
+    models: Sequence[str], rule: str, out: Path, params: Params, lang: str | None = None
+) -> dict[str, Any]:
+    """Write an ensemble folder of several models (registry URIs or folders) that
+    ``complex-ner predict --model <out>`` runs as one model.
+
+    Raises:
+        ValueError: Fewer than two models, an unknown rule, or members of another language than
+            ``lang`` or with other tags (naming the member).
+        FileNotFoundError: A model that does not resolve to a tagger folder with an ONNX export.
+    """
+    folders = [prediction.tagger_folder(model_folder(m, params)) for m in models]
+    return onnx_ensemble.save_ensemble(out, folders, rule, sources=models, lang=lang)
+
+
 # One tagger per worker process, loaded by its first chunk: a process pool's workers tag many
 # chunks each and must not reload the model for every one.
-_WORKER_TAGGERS: dict[tuple[str, int, bool], OnnxTagger] = {}
+_WORKER_TAGGERS: dict[tuple[str, int, bool], Predictor] = {}
 
 
 def plan_batch(
@@ -92,13 +111,13 @@ def finish_batch(job: BatchJob) -> dict[str, int]:
     return {"sentences": job.sentences, "chunks": len(job.spans)}
 
 
-def predict(tagger: OnnxTagger, rows: Sequence[Any], batch_size: int = 64) -> list[list[dict]]:
+def predict(tagger: Predictor, rows: Sequence[Any], batch_size: int = 64) -> list[list[dict]]:
     """Entities for raw sentences (strings) or pre-tokenized rows (lists of words)."""
     return prediction.predict_entities(tagger, list(rows), batch_size)
 
 
 def predict_conll(
-    tagger: OnnxTagger, rows: Sequence[Any], lang: str, batch_size: int = 64
+    tagger: Predictor, rows: Sequence[Any], lang: str, batch_size: int = 64
 ) -> tuple[list[Sentence], list[list[str]]]:
     """Sentences and their predicted BIO tags, ready for ``format_conll``: raw lines are
     tokenized as MultiCoNER does; empty lines are dropped."""
@@ -108,7 +127,7 @@ def predict_conll(
 
 
 def predict_file(
-    tagger: OnnxTagger,
+    tagger: Predictor,
     input_path: Path,
     output: Path,
     chunk_size: int = 2000,

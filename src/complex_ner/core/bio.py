@@ -25,6 +25,7 @@ __all__ = [
     "TransitionTable",
     "allowed_after",
     "entity_spans",
+    "majority_spans",
     "parse_tag",
     "repair",
     "tag_set",
@@ -208,3 +209,28 @@ def tags_from_spans(length: int, spans: Sequence[Span]) -> list[str]:
         tags[start] = f"{BEGIN}-{entity_type}"
         tags[start + 1 : end] = [f"{INSIDE}-{entity_type}"] * (end - start - 1)
     return tags
+
+
+def majority_spans(predictions: Sequence[Sequence[str]]) -> list[str]:
+    """The entities that more than half of several taggers predicted, as one sentence's tags.
+
+    Each tagger's entities never overlap, so two entities that each won a majority cannot
+    overlap either (some tagger would have predicted both): no tie-breaking is needed.
+
+    Args:
+        predictions: Per tagger, the IOB2 tags of the same sentence (all of the same length).
+
+    Raises:
+        ValueError: No predictions, or predictions of different lengths.
+    """
+    if not predictions:
+        raise ValueError("majority_spans needs at least one member's tags")
+    length = len(predictions[0])
+    if any(len(p) != length for p in predictions):
+        raise ValueError(f"members tagged different lengths: {[len(p) for p in predictions]}")
+    votes: dict[Span, int] = {}
+    for tags in predictions:
+        for span in entity_spans(tags):
+            votes[span] = votes.get(span, 0) + 1
+    won = sorted((s for s, n in votes.items() if 2 * n > len(predictions)), key=lambda s: s[1])
+    return tags_from_spans(length, won)

@@ -95,6 +95,7 @@ LabelPiece = Literal["first", "last"]
 JoinMode = Literal["space", "natural", "char"]
 #: How an ensemble combines its members: ``vote`` on entities, or the ``mean`` of marginals.
 EnsembleRule = Literal["vote", "mean"]
+ENSEMBLE_RULES: tuple[str, ...] = get_args(EnsembleRule)
 
 PositiveInt = Annotated[int, Field(ge=1)]
 #: A cap where 0 means "no cap".

@@ -127,6 +127,16 @@ def write_json(path: Path, payload: dict[str, Any]) -> None:
     path.write_text(json.dumps(payload, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
 
 
+def link_or_copy(source: str, target: str) -> None:
+    """Hard-link ``source`` to ``target`` (for files that are replaced whole, never edited in
+    place), or copy it where the file system has no hard links; ``shutil.copytree``'s
+    ``copy_function``."""
+    try:
+        os.link(source, target)
+    except OSError:  # a file system without hard links, or another device
+        shutil.copy2(source, target)
+
+
 def replace_dir(tmp: Path, folder: Path) -> None:
     """Swap a finished temporary folder in place of ``folder``; it is never left half-written.
 

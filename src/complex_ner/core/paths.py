@@ -34,6 +34,10 @@ EXPORT_FILE = "onnx.json"  # how it was exported and checked; the tokenizer ids 
 #: What a served (MLflow pyfunc) model carries of a tagger folder: no torch encoder weights
 SERVED_FILES = (TAGGER_FILE, HEAD_FILE, TOKENIZER_DIR, ONNX_FILE, ONNX_INT8_FILE, EXPORT_FILE)
 
+# An ensemble folder (engines/onnx_ensemble.py): the rule and members/<i>/ (served files each)
+ENSEMBLE_FILE = "ensemble.json"
+ENSEMBLE_MEMBERS_DIR = "members"
+
 # Inside a logged MLflow pyfunc model: the artifact key of the tagger folder
 TAGGER_ARTIFACT = "tagger"
 

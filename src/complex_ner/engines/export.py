@@ -36,6 +36,7 @@ from torch import Tensor, nn
 from complex_ner.core.io import (
     atomic_path,
     atomic_write_text,
+    link_or_copy,
     replace_dir,
     staging_dir,
     writing,
@@ -230,7 +231,7 @@ def export_onnx(
     # whole at the end: a failure or a kill leaves the folder with its old export, never a new
     # model.onnx beside an old onnx.json or none.
     with staging_dir(folder) as staging, writing(folder):
-        shutil.copytree(folder, staging, copy_function=_link_or_copy, dirs_exist_ok=True)
+        shutil.copytree(folder, staging, copy_function=link_or_copy, dirs_exist_ok=True)
         try:
             manifest = _export_into(staging, tagger, sentences, int8, batch_size, strict)
         except ExportCheckError as exc:
@@ -240,13 +241,6 @@ def export_onnx(
             raise ExportCheckError(str(exc).replace(str(staging), str(folder))) from None
         replace_dir(staging, folder)
     return manifest
-
-
-def _link_or_copy(source: str, target: str) -> None:
-    try:
-        os.link(source, target)
-    except OSError:  # a file system without hard links
-        shutil.copy2(source, target)
 
 
 def _export_into(

@@ -11,17 +11,20 @@ process.
 from __future__ import annotations
 
 import json
+import shutil
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from complex_ner.core.io import link_or_copy
 from complex_ner.core.paths import (
     EXPORT_FILE,
     HEAD_FILE,
     ONNX_FILE,
     ONNX_INT8_FILE,
+    SERVED_FILES,
     TOKENIZER_DIR,
 )
 from complex_ner.domain.alignment import (
@@ -39,7 +42,7 @@ from complex_ner.domain.models.numpy_crf import (
 )
 from complex_ner.domain.models.spec import TaggerSpec, read_tagger_json
 
-__all__ = ["CRF_KEYS", "OnnxTagger", "export_key"]
+__all__ = ["CRF_KEYS", "OnnxTagger", "copy_served_files", "export_key"]
 
 #: Where a CRF head keeps its scores in ``head.safetensors`` (the torch module's names).
 CRF_KEYS = ("crf.crf.start_transitions", "crf.crf.transitions", "crf.crf.end_transitions")
@@ -50,6 +53,18 @@ def export_key(model_path: Path) -> str:
     """An export file's version: its path, size and modification time."""
     stat = model_path.stat()
     return f"{model_path.resolve()}:{stat.st_size}:{stat.st_mtime_ns}"
+
+
+def copy_served_files(folder: Path, target: Path) -> None:
+    """Put what prediction needs of a tagger folder (:data:`~complex_ner.core.paths.SERVED_FILES`,
+    not the torch encoder) into the new folder ``target``, hard-linked where possible."""
+    target.mkdir(parents=True)
+    for name in SERVED_FILES:
+        source = folder / name
+        if source.is_dir():
+            shutil.copytree(source, target / name, copy_function=link_or_copy)
+        elif source.is_file():
+            link_or_copy(str(source), str(target / name))
 
 
 class OnnxTagger:

@@ -20,7 +20,7 @@ from typing import Any
 from complex_ner.core.bio import entity_spans
 from complex_ner.core.io import atomic_path, atomic_write_text
 from complex_ner.core.lang import token_spans
-from complex_ner.core.paths import BEST_DIR, TAGGER_FILE
+from complex_ner.core.paths import BEST_DIR, ENSEMBLE_FILE, TAGGER_FILE
 from complex_ner.domain.data import (
     ConllSpan,
     DataFormatError,
@@ -29,6 +29,7 @@ from complex_ner.domain.data import (
     format_conll,
     iter_conll_span,
 )
+from complex_ner.engines.onnx_ensemble import OnnxEnsemble
 from complex_ner.engines.onnx_tagger import OnnxTagger, export_key
 
 
@@ -264,19 +265,27 @@ def predict_entities(
 # --------------------------------------------------------------------------- models and files
 
 
-def load_tagger(folder: str | Path, *, int8: bool = False, threads: int = 0) -> OnnxTagger:
-    """The ONNX tagger of a saved tagger folder, or of a training run's folder holding ``model/``.
+#: What :func:`load_tagger` gives: one tagger's export, or an ensemble folder's members.
+Predictor = OnnxTagger | OnnxEnsemble
+
+
+def load_tagger(folder: str | Path, *, int8: bool = False, threads: int = 0) -> Predictor:
+    """The ONNX tagger of a saved tagger folder, of a training run's folder holding ``model/``,
+    or of an ensemble folder (:func:`~complex_ner.engines.onnx_ensemble.save_ensemble`).
 
     Registry URIs (``models:/name@alias``) are resolved to a folder by the application layer.
 
     Args:
-        folder: The tagger folder (or the run folder above it).
-        int8: Run the dynamically quantized export.
-        threads: onnxruntime's intra-op threads; 0 lets onnxruntime choose.
+        folder: The tagger folder (or the run folder above it, or an ensemble folder).
+        int8: Run the dynamically quantized export (of every member).
+        threads: onnxruntime's intra-op threads (per member); 0 lets onnxruntime choose.
 
     Raises:
         FileNotFoundError: the folder does not exist, holds no tagger or no export.
+        ValueError: an ensemble folder's ``ensemble.json`` is malformed (naming the field).
     """
+    if (Path(folder) / ENSEMBLE_FILE).is_file():
+        return OnnxEnsemble.load(folder, int8=int8, threads=threads)
     return OnnxTagger.load(tagger_folder(folder), int8=int8, threads=threads)
 
 
@@ -290,17 +299,20 @@ def tagger_folder(folder: str | Path) -> Path:
     if (path / BEST_DIR / TAGGER_FILE).is_file():  # a training run's folder
         path = path / BEST_DIR
     if not (path / TAGGER_FILE).is_file():
-        raise FileNotFoundError(f"{folder}: no such model folder (no {TAGGER_FILE})")
+        raise FileNotFoundError(
+            f"{folder}: no such model folder (no {TAGGER_FILE} and no {ENSEMBLE_FILE})"
+        )
     return path
 
 
 def batch_model_key(folder: str | Path, int8: bool = False) -> str:
-    """:attr:`OnnxTagger.model_key` of the model :func:`load_tagger` would load, without
-    loading it.
+    """The ``model_key`` of the model :func:`load_tagger` would load, without loading it.
 
     Raises:
         FileNotFoundError: no tagger folder or no such export.
     """
+    if (Path(folder) / ENSEMBLE_FILE).is_file():
+        return OnnxEnsemble.key_of(folder, int8)
     path = OnnxTagger.export_path(tagger_folder(folder), int8)
     if not path.is_file():
         raise FileNotFoundError(

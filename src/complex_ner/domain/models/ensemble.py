@@ -12,13 +12,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import get_args
 
 import torch
 
-from complex_ner.core.bio import entity_spans, tags_from_spans
-from complex_ner.core.config import EnsembleRule
-from complex_ner.domain.models.crf import bio_transition_masks, viterbi_decode
+from complex_ner.core.bio import majority_spans
+from complex_ner.core.config import ENSEMBLE_RULES
+from complex_ner.domain.models.numpy_crf import decode_marginals as numpy_decode_marginals
 from complex_ner.domain.models.tagger import Tagger
 
 __all__ = [
@@ -30,13 +29,9 @@ __all__ = [
     "tagger_marginals",
 ]
 
-# Floor for log(0): a tag no member gives any probability stays possible but never preferred.
-_LOG_FLOOR = 1e-12
-
-
 #: How an ensemble combines its members: ``vote`` keeps the entities most members predicted
 #: (:func:`majority_spans`), ``mean`` decodes the averaged marginals (:func:`decode_marginals`).
-RULES: tuple[str, ...] = get_args(EnsembleRule)
+RULES: tuple[str, ...] = ENSEMBLE_RULES
 
 
 class TaggerEnsemble:
@@ -148,69 +143,7 @@ def tagger_marginals(
 def decode_marginals(
     marginals: Sequence[torch.Tensor], tags: Sequence[str], batch_size: int = 64
 ) -> list[list[int]]:
-    """The BIO-valid tag path of each sentence with the highest sum of log marginals.
-
-    Args:
-        marginals: Per sentence, tag probabilities of shape ``(words, num_tags)``.
-        tags: BIO tag names indexed by tag id.
-        batch_size: Sentences per Viterbi batch.
-
-    Returns:
-        One list of tag ids per sentence (empty for a sentence without words).
-
-    Raises:
-        ValueError: A sentence's marginals are not ``(words, len(tags))``, or ``tags`` is not BIO.
-    """
-    num_tags = len(tags)
-    allowed = bio_transition_masks(tags)
-    for k, m in enumerate(marginals):
-        if m.dim() != 2 or m.size(1) != num_tags:
-            raise ValueError(
-                f"sentence {k}: marginals must have shape (words, {num_tags}), got {tuple(m.shape)}"
-            )
-    out: list[list[int]] = [[] for _ in marginals]
-    order = sorted((i for i, m in enumerate(marginals) if len(m)), key=lambda i: len(marginals[i]))
-    # No learnt transitions: each member's CRF already shaped its marginals.
-    zeros = torch.zeros(num_tags, dtype=torch.float64)
-    # shape: (num_tags, num_tags)
-    no_transitions = torch.zeros(num_tags, num_tags, dtype=torch.float64)
-    for start in range(0, len(order), batch_size):
-        idx = order[start : start + batch_size]
-        width = len(marginals[idx[-1]])
-        # shape: (batch, words, num_tags)
-        scores = torch.zeros(len(idx), width, num_tags, dtype=torch.float64)
-        # shape: (batch, words)
-        mask = torch.zeros(len(idx), width, dtype=torch.bool)
-        for row, i in enumerate(idx):
-            words = len(marginals[i])
-            scores[row, :words] = marginals[i].double().clamp_min(_LOG_FLOOR).log()
-            mask[row, :words] = True
-        paths = viterbi_decode(scores, mask, zeros, no_transitions, zeros, *allowed)
-        for row, i in enumerate(idx):
-            out[i] = paths[row]
-    return out
-
-
-def majority_spans(predictions: Sequence[Sequence[str]]) -> list[str]:
-    """The entities that more than half of the members predicted, as one sentence's BIO tags.
-
-    Each member's entities never overlap, so two entities that each won a majority cannot
-    overlap either (some member would have predicted both): no tie-breaking is needed.
-
-    Args:
-        predictions: Per member, the BIO tags of one sentence (all of the same length).
-
-    Raises:
-        ValueError: No members, or members with different numbers of tags.
-    """
-    if not predictions:
-        raise ValueError("majority_spans needs at least one member's tags")
-    length = len(predictions[0])
-    if any(len(p) != length for p in predictions):
-        raise ValueError(f"members tagged different lengths: {[len(p) for p in predictions]}")
-    votes: dict[tuple[str, int, int], int] = {}
-    for tags in predictions:
-        for span in entity_spans(tags):
-            votes[span] = votes.get(span, 0) + 1
-    won = sorted((s for s, n in votes.items() if 2 * n > len(predictions)), key=lambda s: s[1])
-    return tags_from_spans(length, won)
+    """:func:`complex_ner.domain.models.numpy_crf.decode_marginals` of torch tensors (float64)."""
+    return numpy_decode_marginals(
+        [m.detach().cpu().double().numpy() for m in marginals], tags, batch_size
+    )

@@ -23,6 +23,7 @@ __all__ = [
     "CRFScores",
     "argmax_repaired",
     "crf_marginals",
+    "decode_marginals",
     "softmax_marginals",
     "viterbi",
 ]
@@ -30,6 +31,9 @@ __all__ = [
 # Finite rather than -inf: when every path is forbidden max/logsumexp still give finite scores
 # and a valid argmax instead of NaN (see domain/models/crf.py, which uses the same value).
 FORBIDDEN_SCORE: float = -1e9
+
+# Floor for log(0): a tag no tagger gives any probability stays possible but never preferred.
+_LOG_FLOOR = 1e-12
 
 
 class CRFScores:
@@ -107,7 +111,8 @@ def viterbi(emissions: np.ndarray, lengths: Sequence[int], crf: CRFScores) -> li
     batch, seq_len, num_tags = emissions.shape
     if batch == 0:
         return []
-    em = emissions.astype(np.float32, copy=False)
+    # float32 as the torch CRF scores; float64 kept (averaged marginals' logarithms).
+    em = emissions if emissions.dtype == np.float64 else emissions.astype(np.float32, copy=False)
     # shape: (batch, num_tags)
     score = crf.start + em[:, 0]
     # shape: (seq_len - 1, batch, num_tags): best previous tag of each tag at each step
@@ -202,3 +207,47 @@ def argmax_repaired(
     # shape: (batch, seq_len)
     best = emissions.argmax(axis=2)
     return [repair(row[:n], tags) for row, n in zip(best.tolist(), lens.tolist(), strict=True)]
+
+
+def decode_marginals(
+    marginals: Sequence[np.ndarray], tags: Sequence[str], batch_size: int = 64
+) -> list[list[int]]:
+    """The BIO-valid tag path of each sentence with the highest sum of log marginals.
+
+    How an ensemble decodes its members' averaged marginals: no learnt transitions (each
+    member's CRF already shaped its marginals), only the BIO constraints. Float64 throughout.
+
+    Args:
+        marginals: Per sentence, tag probabilities of shape ``(words, num_tags)``.
+        tags: BIO tag names indexed by tag id.
+        batch_size: Sentences per Viterbi batch.
+
+    Returns:
+        One list of tag ids per sentence (empty for a sentence without words).
+
+    Raises:
+        ValueError: A sentence's marginals are not ``(words, len(tags))``, or ``tags`` is not BIO.
+    """
+    num_tags = len(tags)
+    for k, m in enumerate(marginals):
+        if m.ndim != 2 or m.shape[1] != num_tags:
+            raise ValueError(
+                f"sentence {k}: marginals must have shape (words, {num_tags}), got {tuple(m.shape)}"
+            )
+    zeros = np.zeros(num_tags)
+    no_transitions = CRFScores(tags, zeros, np.zeros((num_tags, num_tags)), zeros)
+    out: list[list[int]] = [[] for _ in marginals]
+    order = sorted((i for i, m in enumerate(marginals) if len(m)), key=lambda i: len(marginals[i]))
+    for start in range(0, len(order), batch_size):
+        idx = order[start : start + batch_size]
+        width = len(marginals[idx[-1]])
+        # shape: (batch, words, num_tags); padding past a sentence's length is ignored
+        scores = np.zeros((len(idx), width, num_tags), dtype=np.float64)
+        for row, i in enumerate(idx):
+            scores[row, : len(marginals[i])] = np.log(
+                np.maximum(np.asarray(marginals[i], dtype=np.float64), _LOG_FLOOR)
+            )
+        paths = viterbi(scores, [len(marginals[i]) for i in idx], no_transitions)
+        for row, i in enumerate(idx):
+            out[i] = paths[row]
+    return out
