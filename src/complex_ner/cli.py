@@ -507,26 +507,37 @@ def predict(
 @app.command("ensemble")
 def ensemble_cmd(
     lang: LangOpt,
+    out: Annotated[Path, typer.Option("--out", "-o", help="The ensemble folder to write.")],
     model: Annotated[
-        list[str],
+        list[str] | None,
         typer.Option(
             "--model", "-m", help="A model folder or models:/name@alias (repeat: two or more)."
         ),
-    ],
-    out: Annotated[Path, typer.Option("--out", "-o", help="The ensemble folder to write.")],
+    ] = None,
     rule: Annotated[
         str, typer.Option(help="vote: entities most models predict; mean: averaged marginals.")
     ] = "vote",
+    chosen: Annotated[
+        bool,
+        typer.Option(
+            "--chosen", help="The members and rule the evaluate stage chose on val (choice.json)."
+        ),
+    ] = False,
     params: ParamsOpt = Path("params.yaml"),
 ) -> None:
     """Combine trained models into one folder that predict and predict-batch run as a model
-    (score the combination first with evaluate-ensemble)."""
+    (score the combination first with evaluate-ensemble, or take the evaluate stage's choice)."""
+    if chosen == bool(model):
+        raise _fail("give either --model two or more times or --chosen", 2)
     p = _predict_params(params)
     try:
+        if chosen:
+            model, rule = serve.chosen_ensemble(p, lang)
+        assert model is not None
         record = serve.build_ensemble(model, rule, out, p, lang=lang)
     except EXPECTED as exc:
         raise _fail(str(exc)) from None
-    typer.echo(f"{out}: {lang} ensemble of {len(record['members'])} models ({rule})")
+    typer.echo(f"{out}: {lang} ensemble of {len(record['members'])} models ({record['rule']})")
 
 
 @app.command("serve")

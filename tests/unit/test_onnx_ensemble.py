@@ -13,8 +13,16 @@ import torch
 from typer.testing import CliRunner
 
 from complex_ner.cli import app
-from complex_ner.core.config import DataConfig, ModelConfig
-from complex_ner.core.paths import ENSEMBLE_FILE, EXPORT_FILE, ONNX_FILE
+from complex_ner.core.config import DataConfig, ModelConfig, Params
+from complex_ner.core.paths import (
+    CHOICE_JSON,
+    ENSEMBLE,
+    ENSEMBLE_FILE,
+    EXPORT_FILE,
+    ONNX_FILE,
+    best_model_dir,
+    eval_dir,
+)
 from complex_ner.domain.data import Sentence, format_conll, read_conll
 from complex_ner.domain.models.ensemble import TaggerEnsemble
 from complex_ner.domain.models.tagger import build_model
@@ -178,3 +186,29 @@ def test_a_missing_member_folder_is_named(
     shutil.rmtree(out / "members" / "1")
     with pytest.raises(FileNotFoundError, match=r"members\[1\] .*members/1 does not exist"):
         load_tagger(out)
+
+
+def test_cli_builds_the_evaluate_stages_choice(
+    trained_tagger_dir: Path,
+    random_tagger_dirs: list[Path],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    params = Params.defaults(tmp_path)  # no params.yaml in tmp_path: prediction's defaults
+    for arch, source in (("bert_crf", trained_tagger_dir), ("bert_linear", random_tagger_dirs[0])):
+        shutil.copytree(source, best_model_dir(params, "es", arch))
+    runner, out = CliRunner(), tmp_path / "ens"
+    monkeypatch.chdir(tmp_path)
+    res = runner.invoke(app, ["ensemble", "-l", "es", "--chosen", "-o", str(out)])
+    assert res.exit_code == 1 and "no ensemble choice" in res.output
+    choice = eval_dir(params, "es", ENSEMBLE) / CHOICE_JSON
+    choice.parent.mkdir(parents=True)
+    chosen = {"members": ["bert_crf", "bert_linear"], "rule": "mean", "val_macro_f1": 0.5}
+    choice.write_text(json.dumps({"chosen": chosen, "candidates": [chosen]}), encoding="utf-8")
+    res = runner.invoke(app, ["ensemble", "-l", "es", "--chosen", "-o", str(out)])
+    assert res.exit_code == 0, res.output
+    record = json.loads((out / ENSEMBLE_FILE).read_text(encoding="utf-8"))
+    assert record["rule"] == "mean"
+    assert record["sources"] == [str(best_model_dir(params, "es", a)) for a in chosen["members"]]
+    res = runner.invoke(app, ["ensemble", "-l", "es", "-o", str(out)])
+    assert res.exit_code == 2 and "either --model two or more times or --chosen" in res.output

@@ -8,12 +8,14 @@ import neither torch nor transformers: the model is the folder's ONNX export
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 from complex_ner.adapters import http_serving, registry, tracking
 from complex_ner.core.config import Params
+from complex_ner.core.paths import CHOICE_JSON, ENSEMBLE, best_model_dir, eval_dir
 from complex_ner.domain.data import Sentence
 from complex_ner.engines import onnx_ensemble
 from complex_ner.engines import predict as prediction
@@ -22,6 +24,7 @@ from complex_ner.engines.predict import Predictor
 __all__ = [
     "BatchJob",
     "build_ensemble",
+    "chosen_ensemble",
     "finish_batch",
     "load_model",
     "model_folder",
@@ -73,6 +76,27 @@ def build_ensemble(
     """
     folders = [prediction.tagger_folder(model_folder(m, params)) for m in models]
     return onnx_ensemble.save_ensemble(out, folders, rule, sources=models, lang=lang)
+
+
+def chosen_ensemble(params: Params, lang: str) -> tuple[list[str], str]:
+    """The model folders and rule of the ensemble the evaluate stage chose on val for ``lang``
+    (its ``choice.json``, written when ``evaluate.ensemble_rules`` is set).
+
+    Raises:
+        FileNotFoundError: No ``choice.json`` (the evaluate stage made no ensemble choice).
+        ValueError: A ``choice.json`` without ``chosen.members`` and ``chosen.rule``.
+    """
+    path = eval_dir(params, lang, ENSEMBLE) / CHOICE_JSON
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"{path}: no ensemble choice; the evaluate stage writes it when "
+            "evaluate.ensemble_rules is set (make run-paper)"
+        )
+    chosen = json.loads(path.read_text(encoding="utf-8")).get("chosen") or {}
+    members, rule = chosen.get("members"), chosen.get("rule")
+    if not isinstance(members, list) or not isinstance(rule, str):
+        raise ValueError(f"{path}: field chosen must hold members (a list) and rule")
+    return [str(best_model_dir(params, lang, arch)) for arch in members], rule
 
 
 # One tagger per worker process, loaded by its first chunk: a process pool's workers tag many
