@@ -124,6 +124,8 @@ def test_cli_builds_the_folder_and_predicts_with_it(
     assert res.exit_code == 0, res.output
     words = [list(s.tokens) for s in toy_corpus(7)]
     assert [list(s.tags or ()) for s in read_conll(sub)] == load_tagger(out).predict(words)
+    res = runner.invoke(app, ["serve", "--model", str(out)])
+    assert res.exit_code == 1 and "an ensemble folder; HTTP serving takes" in res.output
     res = runner.invoke(app, [*args, "-o", str(tmp_path / "zh"), "-l", "zh"])
     assert res.exit_code == 1 and "trained on 'es', not 'zh'" in res.output
     assert not (tmp_path / "zh").exists()

@@ -15,7 +15,7 @@ from typing import Any
 
 from complex_ner.adapters import http_serving, registry, tracking
 from complex_ner.core.config import Params
-from complex_ner.core.paths import CHOICE_JSON, ENSEMBLE, best_model_dir, eval_dir
+from complex_ner.core.paths import CHOICE_JSON, ENSEMBLE, ENSEMBLE_FILE, best_model_dir, eval_dir
 from complex_ner.domain.data import Sentence
 from complex_ner.engines import onnx_ensemble
 from complex_ner.engines import predict as prediction
@@ -171,6 +171,13 @@ def serve_http(model: str, params: Params, host: str = "127.0.0.1", port: int = 
 
     Raises:
         LookupError: no such model.
+        ValueError: an ensemble folder (they run through ``complex-ner predict``).
     """
+    local = not model.startswith(("models:/", "runs:/"))
+    if local and (model_folder(model, params) / ENSEMBLE_FILE).is_file():
+        raise ValueError(
+            f"{model}: an ensemble folder; HTTP serving takes a logged or registered model "
+            f"(models:/name@alias); tag with `complex-ner predict --model {model}`"
+        )
     tracking.setup(params)
     http_serving.serve(model, host, port)
