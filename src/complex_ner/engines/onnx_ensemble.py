@@ -135,6 +135,11 @@ def ensemble_members(folder: str | Path) -> tuple[str, list[Path]]:
     return rule, out
 
 
+def _model_key(rule: str, member_keys: Sequence[str]) -> str:
+    """An ensemble's version for chunked prediction: its rule and its members' export keys."""
+    return f"ensemble:{rule}:" + "|".join(member_keys)
+
+
 class OnnxEnsemble:
     """Member taggers of one language combined by ``vote`` or ``mean`` (the tagger's API).
 
@@ -161,7 +166,7 @@ class OnnxEnsemble:
         self.spec = first.spec
         self.tags = first.tags
         self.tag_to_id = first.tag_to_id
-        self.model_key = f"ensemble:{rule}:" + "|".join(m.model_key for m in members)
+        self.model_key = _model_key(rule, [m.model_key for m in members])
 
     @classmethod
     def load(cls, folder: str | Path, *, int8: bool = False, threads: int = 0) -> OnnxEnsemble:
@@ -183,7 +188,7 @@ class OnnxEnsemble:
             if not path.is_file():
                 raise FileNotFoundError(f"{path}: no such export in the ensemble's member")
             keys.append(export_key(path))
-        return f"ensemble:{rule}:" + "|".join(keys)
+        return _model_key(rule, keys)
 
     def predict_ids(
         self,
