@@ -17,7 +17,7 @@ import typer
 
 from complex_ner.adapters import mlflow_server as servers
 from complex_ner.app import serve
-from complex_ner.core.config import ARCHITECTURES, ConfigError, Params, load_params
+from complex_ner.core.config import ConfigError, Params, load_params, parse_run
 from complex_ner.core.paths import best_model_dir, champion_uri, data_docs_dir
 from complex_ner.domain.data import DataFormatError, decode_lines, format_conll, read_conll
 from complex_ner.domain.stats import stats_markdown
@@ -196,7 +196,10 @@ def train(
     arch: Annotated[
         str | None,
         typer.Option(
-            "--arch", "-a", help="bert_crf | bert_bilstm_crf | bert_linear (default: model.arch)."
+            "--arch",
+            "-a",
+            help="bert_crf | bert_bilstm_crf | bert_linear, or <arch>-s<seed> for a run with its "
+            "own seed (default: model.arch).",
         ),
     ] = None,
     params: ParamsOpt = Path("params.yaml"),
@@ -212,8 +215,10 @@ def train(
     p = _load(params, set_)
     _check_lang(p, lang)
     arch = arch or p.model.arch
-    if arch not in ARCHITECTURES:
-        raise _fail(f"--arch: {arch!r} is not one of {', '.join(ARCHITECTURES)}", 2)
+    try:
+        parse_run(arch)
+    except ValueError as exc:
+        raise _fail(f"--arch: {exc}", 2) from None
     steps = _stages()
     try:
         if steps.needs_torchrun(p):

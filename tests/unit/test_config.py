@@ -19,6 +19,7 @@ from complex_ner.core.config import (
     TrainConfig,
     load_params,
     parse_override,
+    parse_run,
 )
 
 
@@ -123,7 +124,10 @@ def test_a_whole_number_is_a_valid_float(tmp_path: Path) -> None:
         ("model: {stride: -1}", "model.stride", "must be >= 0"),
         ("model: {lstm_hidden: 0}", "model.lstm_hidden", "must be >= 1"),
         ("model: {fc_hidden: 0}", "model.fc_hidden", "must be >= 1"),
-        ("train: {archs: [bert_crf, bert_gru]}", "train.archs[1]", "expected 'bert_crf'"),
+        ("train: {archs: [bert_crf, bert_gru]}", "train.archs[1]", "neither an architecture"),
+        ("train: {archs: [bert_crf-29]}", "train.archs[0]", "<architecture>-s<seed>"),
+        ("train: {archs: [bert_crf-s]}", "train.archs[0]", "<architecture>-s<seed>"),
+        ("train: {archs: [bert_crf, bert_crf]}", "train.archs", "duplicates: bert_crf"),
         ("train: {batch_size: 0}", "train.batch_size", "must be >= 1"),
         ("train: {lr_min: 0.0}", "train.lr_min", "must be > 0.0"),
         ("train: {lr_encoder: 1.0e-5, lr_min: 1.0e-4}", "train.lr_min", "<= train.lr_encoder"),
@@ -201,6 +205,20 @@ def test_every_architecture_is_accepted(tmp_path: Path) -> None:
     for arch in ARCHITECTURES:
         assert load_params(write(tmp_path, f"model: {{arch: {arch}}}")).model.arch == arch
     assert load_params(write(tmp_path, "")).train.archs
+
+
+def test_a_run_name_carries_its_architecture_and_its_own_seed(tmp_path: Path) -> None:
+    assert parse_run("bert_bilstm_crf") == ("bert_bilstm_crf", None)
+    assert parse_run("bert_crf-s29") == ("bert_crf", 29)
+    p = load_params(write(tmp_path, "train: {archs: [bert_crf, bert_crf-s29], seed: 7}"))
+    assert p.train.archs == ("bert_crf", "bert_crf-s29")
+    plain, seeded = p.for_run("es", "bert_crf"), p.for_run("es", "bert_crf-s29")
+    assert (plain.model.arch, plain.train.seed) == ("bert_crf", 7)
+    assert (seeded.model.arch, seeded.train.seed) == ("bert_crf", 29)
+    # Nothing else differs: the same run as train.seed 29 would be.
+    assert seeded == p.model_copy(update={"train": p.train.model_copy(update={"seed": 29})})
+    linear = p.for_run("es", "bert_linear-s3")
+    assert (linear.model.arch, linear.train.seed) == ("bert_linear", 3)
 
 
 def test_sections_are_frozen_and_hashable(tmp_path: Path) -> None:

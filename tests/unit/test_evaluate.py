@@ -199,3 +199,30 @@ def test_the_evaluate_command_reports_the_ensemble_beside_the_archs(three_archs:
     assert summary["es"]["ensemble"]["heldout_macro_f1"] == pytest.approx(1.0)
     table = (three_archs.path(three_archs.evaluate.report_dir) / "es.md").read_text("utf-8")
     assert "ensemble F1" in table
+
+
+def test_seeds_of_one_head_are_evaluated_and_ensembled_under_their_run_names(
+    params: Params,
+) -> None:
+    from typer.testing import CliRunner
+
+    from complex_ner.cli import app
+
+    # A second BERT+CRF run (a copy of the toy tagger stands in for its own seed).
+    shutil.copytree(
+        best_model_dir(params, "es", "bert_crf"), best_model_dir(params, "es", "bert_crf-s29")
+    )
+    path = params.root / "params.yaml"
+    path.write_text(
+        "data:\n  languages: [es]\ntrain:\n  languages: [es]\n  archs: [bert_crf, bert_crf-s29]\n"
+        "evaluate:\n  ensemble_rules: [vote]\n",
+        encoding="utf-8",
+    )
+    result = CliRunner().invoke(app, ["evaluate", "-p", str(path)])
+    assert result.exit_code == 0, result.output
+    assert "es bert_crf-s29 heldout: macro-F1 1.0000" in result.output
+    assert "es ensemble (vote: bert_crf + bert_crf-s29) heldout: macro-F1 1.0000" in result.output
+    summary = json.loads(params.path(params.evaluate.metrics_file).read_text("utf-8"))
+    assert list(summary["es"]) == ["bert_crf", "bert_crf-s29", "ensemble"]
+    held = eval_split_dir(params, "es", "bert_crf-s29", "heldout")
+    assert (held / "metrics.json").is_file() and (held / "slices.md").is_file()

@@ -3,6 +3,7 @@ the epoch. The registry (MLflow) is replaced by a dictionary; the decision code 
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -12,7 +13,8 @@ import pytest
 from complex_ner.adapters import registry, tracking
 from complex_ner.app import stages
 from complex_ner.core.config import Params
-from complex_ner.core.paths import CHALLENGER, CHAMPION, split_file
+from complex_ner.core.io import atomic_write_text
+from complex_ner.core.paths import CHALLENGER, CHAMPION, RUN_FILE, run_dir, split_file
 from complex_ner.domain.data import Sentence, read_conll, write_conll
 from complex_ner.domain.models.tagger import Tagger
 from complex_ner.engines.evaluate import evaluate_f1
@@ -160,3 +162,25 @@ def test_a_registration_that_fails_half_way_leaves_the_registry_as_it_was(
     with pytest.raises(OSError, match="No space left"):
         stages.register_best(params, "es", ["a"])
     assert fake.versions == {"1": champion} and fake.aliases == {CHAMPION: "1"}
+
+
+def test_of_several_bert_crf_seeds_the_best_on_val_is_the_candidate(
+    params: Params, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    archs = ("bert_linear", "bert_crf", "bert_crf-s29", "bert_crf-s41")
+    p = params.model_copy(update={"train": params.train.model_copy(update={"archs": archs})})
+    # bert_linear is best on val but is not BERT+CRF; bert_crf-s41 was never trained.
+    for name, rid, val in (("bert_linear", "l", 0.95), ("bert_crf", "a", 0.7)):
+        atomic_write_text(
+            run_dir(p, "es", name) / RUN_FILE, json.dumps({"run_id": rid, "best_f1": val})
+        )
+    assert stages.registry_candidate(p, "es") == "a"
+    atomic_write_text(
+        run_dir(p, "es", "bert_crf-s29") / RUN_FILE, json.dumps({"run_id": "b", "best_f1": 0.75})
+    )
+    assert stages.registry_candidate(p, "es") == "b"
+    # "a" would score higher on heldout: among seeds the choice is on val, never on heldout.
+    runs = {"a": {"eval_heldout_macro_f1": 0.8}, "b": {"eval_heldout_macro_f1": 0.6}}
+    FakeRegistry(runs, None).install(monkeypatch)
+    out = stages.register_best(p, "es")
+    assert out.run_id == "b" and out.heldout_macro_f1 == 0.6 and out.alias == CHAMPION

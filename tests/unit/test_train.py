@@ -235,6 +235,48 @@ def test_train_model_trains_each_language_with_its_own_changes(
     assert (seen["es"].epochs, seen["zh"].epochs) == (1, 2)
 
 
+def test_a_run_with_its_own_seed_trains_as_that_seed_in_its_own_folder(
+    tiny_bert_dir: Path, toy_corpus: ToyCorpus, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import complex_ner.engines.train as train_module
+    from complex_ner.core.config import Params
+
+    seen: list[dict[str, Any]] = []
+
+    def capture(
+        tagger: Tagger,
+        train: object,
+        val: object,
+        cfg: TrainConfig,
+        out: Path,
+        *a: object,
+        **kw: Any,
+    ) -> None:
+        head = {k: v.clone() for k, v in tagger.head.state_dict().items()}
+        seen.append({"cfg": cfg, "out": out, "head": head, "extra": kw["model_extra"]})
+
+    monkeypatch.setattr(train_module, "fit", capture)
+    monkeypatch.setattr(
+        train_module, "load_training_data", lambda p, lang: (toy_corpus(20), toy_corpus(2))
+    )
+    monkeypatch.setattr(train_module, "start_encoder", lambda params, lang: str(tiny_bert_dir))
+    params = Params(root=tmp_path)  # train.seed 13
+    reseeded = params.model_copy(update={"train": params.train.model_copy(update={"seed": 29})})
+    train_module.train_model(params, "es", "bert_crf")
+    train_module.train_model(params, "es", "bert_crf-s29")
+    train_module.train_model(reseeded, "es", "bert_crf")
+    plain, own, same = seen
+    assert own["out"] == tmp_path / "models/trained/es/bert_crf-s29"
+    assert plain["out"] == same["out"] == tmp_path / "models/trained/es/bert_crf"
+    assert (plain["cfg"].seed, own["cfg"].seed) == (13, 29) and own["cfg"] == same["cfg"]
+    # What the saved model records it was trained with: the run's architecture and seed.
+    assert own["extra"] == same["extra"]
+    assert own["extra"]["trained_with"]["model"]["arch"] == "bert_crf"
+    assert own["extra"]["trained_with"]["train"]["seed"] == 29
+    assert all(torch.equal(own["head"][k], same["head"][k]) for k in own["head"])
+    assert not all(torch.equal(own["head"][k], plain["head"][k]) for k in own["head"])
+
+
 @pytest.mark.parametrize(
     ("fits", "expected"),
     [
@@ -326,6 +368,34 @@ def test_the_train_command_says_when_the_plan_cut_the_run(
     (folder / BUDGET_PLAN_FILE).write_text(json.dumps(plan), encoding="utf-8")
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 0 and "planned_minutes" not in result.output
+
+
+def test_the_train_command_takes_a_run_name_and_names_a_bad_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from types import SimpleNamespace
+
+    from typer.testing import CliRunner
+
+    import complex_ner.app.stages as stages
+    from complex_ner.cli import app
+
+    params_file = tmp_path / "params.yaml"
+    params_file.write_text("{}\n", encoding="utf-8")
+    calls: list[str] = []
+
+    def train(params: object, lang: str, arch: str, **kwargs: object) -> SimpleNamespace:
+        calls.append(arch)
+        return SimpleNamespace(best_f1=0.5, best_epoch=1, model_dir=tmp_path, run_id="r1")
+
+    monkeypatch.setattr(stages, "train", train)
+    args = ["train", "--lang", "es", "-p", str(params_file), "--arch"]
+    result = CliRunner().invoke(app, [*args, "bert_crf-s29"])
+    assert result.exit_code == 0, result.output
+    assert calls == ["bert_crf-s29"] and "es bert_crf-s29: best validation" in result.output
+    result = CliRunner().invoke(app, [*args, "bert_crf_s29"])
+    assert result.exit_code == 2 and calls == ["bert_crf-s29"]
+    assert "--arch: 'bert_crf_s29' is neither an architecture" in result.output
 
 
 def test_frozen_lower_layers_stay_unchanged_and_the_rest_learns(

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from complex_ner.adapters import registry, tracking
-from complex_ner.core.config import Params
+from complex_ner.core.config import Params, parse_run
 from complex_ner.core.distributed import World
 from complex_ner.core.io import atomic_write_text
 from complex_ner.core.paths import (
@@ -213,7 +213,8 @@ def train_distributed(params: Params, cli_args: Sequence[str]) -> int:
 def train(
     params: Params, lang: str, arch: str, *, resume: bool = False, log: Log | None = print
 ) -> TrainedRun | None:
-    """Train one language x architecture inside an MLflow run; per-epoch metrics, curves.
+    """Train one language x ``train.archs`` entry (an architecture, or ``<arch>-s<seed>``)
+    inside an MLflow run; per-epoch metrics, curves.
 
     Under torchrun, rank 0 does all of this; the other ranks only train alongside it (no MLflow
     run, no files) and get None.
@@ -222,17 +223,20 @@ def train(
     if not world.main:
         training.train_model(params, lang, arch, resume=resume, world=world)
         return None
+    # What trains this run: train.by_language, its architecture and seed applied, so MLflow
+    # shows the values used.
+    used = params.for_run(lang, arch)
     tags = tracking.lineage_tags(
         params,
         "train",
         lang=lang,
-        arch=arch,
+        arch=used.model.arch,
+        run=arch,
         encoder=pretraining.encoder_label(params, lang),
         val_data_hash=tracking.eval_data_hash(params, lang),
         world_size=str(world.size),
     )
-    # What trains this language: train.by_language applied, so MLflow shows the values used.
-    logged = {**tracking.flat_params(params.for_language(lang)), "model.arch": arch}
+    logged = tracking.flat_params(used)
     out = run_dir(params, lang, arch)
     with (
         _run_file_set_aside(out, best_model_dir(params, lang, arch)),
@@ -301,6 +305,21 @@ def recorded_run_id(params: Params, lang: str, arch: str) -> str | None:
     if not path.is_file():
         return None
     return json.loads(path.read_text(encoding="utf-8")).get("run_id")
+
+
+def registry_candidate(params: Params, lang: str) -> str | None:
+    """The MLflow run of ``lang``'s BERT+CRF entry of ``train.archs`` with the best validation
+    macro-F1 (the first on ties), if any was trained. With several seeds of BERT+CRF the choice
+    is made on ``val``, like every model choice; the registry then decides on heldout."""
+    best: dict[str, Any] | None = None
+    for name in params.train.archs:
+        path = run_dir(params, lang, name) / RUN_FILE
+        if parse_run(name)[0] != REGISTERED_ARCH or not path.is_file():
+            continue
+        run = json.loads(path.read_text(encoding="utf-8"))
+        if best is None or run["best_f1"] > best["best_f1"]:
+            best = run
+    return None if best is None else best.get("run_id")
 
 
 def budget_plan(params: Params, lang: str, arch: str) -> dict[str, Any] | None:
@@ -456,7 +475,7 @@ def _register_best(
 ) -> registry.Registration:
     """:func:`register_best` inside the lock."""
     if run_ids is None:
-        rid = recorded_run_id(params, lang, REGISTERED_ARCH)
+        rid = registry_candidate(params, lang)
         run_ids = [rid] if rid else []
     current_hash = tracking.eval_data_hash(params, lang, REPORTED_SPLIT)
     candidates = []

@@ -90,6 +90,33 @@ def _not_empty(value: tuple[Any, ...]) -> tuple[Any, ...]:
 Arch = Literal["bert_crf", "bert_bilstm_crf", "bert_linear"]
 #: The head architectures, in the order of :data:`Arch`.
 ARCHITECTURES: tuple[str, ...] = get_args(Arch)
+# An entry of train.archs, a "run": an architecture, or "<arch>-s<seed>", another run of that
+# architecture with its own seed (train.seed otherwise). The name is the run's folder and DVC
+# stage (models/trained/es/bert_crf-s29, train@es-bert_crf-s29), so several seeds of one head can
+# be trained and ensembled by the stage graph itself.
+_RUN = re.compile(r"(?P<arch>[a-z_]+)(?:-s(?P<seed>[0-9]+))?")
+
+
+def parse_run(name: str) -> tuple[str, int | None]:
+    """The architecture of a ``train.archs`` entry and its own seed (None: ``train.seed``).
+
+    Raises:
+        ValueError: ``name`` is neither an architecture nor ``<architecture>-s<seed>``.
+    """
+    match = _RUN.fullmatch(name)
+    if match is None or match["arch"] not in ARCHITECTURES:
+        raise ValueError(
+            f"{name!r} is neither an architecture ({', '.join(ARCHITECTURES)}) nor "
+            "<architecture>-s<seed> (e.g. bert_crf-s29)"
+        )
+    return match["arch"], None if match["seed"] is None else int(match["seed"])
+
+
+def _run_name(value: str) -> str:
+    parse_run(value)
+    return value
+
+
 LabelPiece = Literal["first", "last"]
 #: How words become pieces (``domain/alignment.py``); only text written without spaces differs.
 JoinMode = Literal["space", "natural", "char"]
@@ -114,6 +141,7 @@ NonEmptyPath = Annotated[str, AfterValidator(_non_empty_path)]
 Device = Annotated[str, AfterValidator(_device)]
 
 Languages = Annotated[tuple[LanguageCode, ...], BeforeValidator(_as_tuple), AfterValidator(_unique)]
+RunName = Annotated[str, AfterValidator(_run_name)]
 #: A list of strings, read into a tuple.
 StrTuple = Annotated[tuple[str, ...], BeforeValidator(_as_tuple)]
 
@@ -270,7 +298,11 @@ class TrainConfig(_Section):
     """Optimisation; the paper: Adam, cyclic LR between 1e-6 and 1e-4, about 10 epochs."""
 
     languages: Languages = ("es", "zh")
-    archs: Annotated[tuple[Arch, ...], BeforeValidator(_as_tuple)] = ("bert_crf",)
+    # The runs to train per language (see parse_run): ["bert_crf", "bert_crf-s29"] trains
+    # BERT+CRF with train.seed and again with seed 29.
+    archs: Annotated[tuple[RunName, ...], BeforeValidator(_as_tuple), AfterValidator(_unique)] = (
+        "bert_crf",
+    )
     epochs: PositiveInt = 2
     batch_size: PositiveInt = 16
     lr_encoder: PositiveFloat = 1e-4
@@ -468,6 +500,17 @@ with warnings.catch_warnings():
         def for_language(self, lang: str) -> Params:
             """These params with ``train.by_language[lang]`` applied (what trains ``lang``)."""
             return self.model_copy(update={"train": self.train.for_language(lang)})
+
+        def for_run(self, lang: str, name: str) -> Params:
+            """What trains the run ``name`` (a ``train.archs`` entry) on ``lang``:
+            :meth:`for_language`, with the run's architecture as ``model.arch`` and its own seed,
+            if it names one, as ``train.seed``."""
+            arch, seed = parse_run(name)
+            p = self.for_language(lang)
+            train = p.train if seed is None else p.train.model_copy(update={"seed": seed})
+            return p.model_copy(
+                update={"train": train, "model": p.model.model_copy(update={"arch": arch})}
+            )
 
         def path(self, relative: str | Path) -> Path:
             """Resolve a params path against the project root."""

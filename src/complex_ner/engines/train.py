@@ -698,28 +698,25 @@ def load_training_data(params: Params, lang: str) -> tuple[list[Sentence], list[
     return train, val
 
 
-def _build(params: Params, encoder: str, lang: str, arch: str) -> Tagger:
-    model = params.model.model_copy(update={"arch": arch})
-    return build_model(encoder, params.data.tags, model, lang)
-
-
 def train_model(
     params: Params,
     lang: str,
-    arch: str,
+    name: str,
     *,
     resume: bool = False,
     callbacks: Sequence[Callback] = (),
     world: World | None = None,
 ) -> FitResult:
-    """Build the encoder + ``arch`` head from params and train it on ``lang``.
+    """Build the encoder + head of the run ``name`` from params and train it on ``lang``.
 
     Args:
+        name: A ``train.archs`` entry: an architecture, or ``<arch>-s<seed>`` with its own seed
+            (:func:`~complex_ner.core.config.parse_run`); the run folder carries the name.
         resume: Continue from the run folder's checkpoint when it exists.
         callbacks: Passed to :func:`fit` (progress lines, tracking).
         world: Passed to :func:`fit` (default: torchrun's environment).
     """
-    params = params.for_language(lang)
+    params = params.for_run(lang, name)
     m = params.model
     # Trimmed and/or WWM-adapted per params; FileNotFoundError names the command to run.
     encoder = start_encoder(params, lang)
@@ -728,10 +725,10 @@ def train_model(
     # before (a flow that validated data first, a benchmark that warmed up).
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(params.train.seed)
-        tagger = _build(params, encoder, lang, arch)
+        tagger = build_model(encoder, params.data.tags, m, lang)
     extra = {
         "trained_with": {
-            "model": m.model_dump(mode="json") | {"arch": arch},
+            "model": m.model_dump(mode="json"),
             "train": params.train.model_dump(mode="json"),
         },
         "start_encoder": encoder_label(params, lang),
@@ -743,7 +740,7 @@ def train_model(
         train,
         val,
         params.train,
-        run_dir(params, lang, arch),
+        run_dir(params, lang, name),
         params.data.entity_types,
         resume=resume,
         callbacks=callbacks,
