@@ -47,8 +47,9 @@ run: venv
 	@echo "  registry:         models:/complex-ner-es@champion, models:/complex-ner-zh@champion"
 	@echo "  Prefect UI:       PREFECT_HOME=$(CURDIR)/.prefect .venv/bin/prefect server start --host 127.0.0.1"
 
-## The paper's budget (configs/experiments/paper.yaml: all three architectures, 10 epochs, the
-## whole train split), recorded as a DVC experiment (`dvc exp show`): meant for a GPU.
+## The paper's budget (configs/experiments/paper.yaml: all three architectures plus two more
+## BERT+CRF seeds, 10 epochs, the whole train split), recorded as a DVC experiment
+## (`dvc exp show`): meant for a GPU.
 run-paper: venv
 	$(VENV)/bin/python flows/pipeline.py --config configs/experiments/paper.yaml
 	@echo
