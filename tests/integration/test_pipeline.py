@@ -62,19 +62,31 @@ def test_plain_run_then_an_experiment(
         assert tags["mlflow.parentRunId"] == first["parent_run_id"]
     assert {r["alias"] for r in first["registrations"]} == {"champion"}
 
-    # Other settings: a DVC experiment that shows them; params.yaml is put back as it was.
+    # Other settings: a DVC experiment that shows them; params.yaml is put back as it was. A
+    # second BERT+CRF run with its own seed gets its own stage, MLflow run and report, and the
+    # evaluate stage's ensemble.
     before = params_file.read_bytes()
     overrides = [
         "train.epochs=2",
         "train.lr_head=1.0e-7",
         "train.lr_encoder=1.0e-7",
         "train.lr_min=1.0e-8",
+        "train.archs=[bert_crf, bert_crf-s7]",
+        "evaluate.ensemble_rules=[vote]",
     ]
     second = pipeline(str(params_file), overrides, experiment="weak-head")
     assert params_file.read_bytes() == before
     ran = {n for n, s in second["stages"].items() if s["status"] == "ran"}
     assert {"train@es-bert_crf", "train@zh-bert_crf", "evaluate", "register"} <= ran
+    assert {"train@es-bert_crf-s7", "train@zh-bert_crf-s7"} <= ran
     assert "ingest" not in ran
+    seeded = [r for r in second["runs"] if r["arch"] == "bert_crf-s7"]
+    assert {r["lang"] for r in seeded} == {"es", "zh"}
+    for r in seeded:
+        run = client.get_run(r["run_id"]).data
+        assert (run.tags["arch"], run.tags["run"]) == ("bert_crf", "bert_crf-s7")
+        assert run.params["train.seed"] == "7" and run.params["model.arch"] == "bert_crf"
+        assert (repo / "models/trained" / r["lang"] / "bert_crf-s7/model/onnx.json").is_file()
 
     shown = json.loads(sh([DVC, "exp", "show", "--json"], repo))
     saved = [e for row in shown for e in (row.get("experiments") or []) if e["name"]]
@@ -82,7 +94,9 @@ def test_plain_run_then_an_experiment(
     exp_data = exp["revs"][0]["data"]
     exp_params = exp_data["params"]["params.yaml"]["data"]
     assert exp_params["train"]["epochs"] == 2 and exp_params["train"]["lr_head"] == 1.0e-7
-    assert set(exp_data["metrics"]["reports/metrics.json"]["data"]) == {"es", "zh"}
+    metrics = exp_data["metrics"]["reports/metrics.json"]["data"]
+    assert set(metrics) == {"es", "zh"}
+    assert all(list(m) == ["bert_crf", "bert_crf-s7", "ensemble"] for m in metrics.values())
     # The lock describes the models it points to; `dvc status` says params.yaml now differs.
     assert _lock_params(repo, "train@es-bert_crf")["train"]["epochs"] == 2
     assert "up to date" not in sh([DVC, "status"], repo)
