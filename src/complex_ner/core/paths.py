@@ -11,7 +11,8 @@ from pathlib import Path
 
 from complex_ner.core.config import Params
 
-# A trained run's folder: <train.output_dir>/<lang>/<arch>/
+# A trained run's folder: <train.output_dir>/<lang>/<run>/, the run a train.archs entry names
+# (an architecture, or <arch>-s<seed>: core.config.parse_run)
 BEST_DIR = "model"  # the best checkpoint on validation, a self-contained tagger folder
 CHECKPOINT_DIR = "checkpoint"  # resumable state (weights, optimizer, history)
 # The best model while the run goes on (hidden): it becomes BEST_DIR, with its ONNX export, only
@@ -100,7 +101,7 @@ def split_file(params: Params, lang: str, split: str) -> Path:
 
 
 def run_dir(params: Params, lang: str, arch: str) -> Path:
-    """Where the training run for one language and architecture lives."""
+    """Where the training run for one language and ``train.archs`` entry lives."""
     return params.path(params.train.output_dir) / lang / arch
 
 
