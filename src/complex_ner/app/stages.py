@@ -299,12 +299,16 @@ def _run_file_set_aside(out: Path, model: Path) -> Iterator[None]:
             aside.unlink(missing_ok=True)
 
 
+def _trained_run(params: Params, lang: str, arch: str) -> dict[str, Any] | None:
+    """The run folder's ``RUN_FILE`` record (a :class:`TrainedRun`), if it was trained."""
+    path = run_dir(params, lang, arch) / RUN_FILE
+    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
+
+
 def recorded_run_id(params: Params, lang: str, arch: str) -> str | None:
     """The MLflow run that trained the saved ``lang``/``arch`` model, if any."""
-    path = run_dir(params, lang, arch) / RUN_FILE
-    if not path.is_file():
-        return None
-    return json.loads(path.read_text(encoding="utf-8")).get("run_id")
+    run = _trained_run(params, lang, arch)
+    return None if run is None else run.get("run_id")
 
 
 def registry_candidate(params: Params, lang: str) -> str | None:
@@ -313,11 +317,8 @@ def registry_candidate(params: Params, lang: str) -> str | None:
     is made on ``val``, like every model choice; the registry then decides on heldout."""
     best: dict[str, Any] | None = None
     for name in params.train.archs:
-        path = run_dir(params, lang, name) / RUN_FILE
-        if parse_run(name)[0] != REGISTERED_ARCH or not path.is_file():
-            continue
-        run = json.loads(path.read_text(encoding="utf-8"))
-        if best is None or run["best_f1"] > best["best_f1"]:
+        run = _trained_run(params, lang, name) if parse_run(name)[0] == REGISTERED_ARCH else None
+        if run is not None and (best is None or run["best_f1"] > best["best_f1"]):
             best = run
     return None if best is None else best.get("run_id")
 
