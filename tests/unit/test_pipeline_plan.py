@@ -30,6 +30,24 @@ def test_every_named_configuration_applies_to_params(root: Path) -> None:
         load_params(root / "params.yaml", overrides)  # raises on an unknown or invalid field
 
 
+def test_the_paper_budget_keeps_no_per_language_epochs_or_time_budget(
+    root: Path, tmp_path: Path
+) -> None:
+    # params.yaml's CPU budget gives each language its own epochs and time budget; the paper's
+    # configuration must train every language 10 epochs, whichever way the stages read params.
+    config = root / "configs" / "experiments" / "paper.yaml"
+    overrides = pipeline.config_overrides(config)
+    params_file = tmp_path / "params.yaml"
+    shutil.copy(root / "params.yaml", params_file)
+    dvc.set_params(params_file, [parse_override(t) for t in overrides])
+    for params in (load_params(root / "params.yaml", overrides), load_params(params_file)):
+        for lang in params.data.languages:
+            train = params.for_language(lang).train
+            assert (lang, train.epochs, train.time_budget_minutes) == (lang, 10, 0.0)
+    default = load_params(root / "params.yaml")
+    assert any(default.for_language(lang).train.time_budget_minutes for lang in ("es", "zh"))
+
+
 def test_a_configuration_names_its_bad_key(root: Path, tmp_path: Path) -> None:
     config = tmp_path / "bad.yaml"
     config.write_text("epochs: 3\n", encoding="utf-8")
