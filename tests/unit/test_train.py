@@ -159,24 +159,29 @@ def test_time_budget_rule_projects_one_more_mean_epoch() -> None:
     assert not over_time_budget([], 0.001)  # nothing measured yet: the first epoch always runs
 
 
-@pytest.mark.parametrize(("minutes", "epochs_run"), [(1e-6, 1), (600.0, 3)])
+@pytest.mark.parametrize(
+    ("minutes", "epochs", "epochs_run"),
+    [(1e-6, 3, 1), (600.0, 3, 3), (1e-6, 1, 1)],  # the last: over budget, but nothing was cut
+)
 def test_time_budget_ends_like_early_stopping_with_the_best_model_saved(
     tiny_bert_dir: Path,
     toy_corpus: ToyCorpus,
     tmp_path: Path,
     cfg: Callable[..., TrainConfig],
     minutes: float,
+    epochs: int,
     epochs_run: int,
 ) -> None:
     data = toy_corpus(8)
-    c = cfg(epochs=3, time_budget_minutes=minutes)
+    c = cfg(epochs=epochs, time_budget_minutes=minutes)
     model = ModelConfig(arch="bert_linear", dropout=0.0)
     result = fit(build_model(str(tiny_bert_dir), TAGS, model, "es"), data, data, c, tmp_path, TYPES)
     assert [h["epoch"] for h in result.history] == list(range(1, epochs_run + 1))
     assert result.model_dir is not None and (result.model_dir / "model.onnx").is_file()
+    cut = epochs_run < epochs
     stopped = [h.get("stopped_by") for h in result.history]
-    assert stopped == ["time_budget" if epochs_run < 3 else None] + [None] * (epochs_run - 1)
-    assert result.stopped_early == (epochs_run < 3)
+    assert stopped == [None] * (epochs_run - 1) + ["time_budget" if cut else None]
+    assert result.stopped_early == cut
 
 
 def test_callbacks_see_validation_records_and_progress_lines(

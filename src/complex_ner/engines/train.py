@@ -399,7 +399,13 @@ class _EpochEnd:
         else:
             self.bad_epochs += 1
             self.stopped_early = self.bad_epochs >= self.cfg.patience
-        if not self.stopped_early and over_time_budget(self.history, self.cfg.time_budget_minutes):
+        # The last epoch ends the run anyway: the record says "time_budget" only when it cut one.
+        last = self.epoch >= self.cfg.epochs
+        if (
+            not self.stopped_early
+            and not last
+            and over_time_budget(self.history, self.cfg.time_budget_minutes)
+        ):
             self.stopped_early = True
             record["stopped_by"] = "time_budget"
         t = self.trainer
