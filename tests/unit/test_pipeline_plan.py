@@ -33,7 +33,7 @@ def test_every_named_configuration_applies_to_params(root: Path) -> None:
 def test_the_paper_budget_keeps_no_per_language_epochs_or_time_budget(
     root: Path, tmp_path: Path
 ) -> None:
-    # params.yaml's CPU budget gives each language its own epochs and time budget; the paper's
+    # params.yaml's CPU budget caps every run's minutes (Chinese with its own entry); the paper's
     # configuration must train every language 10 epochs, whichever way the stages read params.
     config = root / "configs" / "experiments" / "paper.yaml"
     overrides = pipeline.config_overrides(config)
