@@ -247,6 +247,15 @@ def train(
             f"{plan['of']['train_sentences']:,} sentences ({plan['seconds_per_sentence']:.3f} s "
             f"per sentence on this machine); -S train.planned_minutes=0 trains on all of them"
         )
+    cut = _stages().time_budget_cut(p, lang, arch)
+    if cut is not None:
+        used = p.for_run(lang, arch).train
+        epochs = plan["epochs"] if plan is not None else used.epochs
+        typer.echo(
+            f"{lang} {arch}: train.time_budget_minutes {used.time_budget_minutes:g} ended the "
+            f"run after epoch {cut['epoch']} of {epochs} (one more would have overrun it on this "
+            "machine); -S train.time_budget_minutes=0 trains every epoch"
+        )
 
 
 @app.command()

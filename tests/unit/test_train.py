@@ -375,6 +375,42 @@ def test_the_train_command_says_when_the_plan_cut_the_run(
     assert result.exit_code == 0 and "planned_minutes" not in result.output
 
 
+def test_the_train_command_says_when_the_time_budget_cut_the_run(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from types import SimpleNamespace
+
+    from typer.testing import CliRunner
+
+    import complex_ner.app.stages as stages
+    from complex_ner.cli import app
+    from complex_ner.core.config import load_params
+    from complex_ner.core.paths import HISTORY_FILE, run_dir
+
+    params_file = tmp_path / "params.yaml"
+    params_file.write_text(
+        "train: {epochs: 3, time_budget_minutes: 10,\n"
+        "        by_language: {zh: {time_budget_minutes: 11.5}}}\n",
+        encoding="utf-8",
+    )
+    folder = run_dir(load_params(params_file), "zh", "bert_crf")
+    run = SimpleNamespace(best_f1=0.5, best_epoch=2, model_dir=folder / "model", run_id="r1")
+    monkeypatch.setattr(stages, "train", lambda *args, **kwargs: run)
+    args = ["train", "--lang", "zh", "-p", str(params_file)]
+    folder.mkdir(parents=True)
+    history = [{"epoch": 1}, {"epoch": 2, "stopped_by": "time_budget"}]
+    (folder / HISTORY_FILE).write_text(json.dumps(history), encoding="utf-8")
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert "zh bert_crf: train.time_budget_minutes 11.5 ended the run after epoch 2 of 3" in (
+        result.output
+    )
+    del history[-1]["stopped_by"]  # every epoch ran: nothing to say
+    (folder / HISTORY_FILE).write_text(json.dumps(history), encoding="utf-8")
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0 and "time_budget_minutes" not in result.output
+
+
 def test_the_train_command_takes_a_run_name_and_names_a_bad_one(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

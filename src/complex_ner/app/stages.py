@@ -329,6 +329,15 @@ def budget_plan(params: Params, lang: str, arch: str) -> dict[str, Any] | None:
     return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
 
 
+def time_budget_cut(params: Params, lang: str, arch: str) -> dict[str, Any] | None:
+    """The last epoch's record of the last ``lang``/``arch`` run when ``train.time_budget_minutes``
+    ended it before its last epoch, else None."""
+    path = run_dir(params, lang, arch) / HISTORY_FILE
+    history = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else []
+    last = history[-1] if history else {}
+    return last if last.get("stopped_by") == training.TIME_BUDGET_STOP else None
+
+
 # --------------------------------------------------------------------------- evaluation
 
 

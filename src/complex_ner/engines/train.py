@@ -263,6 +263,10 @@ class _Batches:
             yield _Step(batch, weight)
 
 
+#: ``stopped_by`` of the epoch record after which ``train.time_budget_minutes`` ended a run.
+TIME_BUDGET_STOP = "time_budget"
+
+
 def over_time_budget(history: Sequence[dict[str, Any]], minutes: float) -> bool:
     """True when one more epoch, at the mean epoch (with its validation) of ``history``, would
     end past ``minutes`` of training; ``minutes`` 0: never. A resumed run's history holds its
@@ -407,7 +411,7 @@ class _EpochEnd:
             and over_time_budget(self.history, self.cfg.time_budget_minutes)
         ):
             self.stopped_early = True
-            record["stopped_by"] = "time_budget"
+            record["stopped_by"] = TIME_BUDGET_STOP
         t = self.trainer
         # After the best model: a checkpoint never names a best epoch whose weights are missing.
         _save_checkpoint(
