@@ -299,10 +299,15 @@ def _run_file_set_aside(out: Path, model: Path) -> Iterator[None]:
             aside.unlink(missing_ok=True)
 
 
+def _run_file(params: Params, lang: str, arch: str, name: str) -> Any:
+    """The JSON record ``name`` in the ``lang``/``arch`` run folder, or None when it is absent."""
+    path = run_dir(params, lang, arch) / name
+    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
+
+
 def _trained_run(params: Params, lang: str, arch: str) -> dict[str, Any] | None:
     """The run folder's ``RUN_FILE`` record (a :class:`TrainedRun`), if it was trained."""
-    path = run_dir(params, lang, arch) / RUN_FILE
-    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
+    return _run_file(params, lang, arch, RUN_FILE)
 
 
 def recorded_run_id(params: Params, lang: str, arch: str) -> str | None:
@@ -325,15 +330,13 @@ def registry_candidate(params: Params, lang: str) -> str | None:
 
 def budget_plan(params: Params, lang: str, arch: str) -> dict[str, Any] | None:
     """What ``train.planned_minutes`` let the last ``lang``/``arch`` run train on, if it was set."""
-    path = run_dir(params, lang, arch) / BUDGET_PLAN_FILE
-    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
+    return _run_file(params, lang, arch, BUDGET_PLAN_FILE)
 
 
 def time_budget_cut(params: Params, lang: str, arch: str) -> dict[str, Any] | None:
     """The last epoch's record of the last ``lang``/``arch`` run when ``train.time_budget_minutes``
     ended it before its last epoch, else None."""
-    path = run_dir(params, lang, arch) / HISTORY_FILE
-    history = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else []
+    history = _run_file(params, lang, arch, HISTORY_FILE)
     last = history[-1] if history else {}
     return last if last.get("stopped_by") == training.TIME_BUDGET_STOP else None
 
