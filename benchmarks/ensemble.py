@@ -30,11 +30,12 @@ from typing import Any
 import torch
 
 from benchmarks.harness import (
-    ROOT,
+    add_saved_model_options,
     base_parser,
     emit,
     entity_types,
     machine_info,
+    model_folders,
     parse,
     result,
     tag_set,
@@ -55,31 +56,8 @@ SPLITS = (VAL_SPLIT, REPORTED_SPLIT)
 
 def _parser() -> Any:
     parser = base_parser("ensemble", __doc__, threads=0, module="ensemble")
-    parser.add_argument("--out", dest="json", type=Path, help="write the JSON result here")
-    parser.add_argument("--params", type=Path, default=ROOT / "params.yaml")
-    parser.add_argument("--lang", default="es")
-    parser.add_argument(
-        "--model",
-        action="append",
-        default=[],
-        metavar="NAME=FOLDER",
-        help="a saved model folder, optionally named (repeatable, at least two)",
-    )
-    parser.add_argument("--batch-size", type=int, default=64)
+    add_saved_model_options(parser)
     return parser
-
-
-def _members(specs: Sequence[str]) -> list[tuple[str, Path]]:
-    members = []
-    for spec in specs:
-        name, sep, folder = spec.partition("=")
-        members.append((name, Path(folder)) if sep else (Path(spec).name, Path(spec)))
-    names = [n for n, _ in members]
-    if len(members) < 2:
-        raise SystemExit("--model: give at least two saved model folders")
-    if len(set(names)) != len(names):
-        raise SystemExit(f"--model: names must differ, got {names}")
-    return members
 
 
 def _quick_members(scratch: Path) -> tuple[list[tuple[str, Path]], dict[str, list[Sentence]]]:
@@ -110,7 +88,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         if args.quick:
             members, data = _quick_members(Path(tmp))
         else:
-            members = _members(args.model)
+            members = model_folders(args.model, least=2)
             params = load_params(args.params)
             data = {s: read_conll(split_file(params, args.lang, s)) for s in SPLITS}
         gold = {s: [list(x.tags or ()) for x in sents] for s, sents in data.items()}

@@ -75,6 +75,41 @@ def base_parser(
     return parser
 
 
+def add_saved_model_options(parser: argparse.ArgumentParser) -> None:
+    """The options of scripts that score saved models of one language on the project's splits:
+    the repeatable ``--model NAME=FOLDER`` (see :func:`model_folders`), ``--lang``,
+    ``--params`` (which splits), ``--batch-size`` and ``--out`` (the JSON result)."""
+    parser.add_argument("--out", dest="json", type=Path, help="write the JSON result here")
+    parser.add_argument("--params", type=Path, default=ROOT / "params.yaml")
+    parser.add_argument("--lang", default="es")
+    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument(
+        "--model",
+        action="append",
+        default=[],
+        metavar="NAME=FOLDER",
+        help="a saved model folder, optionally named (repeatable)",
+    )
+
+
+def model_folders(specs: Sequence[str], least: int = 1) -> list[tuple[str, Path]]:
+    """``(name, folder)`` of each ``--model`` value; a bare folder is named after itself.
+
+    Raises:
+        SystemExit: Fewer than ``least`` models, or two with one name.
+    """
+    members = []
+    for spec in specs:
+        name, sep, folder = spec.partition("=")
+        members.append((name, Path(folder)) if sep else (Path(spec).name, Path(spec)))
+    names = [n for n, _ in members]
+    if len(members) < least:
+        raise SystemExit(f"--model: give at least {least} saved model folder(s)")
+    if len(set(names)) != len(names):
+        raise SystemExit(f"--model: names must differ, got {names}")
+    return members
+
+
 def parse(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> argparse.Namespace:
     """Parse ``argv`` (None: the command line) and record the command that ran."""
     args = parser.parse_args(argv)

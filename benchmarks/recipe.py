@@ -47,6 +47,7 @@ from complex_ner.engines.trainer import Callback, ProgressLogger
 VARIANTS: dict[str, tuple[str, ...]] = {
     "base": (),
     "augment": ("train.augment.mention_replace=0.5",),
+    "crop": ("train.augment.context_crop=0.5",),
     "swa": ("train.average=swa",),
     "ema": ("train.average=ema",),
     "frozen_emb": ("train.freeze_embeddings=true",),

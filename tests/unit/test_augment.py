@@ -1,16 +1,25 @@
-"""Entity-mention replacement: valid BIO, same-type mentions, seeded, off at share 0."""
+"""Training copies: mention replacement and context crops: valid BIO, seeded, off at share 0."""
 
 from __future__ import annotations
 
+import json
 import random
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import pytest
+from benchmarks import short_context
 
 from complex_ner.core.bio import allowed_after, entity_spans
-from complex_ner.core.config import ConfigError, load_params
-from complex_ner.domain.augment import MentionBank, MentionReplacer, replace_mentions
+from complex_ner.core.config import AugmentConfig, ConfigError, load_params
+from complex_ner.domain.augment import (
+    ContextCropper,
+    MentionBank,
+    MentionReplacer,
+    build,
+    entity_window,
+    replace_mentions,
+)
 from complex_ner.domain.data import Sentence
 
 Corpus = tuple[list[list[str]], list[list[str]]]
@@ -120,3 +129,115 @@ def test_bad_share_and_untagged_sentences_are_refused(tmp_path: Path) -> None:
     params.write_text("train:\n  augment:\n    mention_replace: 1.5\n", encoding="utf-8")
     with pytest.raises(ConfigError, match="train.augment.mention_replace"):
         load_params(params)
+
+
+# --------------------------------------------------------------------------- context crops
+
+#: Two entities two words apart: "el museo del prado está junto a la puerta de alcalá ."
+MUSEO = Sentence(
+    "m",
+    ("el", "museo", "del", "prado", "está", "junto", "a", "la", "puerta", "de", "alcalá", "."),
+    ("O", "B-LOC", "I-LOC", "I-LOC", "O", "O", "O", "O", "B-LOC", "I-LOC", "I-LOC", "O"),
+)
+
+
+@pytest.mark.parametrize(
+    ("index", "context", "words"),
+    [
+        (0, 0, "museo del prado"),
+        (0, 1, "el museo del prado está"),
+        (1, 0, "puerta de alcalá"),
+        (1, 2, "a la puerta de alcalá ."),
+        (0, 4, "el museo del prado está junto a la"),
+        # Five words right of the first entity reach into the second: widened to all of it.
+        (0, 5, "el museo del prado está junto a la puerta de alcalá"),
+        (1, 5, "museo del prado está junto a la puerta de alcalá ."),
+    ],
+)
+def test_entity_windows_keep_the_entity_and_never_cut_another(
+    index: int, context: int, words: str
+) -> None:
+    window = entity_window(MUSEO, index, context)
+    assert " ".join(window.tokens) == words
+    assert valid_bio(window.tags or ())
+    # Every entity of the window is a whole entity of the sentence.
+    start = int(window.id.split("[")[1].split(":")[0])
+    whole = {(k, s - start, e - start) for k, s, e in entity_spans(MUSEO.tags or ())}
+    assert set(entity_spans(window.tags or ())) <= whole
+    assert window.tags == MUSEO.tags[start : start + len(window.tokens)]
+
+
+def test_entity_window_refuses_bad_requests() -> None:
+    with pytest.raises(ValueError, match="has 2 entities, no entity 2"):
+        entity_window(MUSEO, 2, 1)
+    with pytest.raises(ValueError, match="context must be >= 0"):
+        entity_window(MUSEO, 0, -1)
+    with pytest.raises(ValueError, match="no tags"):
+        entity_window(Sentence("u", ("x",), None), 0, 0)
+
+
+@pytest.mark.parametrize("lang", ["es", "zh"])
+def test_crops_are_short_valid_seeded_windows_of_sentences_with_entities(
+    conll_sample: Callable[[str, int], Corpus], lang: str
+) -> None:
+    train = sentences(conll_sample, lang)
+    cropper = ContextCropper(train, 0.5, seed=7, max_context=2)
+    crops = cropper.copies(1)
+    assert len(crops) == cropper.copies_per_epoch == round(0.5 * len(cropper.candidates)) > 0
+    by_id = {s.id: s for s in train}
+    for crop in crops:
+        assert crop.id.endswith("+cc1") and entity_spans(crop.tags or ())
+        source = by_id[crop.id.split("[")[0]]
+        start = int(crop.id.split("[")[1].split(":")[0])
+        assert crop.tokens == source.tokens[start : start + len(crop.tokens)]
+        assert crop.tags == (source.tags or ())[start : start + len(crop.tokens)]
+        assert valid_bio(crop.tags or ())
+        # At most max_context words outside the entities on either side.
+        spans = entity_spans(crop.tags or ())
+        assert spans[0][1] <= 2 and len(crop.tokens) - spans[-1][2] <= 2
+    assert ContextCropper(train, 0.5, seed=7, max_context=2).copies(1) == crops
+    assert cropper.copies(2) != crops
+
+
+def test_build_combines_the_switched_on_augmenters(
+    conll_sample: Callable[[str, int], Corpus],
+) -> None:
+    train = sentences(conll_sample, "es")
+    assert build(train, AugmentConfig(), seed=1) is None
+    both = build(train, AugmentConfig(mention_replace=0.5, context_crop=0.25), seed=1)
+    assert both is not None
+    replaced = MentionReplacer(train, 0.5, seed=1).copies(3)
+    cropped = ContextCropper(train, 0.25, seed=1).copies(3)
+    assert both.copies(3) == replaced + cropped
+    assert both.copies_per_epoch == len(replaced) + len(cropped)
+
+
+def test_bad_crop_settings_are_refused(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="train.augment.context_crop"):
+        ContextCropper([], 1.5, seed=1)
+    params = tmp_path / "params.yaml"
+    params.write_text("train:\n  augment:\n    crop_max_context: -1\n", encoding="utf-8")
+    with pytest.raises(ConfigError, match="train.augment.crop_max_context"):
+        load_params(params)
+
+
+def test_the_short_context_benchmark_scores_one_window_per_entity(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], one_thread: None
+) -> None:
+    path = tmp_path / "short_context.json"
+    record = short_context.main(["--quick", "--threads", "1", "--json", str(path)])
+    assert json.loads(path.read_text(encoding="utf-8"))["table"] == record["table"]
+    assert record["table"] in capsys.readouterr().out
+    columns = record["columns"]
+    counts = {
+        row[columns.index("input")]: row[columns.index("sentences")] for row in record["rows"]
+    }
+    # --quick: 12 synthetic sentences of three entities each.
+    assert counts == {
+        **{f"entity +/- {k} tokens": 36 for k in (0, 1, 2, 4)},
+        "whole sentence": 12,
+    }
+    words = [row[columns.index("mean words")] for row in record["rows"]]
+    assert words == sorted(words)  # more context, longer inputs
+    whole = record["scores"]["random"]["whole sentence"]["macro"]["f1"]
+    assert round(whole, 4) == record["rows"][-1][columns.index("macro-F1")]

@@ -54,10 +54,11 @@ def trainable(tagger: Tagger) -> dict[str, torch.Tensor]:
     "update",
     [
         {"augment": AugmentConfig(mention_replace=0.5)},
+        {"augment": AugmentConfig(mention_replace=0.5, context_crop=0.5)},
         {"average": "swa"},
         {"average": "ema", "ema_decay": 0.5},
     ],
-    ids=["augment", "swa", "ema"],
+    ids=["augment", "augment+crop", "swa", "ema"],
 )
 def test_each_option_trains_end_to_end(
     tiny_bert_dir: Path,

@@ -292,6 +292,10 @@ class AugmentConfig(_Section):
     # Share of the training sentences with entities that get a copy per epoch whose mentions
     # are replaced by others of the same type; 0 turns it off.
     mention_replace: Annotated[float, Field(ge=0.0, le=1.0)] = 0.0
+    # Share of the training sentences with entities that get a copy per epoch cut down to one
+    # of their entities with 0..crop_max_context words on each side (short-query inputs); 0 off.
+    context_crop: Annotated[float, Field(ge=0.0, le=1.0)] = 0.0
+    crop_max_context: Annotated[int, Field(ge=0)] = 3
 
 
 class TrainConfig(_Section):

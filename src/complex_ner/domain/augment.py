@@ -1,4 +1,8 @@
-"""Entity-mention replacement: extra training sentences whose entities are swapped for others.
+"""Training-set augmentation: per-epoch extra copies of training sentences.
+
+Two kinds, each switched on by its share in ``train.augment`` and combined by :func:`build`.
+
+**Entity-mention replacement**: copies whose entities are swapped for others.
 
 A copy of a training sentence keeps its non-entity words and replaces every entity mention with
 a mention of the same type drawn from the training set (Dai and Adel, 2020, "An Analysis of
@@ -10,6 +14,11 @@ character sequences; nothing here depends on the language.
 Entities are read and written with :mod:`complex_ner.core.bio` (strict IOB2): a copy's tags are
 rebuilt from its spans, ``B-X`` then ``I-X`` for the new length, and are valid BIO by
 construction. The draws are seeded, so a seed and an epoch give the same copies every time.
+
+**Context crops**: copies cut down to one entity and at most a few words on each side
+(:func:`entity_window`). The paper blames its test-set drop on questions and short search
+queries, where an entity comes with little or no sentence around it; full training sentences
+never show the model that case.
 """
 
 from __future__ import annotations
@@ -19,9 +28,18 @@ from collections.abc import Mapping, Sequence
 from dataclasses import replace
 
 from complex_ner.core.bio import Span, entity_spans, tags_from_spans
+from complex_ner.core.config import AugmentConfig
 from complex_ner.domain.data import Sentence
 
-__all__ = ["MentionBank", "MentionReplacer", "replace_mentions"]
+__all__ = [
+    "Augmentations",
+    "ContextCropper",
+    "MentionBank",
+    "MentionReplacer",
+    "build",
+    "entity_window",
+    "replace_mentions",
+]
 
 Mention = tuple[str, ...]
 
@@ -83,12 +101,56 @@ def replace_mentions(sentence: Sentence, bank: MentionBank, rng: random.Random) 
     return replace(sentence, tokens=tuple(tokens), tags=tuple(tags))
 
 
-class MentionReplacer:
+class _EpochCopies:
+    """Per-epoch copies of a share of the training sentences that hold entities.
+
+    Only sentences with at least one entity are candidates: ``round(share * candidates)`` of
+    them get one copy each (:meth:`_copy`), chosen and made anew for every ``(seed, epoch)``.
+
+    Raises:
+        ValueError: ``share`` is outside [0, 1].
+    """
+
+    #: The ``train.augment`` key of the share (named in errors) and the seed's prefix.
+    key = ""
+    seed_prefix = ""
+    #: Appended, with the epoch, to each copy's id.
+    id_suffix = ""
+
+    def __init__(self, sentences: Sequence[Sentence], share: float, seed: int) -> None:
+        if not 0.0 <= share <= 1.0:
+            raise ValueError(f"train.augment.{self.key}: {share} is not in [0, 1]")
+        self.sentences = list(sentences)
+        self.share = share
+        self.seed = seed
+        self.spans = [entity_spans(s.tags or ()) for s in self.sentences]
+        self.candidates = [i for i, spans in enumerate(self.spans) if spans]
+
+    @property
+    def copies_per_epoch(self) -> int:
+        return round(self.share * len(self.candidates))
+
+    def copies(self, epoch: int) -> list[Sentence]:
+        """The copies of one epoch, in training-set order; ids get ``id_suffix<epoch>``."""
+        # A string seed is hashed with SHA-512: stable across runs and processes.
+        rng = random.Random(f"{self.seed_prefix}:{self.seed}:{epoch}")
+        chosen = sorted(rng.sample(self.candidates, self.copies_per_epoch))
+        out = []
+        for i in chosen:
+            copy = self._copy(i, rng)
+            out.append(replace(copy, id=f"{copy.id}{self.id_suffix}{epoch}"))
+        return out
+
+    def _copy(self, index: int, rng: random.Random) -> Sentence:
+        """The copy of training sentence ``index``."""
+        raise NotImplementedError
+
+
+class MentionReplacer(_EpochCopies):
     """Per-epoch mention-replaced copies of a share of the training sentences.
 
-    Only sentences with at least one entity are candidates (a copy of one without entities would
-    repeat it unchanged): ``round(share * candidates)`` of them get one copy each, chosen and
-    filled anew for every ``(seed, epoch)``.
+    A copy of a sentence without entities would repeat it unchanged, hence only sentences with
+    entities are copied.
 
     Args:
         sentences: The labelled training sentences; the mentions are collected from them.
@@ -99,26 +161,98 @@ class MentionReplacer:
         ValueError: ``share`` is outside [0, 1].
     """
 
+    key, seed_prefix, id_suffix = "mention_replace", "mention-replace", "+mr"
+
     def __init__(self, sentences: Sequence[Sentence], share: float, seed: int) -> None:
-        if not 0.0 <= share <= 1.0:
-            raise ValueError(f"train.augment.mention_replace: {share} is not in [0, 1]")
-        self.sentences = list(sentences)
-        self.share = share
-        self.seed = seed
+        super().__init__(sentences, share, seed)
         self.bank = MentionBank.collect(self.sentences)
-        self.candidates = [i for i, s in enumerate(self.sentences) if entity_spans(s.tags or ())]
+
+    def _copy(self, index: int, rng: random.Random) -> Sentence:
+        return replace_mentions(self.sentences[index], self.bank, rng)
+
+
+def entity_window(sentence: Sentence, index: int, context: int) -> Sentence:
+    """The ``index``-th gold entity of ``sentence`` with at most ``context`` words on each side.
+
+    A window that would cut another gold entity is widened to hold all of it, so its tags are
+    valid IOB2 and describe whole entities only. The id gets ``[start:end]``.
+
+    Raises:
+        ValueError: ``sentence`` has no tags, no entity ``index``, or ``context`` is negative.
+    """
+    if sentence.tags is None:
+        raise ValueError(f"sentence {sentence.id!r} has no tags to cut a window from")
+    if context < 0:
+        raise ValueError(f"context must be >= 0, got {context}")
+    spans = entity_spans(sentence.tags)
+    if not 0 <= index < len(spans):
+        raise ValueError(f"sentence {sentence.id!r} has {len(spans)} entities, no entity {index}")
+    _, start, end = spans[index]
+    lo, hi = max(0, start - context), min(len(sentence.tokens), end + context)
+    for _, s, e in spans:  # ordered and disjoint: one pass widens enough
+        if s < lo < e:
+            lo = s
+        if s < hi < e:
+            hi = e
+    return replace(
+        sentence,
+        id=f"{sentence.id}[{lo}:{hi}]",
+        tokens=sentence.tokens[lo:hi],
+        tags=sentence.tags[lo:hi],
+        line=None if sentence.line is None else sentence.line + lo,
+    )
+
+
+class ContextCropper(_EpochCopies):
+    """Per-epoch context crops of a share of the training sentences.
+
+    Each crop is one of its sentence's entities, drawn at random, with ``k`` words on each side,
+    ``k`` drawn from ``0..max_context`` (:func:`entity_window`).
+
+    Args:
+        sentences: The labelled training sentences.
+        share: Share of the sentences with entities cropped per epoch, in [0, 1].
+        seed: With the epoch, seeds the choice of sentences, entities and widths.
+        max_context: The widest context kept on each side, in words.
+
+    Raises:
+        ValueError: ``share`` is outside [0, 1] or ``max_context`` is negative.
+    """
+
+    key, seed_prefix, id_suffix = "context_crop", "context-crop", "+cc"
+
+    def __init__(
+        self, sentences: Sequence[Sentence], share: float, seed: int, max_context: int = 3
+    ) -> None:
+        if max_context < 0:
+            raise ValueError(f"train.augment.crop_max_context: {max_context} is negative")
+        super().__init__(sentences, share, seed)
+        self.max_context = max_context
+
+    def _copy(self, index: int, rng: random.Random) -> Sentence:
+        entity = rng.randrange(len(self.spans[index]))
+        return entity_window(self.sentences[index], entity, rng.randint(0, self.max_context))
+
+
+class Augmentations:
+    """Several augmenters' copies of each epoch, one after another."""
+
+    def __init__(self, parts: Sequence[_EpochCopies]) -> None:
+        self.parts = list(parts)
 
     @property
     def copies_per_epoch(self) -> int:
-        return round(self.share * len(self.candidates))
+        return sum(p.copies_per_epoch for p in self.parts)
 
     def copies(self, epoch: int) -> list[Sentence]:
-        """The copies of one epoch, in training-set order; ids get ``+mr<epoch>``."""
-        # A string seed is hashed with SHA-512: stable across runs and processes.
-        rng = random.Random(f"mention-replace:{self.seed}:{epoch}")
-        chosen = sorted(rng.sample(self.candidates, self.copies_per_epoch))
-        out = []
-        for i in chosen:
-            copy = replace_mentions(self.sentences[i], self.bank, rng)
-            out.append(replace(copy, id=f"{copy.id}+mr{epoch}"))
-        return out
+        return [c for p in self.parts for c in p.copies(epoch)]
+
+
+def build(sentences: Sequence[Sentence], cfg: AugmentConfig, seed: int) -> Augmentations | None:
+    """The augmenters that ``cfg`` switches on for these training sentences, or None."""
+    parts: list[_EpochCopies] = []
+    if cfg.mention_replace > 0:
+        parts.append(MentionReplacer(sentences, cfg.mention_replace, seed))
+    if cfg.context_crop > 0:
+        parts.append(ContextCropper(sentences, cfg.context_crop, seed, cfg.crop_max_context))
+    return Augmentations(parts) if parts else None

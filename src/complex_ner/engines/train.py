@@ -7,8 +7,8 @@ buckets with a generator seeded the same way, so a run resumed from its checkpoi
 the updates an uninterrupted run makes (on CPU). Progress and tracking are callbacks the caller
 passes in.
 
-Two switchable extras (both off by default): ``train.augment.mention_replace`` adds, every
-epoch, mention-replaced copies of a share of the training sentences
+Two switchable extras (both off by default): ``train.augment`` adds, every epoch,
+mention-replaced copies and context crops of shares of the training sentences
 (:mod:`complex_ner.domain.augment`, seeded by ``(seed, epoch)``); ``train.average`` keeps an
 SWA or EMA average of the weights (:class:`~complex_ner.engines.trainer.WeightAveraging`),
 validates it next to the raw weights and saves whichever scores higher.
@@ -57,8 +57,8 @@ from complex_ner.core.paths import (
     run_dir,
     split_file,
 )
+from complex_ner.domain import augment as augmentation
 from complex_ner.domain.alignment import EncodedWindow
-from complex_ner.domain.augment import MentionReplacer
 from complex_ner.domain.batch import Batch, collate
 from complex_ner.domain.data import Sentence, read_conll
 from complex_ner.domain.encoders import freeze_lower_layers
@@ -197,12 +197,12 @@ class _WeightedLoss(nn.Module):
 class _Batches:
     """The trainer's batch function: length-bucketed batches of the encoded training windows.
 
-    With a :class:`~complex_ner.domain.augment.MentionReplacer`, each epoch's windows are the
-    training set's plus those of that epoch's mention-replaced copies (encoded when the epoch
-    starts). Counts the real pieces and padded slots of the current epoch for its throughput
-    record. In a distributed world each global batch is split across the ranks and this one
-    keeps its share (a batch smaller than the world leaves some ranks a zero-weight stand-in:
-    every rank must join every step's gradient exchange).
+    With :mod:`~complex_ner.domain.augment` copies, each epoch's windows are the training set's
+    plus those of that epoch's copies (encoded when the epoch starts). Counts the real pieces
+    and padded slots of the current epoch for its throughput record. In a distributed world
+    each global batch is split across the ranks and this one keeps its share (a batch smaller
+    than the world leaves some ranks a zero-weight stand-in: every rank must join every step's
+    gradient exchange).
     """
 
     def __init__(
@@ -212,7 +212,7 @@ class _Batches:
         labels: list[list[int]],
         batch_size: int,
         device: torch.device,
-        augment: MentionReplacer | None = None,
+        augment: augmentation.Augmentations | None = None,
         world: World | None = None,
     ) -> None:
         self.tagger = tagger
@@ -650,8 +650,7 @@ def _fit(
 ) -> _EpochEnd:
     """The training loop of :func:`fit` (inside the process group); its end-of-epoch state."""
     windows = tagger.encode([s.tokens for s in train])
-    share = cfg.augment.mention_replace
-    augment = MentionReplacer(train, share, cfg.seed) if share > 0 else None
+    augment = augmentation.build(train, cfg.augment, cfg.seed)
     labels = label_ids(tagger, train)
     batches = _Batches(tagger, windows, labels, cfg.batch_size, device, augment, world)
     # With augmentation every epoch has as many copies, so as many windows unless a copy got
