@@ -133,12 +133,13 @@ def train_once(
     device: str,
     *,
     collect: bool = True,
+    **options: Any,
 ) -> tuple[dict[str, Any], Tagger]:
     """One epoch of fit on a fresh tagger: its record (step time, throughput, padding, peak
     memory) and the trained tagger.
 
     ``collect`` frees memory first for comparable RSS baselines (``--quick`` skips it: a full
-    collection takes time).
+    collection takes time). ``options``: further :class:`TrainConfig` fields.
     """
     if collect:
         release_memory()
@@ -153,6 +154,7 @@ def train_once(
         threads=0,  # the caller's torch_threads holds
         patience=1,
         seed=SEED,
+        **options,
     )
     lengths = [len(w.input_ids) for w in tagger.encode([s.tokens for s in train])]
     embedding_rows = int(tagger.encoder.get_input_embeddings().weight.shape[0])

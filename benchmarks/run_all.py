@@ -23,7 +23,16 @@ from typing import Any
 
 from benchmarks.harness import ROOT, child_env, machine_line, md_table, write_json
 
-BENCHMARKS = ("crf", "inference", "roofline", "coldstart", "training", "trim", "overhead")
+BENCHMARKS = (
+    "crf",
+    "inference",
+    "roofline",
+    "coldstart",
+    "training",
+    "optimizer",
+    "trim",
+    "overhead",
+)
 
 
 def combined_table(results: Sequence[dict[str, Any]]) -> str:

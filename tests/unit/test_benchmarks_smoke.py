@@ -18,6 +18,7 @@ from benchmarks import (
     bench_crf,
     bench_inference,
     bench_onnx,
+    bench_optimizer,
     bench_overhead,
     bench_quality,
     bench_roofline,
@@ -187,6 +188,23 @@ def test_training_measures_padding_and_unfrozen_embeddings(
         assert padding["random"]["pad_share"] >= padding["bucketed"]["pad_share"]
     frozen, unfrozen = record["records"][0], record["records"][2]
     assert unfrozen["trainable_params"] > frozen["trainable_params"]
+
+
+def test_optimizer_times_each_adamw_and_fit_with_fused_on_and_off(
+    tiny_bert_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    record, written = run_quick(
+        bench_optimizer, tmp_path, "--encoder", str(tiny_bert_dir), "--devices", "cpu"
+    )
+    check_printed_table(record, written, capsys.readouterr().out)
+    updates = [r for r in record["rows"] if r[0] == "update"]
+    assert [r[1] for r in updates] == list(bench_optimizer.IMPLEMENTATIONS)
+    assert all(r[4] > 0 for r in updates) and updates[0][6] == pytest.approx(1.0)
+    epochs = [r for r in record["records"] if r["measure"] == "epoch"]
+    assert [r["fused_adamw"] for r in epochs] == [False, True]
+    assert epochs[0]["steps"] == epochs[1]["steps"] == 3  # 24 sentences, batch 8
+    # The same rule: one short epoch from the same start ends at nearly the same loss.
+    assert epochs[0]["loss"] == pytest.approx(epochs[1]["loss"], rel=1e-3)
 
 
 def test_expected_max_matches_enumeration() -> None:

@@ -21,6 +21,7 @@ from complex_ner.engines.trainer import (
     TqdmProgress,
     Trainer,
     TrainStart,
+    adamw,
     decay_groups,
     linear_schedule,
 )
@@ -196,14 +197,19 @@ class TinyTagger(nn.Module):
         return nn.functional.cross_entropy(logits.flatten(0, 1), labels.flatten())
 
 
-def bert_run(folder: Path, callbacks: list[Callback], state: dict[str, Any] | None = None) -> Any:
+def bert_run(
+    folder: Path,
+    callbacks: list[Callback],
+    state: dict[str, Any] | None = None,
+    fused: bool = True,
+) -> Any:
     """Train (or resume from ``state``) 3 epochs of 4 steps; returns the trainer and result."""
     torch.manual_seed(5)  # same initial head in every run
     model = TinyTagger(folder)
     gen = torch.Generator().manual_seed(0)
     ids = torch.randint(1000, 2000, (8, 6), generator=gen)
     labels = torch.randint(0, 3, (8, 6), generator=gen)
-    optimizer = torch.optim.AdamW(decay_groups(model, 1e-3, 0.01))
+    optimizer = adamw(decay_groups(model, 1e-3, 0.01), fused=fused)
     scheduler = linear_schedule(optimizer, total=12, warmup_fraction=0.25)
     if state is not None:
         model.load_state_dict(state["model"])
@@ -255,6 +261,27 @@ def test_resume_after_an_interruption_equals_an_uninterrupted_run(tiny_bert_dir:
     a = full_trainer.model.state_dict()
     b = done_trainer.model.state_dict()
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_fused_adamw_makes_the_same_updates_as_the_default_one(tiny_bert_dir: Path) -> None:
+    fused_trainer, fused = bert_run(tiny_bert_dir, [])
+    plain_trainer, plain = bert_run(tiny_bert_dir, [], fused=False)
+    assert all(g["fused"] for g in fused_trainer.optimizer.param_groups)
+    assert not any(g["fused"] for g in plain_trainer.optimizer.param_groups)
+    # One kernel instead of per-tensor ops: the same rule, rounding may differ in the last bits.
+    assert fused.step_losses == pytest.approx(plain.step_losses, rel=1e-5)
+    a = fused_trainer.model.state_dict()
+    b = plain_trainer.model.state_dict()
+    assert all(torch.allclose(a[k], b[k], rtol=1e-4, atol=1e-6) for k in a)
+    torch.manual_seed(5)  # bert_run's initial weights
+    start = TinyTagger(tiny_bert_dir).state_dict()
+    assert sum(not torch.allclose(a[k], start[k], rtol=1e-4, atol=1e-6) for k in a) > len(a) // 2
+
+
+def test_adamw_falls_back_to_the_default_kernel_off_cpu_and_cuda() -> None:
+    weight = nn.Parameter(torch.zeros(3, device="meta"))
+    optimizer = adamw([{"params": [weight], "lr": 1e-3, "weight_decay": 0.0}])
+    assert not optimizer.param_groups[0]["fused"]
 
 
 # --------------------------------------------------------------------------- progress

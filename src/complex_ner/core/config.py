@@ -316,6 +316,8 @@ class TrainConfig(_Section):
     warmup_fraction: Rate = 0.1
     weight_decay: float = 0.01
     clip_norm: float = 1.0
+    # torch's fused AdamW kernel (CPU and CUDA): the same update in one pass over the weights.
+    fused_adamw: bool = True
     patience: PositiveInt = 3
     # Minutes of training (epochs plus their validation) a run may spend; 0: no limit. A run
     # ends like early stopping (best model saved) after the epoch past which one more epoch, at

@@ -112,6 +112,7 @@ from complex_ner.engines.trainer import (
     Callback,
     LoopResult,
     Trainer,
+    adamw,
     decay_groups,
     linear_schedule,
 )
@@ -519,7 +520,7 @@ def _train(
     callbacks: Sequence[Callback],
 ) -> LoopResult:
     """One phase with the shared loop: AdamW on the trainable parameters, warm-up and decay."""
-    optimizer = torch.optim.AdamW(decay_groups(model, lr, _WEIGHT_DECAY), lr=lr)
+    optimizer = adamw(decay_groups(model, lr, _WEIGHT_DECAY))
 
     def loss_fn(batch: MlmBatch) -> Tensor:
         input_ids, attention, labels = batch  # shape: (batch, pieces) each

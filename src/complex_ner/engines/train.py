@@ -70,6 +70,7 @@ from complex_ner.engines.trainer import (
     Callback,
     Trainer,
     WeightAveraging,
+    adamw,
     decay_groups,
     linear_schedule,
 )
@@ -94,7 +95,8 @@ class FitResult:
 def make_optimizer(tagger: Tagger, cfg: TrainConfig) -> torch.optim.Optimizer:
     """AdamW with one rate for the encoder and another for the head and CRF."""
     groups = decay_groups(tagger.encoder, cfg.lr_encoder, cfg.weight_decay)
-    return torch.optim.AdamW(groups + decay_groups(tagger.head, cfg.lr_head, cfg.weight_decay))
+    groups += decay_groups(tagger.head, cfg.lr_head, cfg.weight_decay)
+    return adamw(groups, fused=cfg.fused_adamw)
 
 
 def make_scheduler(

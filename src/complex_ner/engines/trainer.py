@@ -68,6 +68,23 @@ def decay_groups(module: nn.Module, lr: float, weight_decay: float) -> list[dict
     return [g for g in groups if g["params"]]
 
 
+# torch's fused AdamW runs one kernel over every weight instead of a loop of small ops per
+# tensor; the devices it supports (others get torch's default implementation).
+_FUSED_DEVICES = frozenset({"cpu", "cuda"})
+
+
+def adamw(groups: list[dict[str, Any]], *, fused: bool = True) -> torch.optim.AdamW:
+    """AdamW over ``groups`` (see :func:`decay_groups`), fused where the weights' device allows.
+
+    Args:
+        groups: Parameter groups, each with its ``params``, ``lr`` and ``weight_decay``.
+        fused: Use torch's fused kernel (same update rule, one pass over the weights); False:
+            torch's default per-tensor implementation.
+    """
+    devices = {p.device.type for g in groups for p in g["params"]}
+    return torch.optim.AdamW(groups, fused=(fused and devices <= _FUSED_DEVICES) or None)
+
+
 def linear_schedule(
     optimizer: torch.optim.Optimizer, total: int, warmup_fraction: float, floor: float = 0.0
 ) -> torch.optim.lr_scheduler.LambdaLR:
