@@ -11,11 +11,11 @@ import sys
 import torch
 
 from complex_ner.core.config import TrainConfig, load_params
-from complex_ner.core.device import autocast_context
 from complex_ner.domain.batch import collate
 from complex_ner.domain.models.tagger import build_model
 from complex_ner.engines import train as T
 from complex_ner.engines.pretrain import start_encoder
+from complex_ner.engines.trainer import Trainer
 
 steps = int(sys.argv[1])
 precision = sys.argv[2] if len(sys.argv) > 2 else "bf16"
@@ -32,14 +32,15 @@ out = {}
 for fused in (False, True):
     model = copy.deepcopy(tagger)
     optimizer = T.make_optimizer(model, TrainConfig(fused_adamw=fused))
+    constant = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _step: 1.0)
+    # The training engine's own step: autocast, backward, clipping, update.
+    trainer = Trainer(
+        model, optimizer, constant, epochs=1, steps_per_epoch=steps, seed=13,
+        device=torch.device("cpu"), precision=precision, clip_norm=1.0,
+    )  # fmt: skip
     for _ in range(steps):
         torch.manual_seed(0)  # the same dropout masks in both runs
-        with autocast_context(torch.device("cpu"), precision):
-            loss = model.loss(batch)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
+        trainer.step(model.loss, batch)
     out[fused] = {k: v.clone() for k, v in model.state_dict().items()}
 rows = []
 for k, v in start.items():
