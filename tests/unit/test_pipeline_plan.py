@@ -30,7 +30,7 @@ def test_every_named_configuration_applies_to_params(root: Path) -> None:
         load_params(root / "params.yaml", overrides)  # raises on an unknown or invalid field
 
 
-def test_the_paper_budget_keeps_no_per_language_epochs_or_time_budget(
+def test_the_paper_budget_keeps_no_per_language_epochs_budget_or_average(
     root: Path, tmp_path: Path
 ) -> None:
     # params.yaml's CPU budget caps every run's minutes (Chinese with its own entry); the paper's
